@@ -260,10 +260,11 @@ def build_trainer(data_args, stage_args, training_args, model_args) -> TowerVisi
     apply_module_learning_rates(model, stage_args.learning_rates)
     if model_args.use_peft:
         model = apply_lora(model, model_args, stage_args)
+    feature_cache = None
     if stage_args.vision_feature_cache:
         if sharded:
             raise ValueError("vision_feature_cache skips the vision tower, which FSDP / ZeRO-3 must run on every rank; use DDP")
-        VisionFeatureCache(stage_args.vision_feature_cache).attach(model)
+        feature_cache = VisionFeatureCache(stage_args.vision_feature_cache).attach(model)
     train_dataset = load_train_dataset(data_args)
     if data_args.dataset.endswith((".yaml", ".yml")) and training_args.max_steps <= 0:
         training_args.max_steps = recipe_steps(data_args, training_args)
@@ -275,7 +276,7 @@ def build_trainer(data_args, stage_args, training_args, model_args) -> TowerVisi
         num_frames=stage_args.num_frames,
         include_vision_in_every_batch=sharded,
     )
-    return TowerVisionSFTTrainer(
+    trainer = TowerVisionSFTTrainer(
         model=model,
         args=training_args,
         train_dataset=train_dataset,
@@ -283,6 +284,8 @@ def build_trainer(data_args, stage_args, training_args, model_args) -> TowerVisi
         data_collator=collator,
         module_learning_rates=stage_args.learning_rates,
     )
+    trainer.feature_cache = feature_cache
+    return trainer
 
 
 def resolve_resume(training_args: SFTConfig) -> str | None:
@@ -310,6 +313,9 @@ def run(argv: list[str]) -> TowerVisionSFTTrainer:
             "skipped_over_length": trainer.skipped_over_length,
             "trainable_parameters": trainable_parameters(trainer.model),
         }
+        if trainer.feature_cache is not None:
+            cache = trainer.feature_cache
+            summary["vision_feature_cache"] = {"folder": str(cache.folder), "hits": cache.hits, "misses": cache.misses}
         with open(os.path.join(training_args.output_dir, "train_summary.json"), "w") as handle:
             json.dump(summary, handle, indent=2)
         if trainer.skipped_over_length:

@@ -92,10 +92,16 @@ def _local_json_file(path: str) -> Path:
     return Path(path)
 
 
-def read_json_records(path: str):
-    """Records of a LLaVA-style `.json` (one array) or `.jsonl` file, or of every such file in a folder."""
+def read_json_records(path: str, pattern: str = "*.json*"):
+    """Records of a LLaVA-style `.json` (one array) or `.jsonl` file, or of every file matching `pattern` in a folder
+    (recursively, sorted)."""
     path = _local_json_file(path)
-    files = sorted(f for f in path.rglob("*") if f.suffix in (".json", ".jsonl")) if path.is_dir() else [path]
+    if path.is_dir():
+        files = sorted(f for f in path.rglob(pattern) if f.suffix in (".json", ".jsonl"))
+        if not files:
+            raise SchemaError(f"{path}: no .json/.jsonl file matches {pattern!r}")
+    else:
+        files = [path]
     for file in files:
         if file.suffix == ".jsonl":
             yield from read_jsonl(file, resolve_media=False)
@@ -239,8 +245,8 @@ class Adapter:
                 check_columns(self.name, path, record, self.required_columns)
             yield record
 
-    def json_records(self, path):
-        for index, record in enumerate(read_json_records(path)):
+    def json_records(self, path, pattern: str = "*.json*"):
+        for index, record in enumerate(read_json_records(path, pattern)):
             if index == 0 and MALFORMED_KEY not in record:
                 check_columns(self.name, path, record, self.required_columns)
             yield record
@@ -363,18 +369,20 @@ class LLaVA(Adapter):
     """LLaVA conversation JSON (`id`, `image`: a path or a list of paths relative to `image_root`, or absent for
     text-only rows, `conversations`: [{from: human|gpt, value}]). Used for PangeaIns folders (cultural/, multi/,
     general/ ...) and the chart / doc / OCR instruction sets. The language comes from `language_field` in each
-    record, else the fixed `language`. PangeaIns key names are unconfirmed: the first record is checked."""
+    record, else the fixed `language`. `path` may be a folder: every file matching `pattern` is read. PangeaIns key
+    names are unconfirmed: the first record is checked."""
 
     media_kind, media_field = "image", "image"
 
-    def __init__(self, name, *, path, image_root=None, language=None, language_field="language", **kwargs):
+    def __init__(self, name, *, path, image_root=None, pattern="*.json*", language=None, language_field="language",
+                 **kwargs):
         super().__init__(name, **kwargs)
-        self.path, self.root = path, Path(image_root) if image_root else None
+        self.path, self.pattern, self.root = path, pattern, Path(image_root) if image_root else None
         self.fixed_language, self.language_field = language, language_field
         self.required_columns = (("conversations",),)
 
     def records(self):
-        return self.json_records(self.path)
+        return self.json_records(self.path, self.pattern)
 
     def media_entries(self, record) -> list[dict]:
         value = record.get(self.media_field)
@@ -423,7 +431,7 @@ class CulturalGround(LLaVA):
 
     def records(self):
         if _is_json_path(self.path):
-            return self.json_records(self.path)
+            return self.json_records(self.path, self.pattern)
         return self.table_records(self.path, self.config, self.split, self.data_files)
 
     def convert(self, record, index):
@@ -537,11 +545,11 @@ ADAPTERS = {
 }
 
 
-def make_adapter(kind: str, name: str, **params) -> Adapter:
-    """Instantiate the adapter `kind` for source `name`, with a clear error for unknown kinds or params."""
-    if kind not in ADAPTERS:
-        raise ValueError(f"source {name!r}: unknown adapter {kind!r}; known: {sorted(ADAPTERS)}")
-    adapter_class = ADAPTERS[kind]
+def make_adapter(adapter: str, name: str, /, **params) -> Adapter:
+    """Instantiate the adapter named `adapter` for source `name`, with a clear error for unknown names or params."""
+    if adapter not in ADAPTERS:
+        raise ValueError(f"source {name!r}: unknown adapter {adapter!r}; known: {sorted(ADAPTERS)}")
+    adapter_class = ADAPTERS[adapter]
     accepted = set()
     for klass in adapter_class.__mro__:
         if "__init__" in vars(klass):
@@ -549,7 +557,7 @@ def make_adapter(kind: str, name: str, **params) -> Adapter:
                          if p.kind == p.KEYWORD_ONLY}
     unknown = sorted(set(params) - accepted)
     if unknown:
-        raise ValueError(f"source {name!r}: adapter {kind!r} has no params {unknown}; accepted: {sorted(accepted)}")
+        raise ValueError(f"source {name!r}: adapter {adapter!r} has no params {unknown}; accepted: {sorted(accepted)}")
     return adapter_class(name, **params)
 
 

@@ -8,6 +8,7 @@ Cache layout under `cache_dir`:
 
 import hashlib
 import os
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -54,7 +55,7 @@ class UrlFetcher:
 
     def _write(self, path: Path, data: bytes) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        temporary = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
         temporary.write_bytes(data)
         os.replace(temporary, path)
 

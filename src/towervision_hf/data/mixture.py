@@ -83,7 +83,9 @@ def _apply_override(config: dict, assignment: str) -> None:
         target = target.setdefault(parent, {})
         if not isinstance(target, dict):
             raise ValueError(f"override {assignment!r}: {parent!r} is not a mapping in the recipe")
-    target[leaf] = yaml.safe_load(value)
+    parsed = yaml.safe_load(value)
+    # YAML 1.1 reads on/off/yes/no as booleans; only true/false are meant as such on the command line
+    target[leaf] = value if isinstance(parsed, bool) and value.strip().lower() not in ("true", "false") else parsed
 
 
 def _source_spec(recipe_name: str, stage: str, entry: dict, switches: dict) -> SourceSpec:

@@ -230,12 +230,12 @@ def moving_shape_video(shape: str, colour: str, left_to_right: bool, frames: int
 
 def _stage1(images) -> list[dict]:
     rows = []
-    for index, (shape, colour, data) in enumerate(images):
+    for index, (shape, colour, path) in enumerate(images):
         prompt = caption_prompt("en", random.Random(f"sample:1:{index}"))
         caption = _join("en", *_sentences("en", shape, colour))
         rows.append(make_sample(f"s1-{index:03d}", "sample_captions", "en",
                                 [message("user", image_block(), prompt), message("assistant", caption)],
-                                images=[media(bytes=data)]))
+                                images=[media(path=path)]))
     return rows
 
 
@@ -243,20 +243,20 @@ def _stage2(images) -> list[dict]:
     rows = []
     for index, language in enumerate(SAMPLE_LANGUAGES):
         words = LEXICON[language]
-        shape, colour, data = images[index % len(images)]
+        shape, colour, path = images[index % len(images)]
         scene, colour_sentence = _sentences(language, shape, colour)
         prompt = caption_prompt(language, random.Random(f"sample:2:{index}"))
         rows.append(make_sample(f"s2-caption-{index:03d}", "sample_captions", language,
                                 [message("user", image_block(), prompt),
                                  message("assistant", _join(language, scene, colour_sentence))],
-                                images=[media(bytes=data)]))
-        shape, colour, data = images[(index * 5 + 3) % len(images)]
+                                images=[media(path=path)]))
+        shape, colour, path = images[(index * 5 + 3) % len(images)]
         scene, colour_sentence = _sentences(language, shape, colour)
         rows.append(make_sample(f"s2-qa-{index:03d}", "sample_qa", language,
                                 [message("user", image_block(), words["ask_colour"]),
                                  message("assistant", colour_sentence),
                                  message("user", words["ask_shape"]), message("assistant", scene)],
-                                images=[media(bytes=data)]))
+                                images=[media(path=path)]))
     for index, language in enumerate(SAMPLE_LANGUAGES[::3]):
         words = LEXICON[language]
         # circle vs square: of the same colour for even rows, of the next colour for odd rows
@@ -266,7 +266,7 @@ def _stage2(images) -> list[dict]:
         rows.append(make_sample(f"s2-multi-{index:03d}", "sample_multi_image", language,
                                 [message("user", image_block(), image_block(), words["ask_same"]),
                                  message("assistant", answer)],
-                                images=[media(bytes=first[2]), media(bytes=second[2])]))
+                                images=[media(path=first[2]), media(path=second[2])]))
     for index, language in enumerate(SAMPLE_LANGUAGES[1::3]):
         shape, colour, _ = images[index + 2]
         english, target = _sentences("en", shape, colour)[1], _sentences(language, shape, colour)[1]
@@ -278,7 +278,7 @@ def _stage2(images) -> list[dict]:
 
 def _stage3(videos) -> list[dict]:
     rows, others = [], SAMPLE_LANGUAGES[1:]
-    for index, (shape, colour, left_to_right, data) in enumerate(videos):
+    for index, (shape, colour, left_to_right, path) in enumerate(videos):
         for half in range(2):
             language = "en" if half == 0 else others[index % len(others)]
             words = LEXICON[language]
@@ -290,22 +290,27 @@ def _stage3(videos) -> list[dict]:
             else:
                 turns = [message("user", video_block(), words["ask_direction"]), message("assistant", movement)]
             rows.append(make_sample(f"s3-{index:03d}-{language}", "sample_video", language, turns,
-                                    videos=[media(bytes=data)]))
+                                    videos=[media(path=path)]))
     return rows
 
 
 def generate_sample_source(out) -> dict[int, int]:
-    """Write the sample source under `out` (stage1/ stage2/ stage3/ data.jsonl, shared media/); rows per stage."""
+    """Write the sample source under `out`: media/ (named after what they show), stage1/ stage2/ stage3/ data.jsonl
+    referring to them. Returns the number of rows per stage."""
     out = Path(out)
-    images = [
-        (shape, colour, png_bytes(draw_shape(shape, colour, IMAGE_SIZES[index % len(IMAGE_SIZES)])))
-        for index, (shape, colour) in enumerate((shape, colour) for colour in COLOURS for shape in SHAPES)
-    ]
-    videos = [
-        (SHAPES[index % len(SHAPES)], colour, index % 2 == 0,
-         moving_shape_video(SHAPES[index % len(SHAPES)], colour, index % 2 == 0))
-        for index, colour in enumerate(list(COLOURS) * 2)
-    ]
+    (out / "media").mkdir(parents=True, exist_ok=True)
+    images = []
+    for index, (shape, colour) in enumerate((shape, colour) for colour in COLOURS for shape in SHAPES):
+        size = IMAGE_SIZES[index % len(IMAGE_SIZES)]
+        path = out / "media" / f"{colour}-{shape}-{size[0]}x{size[1]}.png"
+        path.write_bytes(png_bytes(draw_shape(shape, colour, size)))
+        images.append((shape, colour, str(path)))
+    videos = []
+    for index, colour in enumerate(list(COLOURS) * 2):
+        shape, left_to_right = SHAPES[index % len(SHAPES)], index % 2 == 0
+        path = out / "media" / f"{colour}-{shape}-{'left-to-right' if left_to_right else 'right-to-left'}.mp4"
+        path.write_bytes(moving_shape_video(shape, colour, left_to_right))
+        videos.append((shape, colour, left_to_right, str(path)))
     stages = {1: _stage1(images), 2: _stage2(images), 3: _stage3(videos)}
     return {stage: write_jsonl(rows, out / f"stage{stage}", media_dir=out / "media") for stage, rows in stages.items()}
 

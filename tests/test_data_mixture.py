@@ -169,3 +169,14 @@ def test_visionblocks_recipe_sources_and_ablation_switches():
             "local"} <= adapters
     total = sum(spec.samples for stage in recipe.stages for spec in recipe.active_sources(stage))
     assert 5_500_000 < total < 6_500_000  # the paper's ~6M rows
+
+
+def test_a_build_where_every_row_is_filtered_is_empty_and_explained(tmp_path, sources):
+    out = tmp_path / "empty"
+    messages = []
+    reports = build(load_recipe(write_recipe(tmp_path, sources), ["languages=[hi]"]), out, limit=50, echo=messages.append)
+    assert len(load_from_disk(str(out))) == 0
+    counts = json.loads((out / "counts.json").read_text())
+    assert counts["total"] == 0 and counts["language_set"] == ["hi"]
+    assert counts["sources"]["a"]["skipped"] == {"language_not_selected": 1200}
+    assert reports["main"].total == 0 and "produced no rows" in messages[-1]

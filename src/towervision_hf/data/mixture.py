@@ -189,21 +189,30 @@ def build(recipe: Recipe, out, stage: str | None = None, streaming: bool = False
     reports = {}
     for name in stages:
         target = out if stage or len(stages) == 1 else out / name
-        report = BuildReport(f"{recipe.name}/{name}", seed=recipe.seed, languages=list(recipe.languages),
+        report = BuildReport(f"{recipe.name}/{name}", seed=recipe.seed, language_set=list(recipe.languages),
                              switches=recipe.switches, limit=limit)
 
+        rows = mixture_samples(recipe, name, report, streaming=streaming, limit=limit, fetcher=fetcher)
+        first = next(rows, None)
+
         def generate():
-            yield from mixture_samples(recipe, name, report, streaming=streaming, limit=limit, fetcher=fetcher)
+            yield first
+            yield from rows
 
         with tempfile.TemporaryDirectory(prefix=".build-", dir=out.parent if out.parent.exists() else None) as cache:
-            dataset = Dataset.from_generator(generate, features=to_features(), cache_dir=cache,
-                                             fingerprint=uuid.uuid4().hex)
+            if first is None:  # every row skipped or filtered: an empty dataset, and the report says why
+                dataset = Dataset.from_dict({column: [] for column in to_features()}, features=to_features())
+            else:
+                dataset = Dataset.from_generator(generate, features=to_features(), cache_dir=cache,
+                                                 fingerprint=uuid.uuid4().hex)
             if target.exists():
                 shutil.rmtree(target)
-            dataset.save_to_disk(str(target))
+            dataset.save_to_disk(str(target), num_shards=None if len(dataset) else 1)  # 0 shards do not load back
             del dataset
         report.save(target / "counts.json")
         echo(report.format_table())
+        if first is None:
+            echo(f"warning: stage {name!r} of {recipe.name!r} produced no rows; see the skipped counts above")
         reports[name] = report
     return reports
 

@@ -174,7 +174,8 @@ def test_visionblocks_recipe_sources_and_ablation_switches():
 def test_a_build_where_every_row_is_filtered_is_empty_and_explained(tmp_path, sources):
     out = tmp_path / "empty"
     messages = []
-    reports = build(load_recipe(write_recipe(tmp_path, sources), ["languages=[hi]"]), out, limit=50, echo=messages.append)
+    recipe = load_recipe(write_recipe(tmp_path, sources), ["languages=[hi]"])
+    reports = build(recipe, out, limit=50, echo=messages.append)
     assert len(load_from_disk(str(out))) == 0
     counts = json.loads((out / "counts.json").read_text())
     assert counts["total"] == 0 and counts["language_set"] == ["hi"]

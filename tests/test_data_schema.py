@@ -145,4 +145,6 @@ def test_caption_prompts_cover_every_language_with_seven_distinct_intents():
 
 def test_blocks_helpers():
     assert text_block("x") == {"type": "text", "text": "x"}
-    assert message("user", image_block(), "x")["content"] == [{"type": "image", "text": None}, {"type": "text", "text": "x"}]
+    assert message("user", image_block(), "x")["content"] == [
+        {"type": "image", "text": None}, {"type": "text", "text": "x"},
+    ]

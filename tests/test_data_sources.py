@@ -6,7 +6,8 @@ import json
 import urllib.error
 
 import pytest
-from datasets import Dataset, Features, Image as ImageFeature, List, Value
+from datasets import Dataset, Features, List, Value
+from datasets import Image as ImageFeature
 from PIL import Image
 
 from towervision_hf.data.fetch import UrlFetcher
@@ -49,7 +50,8 @@ def write_parquet(path, records, features=None):
 
 
 def user_texts(row):
-    return [b["text"] for turn in row["messages"] if turn["role"] == "user" for b in turn["content"] if b["type"] == "text"]
+    return [block["text"] for turn in row["messages"] if turn["role"] == "user"
+            for block in turn["content"] if block["type"] == "text"]
 
 
 def test_pixmo_cap_fetches_urls_and_counts_dead_links(tmp_path):
@@ -85,7 +87,8 @@ def test_pixmo_cap_mirror_with_embedded_images(tmp_path):
 
 def test_pixmo_cap_schema_mismatch_names_expected_and_found_columns(tmp_path):
     path = write_parquet(tmp_path / "wrong.parquet", [{"url": "https://x/1", "text": "hi"}])
-    with pytest.raises(SchemaError, match=r"expected columns \[caption, image or image_url\], found \['text', 'url'\]"):
+    expected = r"expected columns \[caption, image or image_url\], found \['text', 'url'\]"
+    with pytest.raises(SchemaError, match=expected):
         run("pixmo_cap", tmp_path, path=path)
 
 
@@ -140,11 +143,13 @@ def llava_tree(tmp_path):
     (root / "b.jpg").write_bytes(png((0, 90, 0)))
     records = [
         {"id": "ok", "image": "sub/a.jpg", "language": "de",
-         "conversations": [{"from": "human", "value": "<image>\nWas ist das?"}, {"from": "gpt", "value": "Ein Quadrat."}]},
+         "conversations": [{"from": "human", "value": "<image>\nWas ist das?"},
+                           {"from": "gpt", "value": "Ein Quadrat."}]},
         {"id": "no-placeholder", "image": "b.jpg", "language": "ko",
          "conversations": [{"from": "human", "value": "무엇인가요?"}, {"from": "gpt", "value": "사각형"}]},
         {"id": "two-images", "image": ["sub/a.jpg", "b.jpg"], "language": "zh",
-         "conversations": [{"from": "human", "value": "<image> 和 <image> 一样吗？"}, {"from": "gpt", "value": "不一样。"}]},
+         "conversations": [{"from": "human", "value": "<image> 和 <image> 一样吗？"},
+                           {"from": "gpt", "value": "不一样。"}]},
         {"id": "text-only", "language": "pt_BR",
          "conversations": [{"from": "human", "value": "Olá"}, {"from": "gpt", "value": "Oi!"}]},
         {"id": "missing-file", "image": "nope.jpg", "language": "de",
@@ -223,7 +228,8 @@ def test_llava_video_normalises_both_placeholders(tmp_path):
     (videos / "RW587.mp4").write_bytes(b"mp4")
     records = [
         {"id": "v1", "data_source": "0_30_s_academic_v0_1", "video": "academic_source/Charades/RW587.mp4",
-         "conversations": [{"from": "human", "value": "<image>\nDescribe the video."}, {"from": "gpt", "value": "A man walks."}]},
+         "conversations": [{"from": "human", "value": "<image>\nDescribe the video."},
+                           {"from": "gpt", "value": "A man walks."}]},
         {"id": "v2", "data_source": "0_30_s_academic_v0_1", "video": "academic_source/Charades/RW587.mp4",
          "conversations": [{"from": "human", "value": "<video>\nWhat happens?"}, {"from": "gpt", "value": "He sits."},
                            {"from": "human", "value": "Then?"}, {"from": "gpt", "value": "He stands."}]},

@@ -33,7 +33,7 @@ class SpyBackend:
         self.calls.append(list(prompts))
         outputs = []
         for prompt in prompts:
-            header, source_line, target_line = prompt.split("\n")
+            _, source_line, target_line = prompt.split("\n")
             outputs.append(f"{target_line.split(':')[0]}|{source_line.split(': ', 1)[1]}")
         return outputs
 
@@ -168,7 +168,7 @@ def test_filter_keeps_scores_and_applies_the_threshold():
 
 
 def test_filter_command_rethresholds_without_rescoring(tmp_path, monkeypatch):
-    import towervision_hf.data.quality as quality
+    from towervision_hf.data import quality
 
     scored = []
 

@@ -60,7 +60,9 @@ def _filter(args) -> int:
     from .quality import CometKiwiScorer, score_rows, split_by_threshold
 
     source = Path(args.input)
-    files = sorted(source.glob("data*.jsonl")) + sorted(source.glob("rejected*.jsonl")) if source.is_dir() else [source]
+    files = [source]
+    if source.is_dir():  # a translate output, or a filter output (kept and rejected rows, to re-threshold)
+        files = sorted(source.glob("data*.jsonl")) + sorted(source.glob("rejected*.jsonl"))
     rows = [row for file in files for row in read_jsonl(file)]
 
     def scorer(sources, translations):  # loads COMET only when some rows still need scores

@@ -15,7 +15,9 @@ from .schema import MEDIA_KEYS
 
 
 MALFORMED_KEY = "__malformed__"
-_MAGIC = ((b"\x89PNG", ".png"), (b"\xff\xd8", ".jpg"), (b"GIF8", ".gif"), (b"RIFF", ".webp"), (b"\x1aE\xdf\xa3", ".webm"))
+_MAGIC = (
+    (b"\x89PNG", ".png"), (b"\xff\xd8", ".jpg"), (b"GIF8", ".gif"), (b"RIFF", ".webp"), (b"\x1aE\xdf\xa3", ".webm"),
+)
 
 
 def media_extension(data: bytes) -> str:

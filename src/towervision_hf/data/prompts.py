@@ -66,7 +66,8 @@ CAPTION_PROMPTS: dict[str, tuple[str, ...]] = {
         "Scrivi una didascalia dettagliata per questa immagine.",
         "Descrivi nel modo più preciso possibile tutto ciò che si vede nell'immagine.",
         "Spiega che cosa sta succedendo in questa immagine.",
-        "Fornisci una descrizione completa dell'immagine, compresi gli oggetti, le persone, i colori e l'ambientazione.",
+        "Fornisci una descrizione completa dell'immagine, compresi gli oggetti, le persone, i colori e "
+        "l'ambientazione.",
         "Descrivi l'immagine in modo che chi non può vederla riesca a immaginarla.",
     ),
     "pt-PT": (
@@ -215,7 +216,8 @@ SYNTH_SYSTEM_PROMPTS: dict[str, tuple[str, ...]] = {
     ),
     "attributes": (
         "You describe images with a focus on fine-grained visual attributes: colours, materials, textures, shapes, "
-        "sizes, patterns, states (open, broken, wet...) and exact counts of repeated objects. Be precise and concrete.",
+        "sizes, patterns, states (open, broken, wet...) and exact counts of repeated objects. Be precise and "
+        "concrete.",
         "Write a caption that would let someone distinguish this image from very similar ones: name the specific "
         "attributes of each salient object and count objects whenever there are several of the same kind.",
     ),

@@ -38,7 +38,8 @@ class CometKiwiScorer:
             except KeyError as error:
                 raise RuntimeError(
                     f"could not download {model}: the COMETKiwi checkpoints are gated on the Hugging Face Hub; accept "
-                    f"the license on the model page and authenticate (HF_TOKEN or `hf auth login`). COMET said: {error}"
+                    f"the license on the model page and authenticate (HF_TOKEN or `hf auth login`). "
+                    f"COMET said: {error}"
                 ) from None
         self.model = load_from_checkpoint(checkpoint)
         self.batch_size = batch_size
@@ -59,7 +60,8 @@ def score_rows(rows, scorer, model_name: str, rescore: bool = False) -> list[dic
         if not translation:
             continue
         qe = translation.get("qe")
-        if rescore or not qe or qe.get("model") != model_name or len(qe.get("scores", [])) != len(translation["segments"]):
+        stale = not qe or qe.get("model") != model_name or len(qe.get("scores", [])) != len(translation["segments"])
+        if rescore or stale:
             pending.append(row)
     sources = [segment["src"] for row in pending for segment in row["translation"]["segments"]]
     translations = [segment["mt"] for row in pending for segment in row["translation"]["segments"]]

@@ -88,12 +88,12 @@ class BuildReport:
         report = self.to_dict()
         total = max(report["total"], 1)
         width = max([len("source"), *map(len, report["sources"])])
-        lines = [f"{self.name}: {report['total']} rows", f"{'source':<{width}}  {'read':>9}  {'kept':>9}  {'share':>6}  skipped"]
+        lines = [f"{self.name}: {report['total']} rows",
+                 f"{'source':<{width}}  {'read':>9}  {'kept':>9}  {'share':>6}  skipped"]
         for source, counts in report["sources"].items():
             skipped = ", ".join(f"{reason}={n}" for reason, n in counts["skipped"].items()) or "-"
-            lines.append(
-                f"{source:<{width}}  {counts['read']:>9}  {counts['kept']:>9}  {counts['kept'] / total:>6.1%}  {skipped}"
-            )
+            share = counts["kept"] / total
+            lines.append(f"{source:<{width}}  {counts['read']:>9}  {counts['kept']:>9}  {share:>6.1%}  {skipped}")
         lines.append("")
         lines.append(f"{'language':<8}  {'rows':>9}  {'share':>6}")
         for code, counts in report["languages"].items():

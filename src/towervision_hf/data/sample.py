@@ -3,7 +3,8 @@
 `generate_sample_source(out)` draws deterministic images (one coloured shape on white, several aspect ratios) and
 short videos (a shape crossing the frame, 8 frames of 64x64, H.264), writes rows about them in 12 languages in the
 local JSONL format, and `load_sample(stage)` reads a stage back through the `local` source adapter, the same path
-`towervision data build` uses. The package ships the output of `towervision data sample --out src/towervision_hf/sample`.
+`towervision data build` uses. The package ships the output of
+`towervision data sample --out src/towervision_hf/sample`.
 
   stage 1 (alignment): English captions, one per image
   stage 2 (vision):    captions and two-turn QA in 12 languages, multi-image comparisons, text-only translations
@@ -40,8 +41,10 @@ LEXICON = {
         "scene": "There is {indefinite} on a white background.", "colour": "{definite} is {colour}.",
         "ask_colour": "What colour is the shape?", "ask_shape": "Which shape is shown in the image?",
         "ask_same": "Do the shapes in these two images have the same colour?", "yes": "Yes.", "no": "No.",
-        "left_to_right": "{definite} moves from left to right.", "right_to_left": "{definite} moves from right to left.",
-        "ask_direction": "In which direction does the shape move?", "describe_video": "Describe what happens in this video.",
+        "left_to_right": "{definite} moves from left to right.",
+        "right_to_left": "{definite} moves from right to left.",
+        "ask_direction": "In which direction does the shape move?",
+        "describe_video": "Describe what happens in this video.",
     },
     "de": {
         "shapes": {"circle": ("ein Kreis", "Der Kreis"), "square": ("ein Quadrat", "Das Quadrat"),
@@ -100,7 +103,8 @@ LEXICON = {
         "ask_same": "As formas destas duas imagens são da mesma cor?", "yes": "Sim.", "no": "Não.",
         "left_to_right": "{definite} desloca-se da esquerda para a direita.",
         "right_to_left": "{definite} desloca-se da direita para a esquerda.",
-        "ask_direction": "Em que direção se desloca a forma?", "describe_video": "Descreve o que acontece neste vídeo.",
+        "ask_direction": "Em que direção se desloca a forma?",
+        "describe_video": "Descreve o que acontece neste vídeo.",
     },
     "pt-BR": {
         "shapes": {"circle": ("um círculo", "O círculo"), "square": ("um quadrado", "O quadrado"),
@@ -161,7 +165,8 @@ LEXICON = {
         "colours": {"red": "빨간색", "green": "초록색", "blue": "파란색", "yellow": "노란색"},
         "scene": "흰색 배경에 {indefinite}이 있습니다.", "colour": "{definite}의 색은 {colour}입니다.",
         "ask_colour": "이 도형은 무슨 색인가요?", "ask_shape": "이미지에 있는 도형은 무엇인가요?",
-        "ask_same": "이 두 이미지의 도형은 같은 색인가요?", "yes": "네, 같은 색입니다.", "no": "아니요, 다른 색입니다.",
+        "ask_same": "이 두 이미지의 도형은 같은 색인가요?",
+        "yes": "네, 같은 색입니다.", "no": "아니요, 다른 색입니다.",
         "left_to_right": "{definite}이 왼쪽에서 오른쪽으로 움직입니다.",
         "right_to_left": "{definite}이 오른쪽에서 왼쪽으로 움직입니다.",
         "ask_direction": "도형은 어느 방향으로 움직이나요?",

@@ -6,9 +6,11 @@ A row::
         "id": str,                      # unique within its source
         "source": str,                  # the recipe's source name, e.g. "pixmo_cap"
         "language": str,                # canonical code of one of the 20 languages (languages.py)
-        "messages": [                   # optional system turn, then user/assistant turns alternating, ending with assistant
+        "messages": [                   # [system,] then user/assistant alternating, ending with assistant
             {"role": "system" | "user" | "assistant",
-             "content": [{"type": "text", "text": str} | {"type": "image", "text": None} | {"type": "video", "text": None}]},
+             "content": [{"type": "text", "text": str}
+                         | {"type": "image", "text": None}
+                         | {"type": "video", "text": None}]},
         ],
         "images": [media],              # one entry per image block, in order of appearance
         "videos": [media],              # one entry per video block, in order of appearance
@@ -84,7 +86,8 @@ def make_sample(id, source, language, messages, images=(), videos=()) -> dict:
         "source": source,
         "language": language,
         "messages": [
-            {"role": turn["role"], "content": [{"type": block["type"], "text": block.get("text")} for block in turn["content"]]}
+            {"role": turn["role"],
+             "content": [{"type": block["type"], "text": block.get("text")} for block in turn["content"]]}
             for turn in messages
         ],
         "images": [{key: entry.get(key) for key in MEDIA_KEYS} for entry in images],

@@ -72,7 +72,9 @@ def open_table(path: str, name: str | None = None, split: str = "train", data_fi
             files = [local] if local.is_file() else sorted(f for f in local.rglob("*") if f.suffix in _TABLE_BUILDERS)
             builders = {_TABLE_BUILDERS.get(f.suffix) for f in files}
             if len(builders) != 1 or None in builders:
-                raise SchemaError(f"{path}: expected files of one format among {sorted(_TABLE_BUILDERS)}, found {files[:5]}")
+                raise SchemaError(
+                    f"{path}: expected files of one format among {sorted(_TABLE_BUILDERS)}, found {files[:5]}"
+                )
             dataset = load_dataset(builders.pop(), data_files=[str(f) for f in files], split="train", streaming=True)
     else:
         dataset = load_dataset(path, name, split=split, data_files=data_files, streaming=streaming)
@@ -111,7 +113,9 @@ def read_json_records(path: str, pattern: str = "*.json*"):
         if not isinstance(records, list):
             raise SchemaError(f"{file}: expected a JSON array of records, found a JSON {type(records).__name__}")
         for record in records:
-            yield record if isinstance(record, dict) else {MALFORMED_KEY: f"a JSON {type(record).__name__}, not an object"}
+            if not isinstance(record, dict):
+                record = {MALFORMED_KEY: f"a JSON {type(record).__name__}, not an object"}
+            yield record
 
 
 def _is_json_path(path: str) -> bool:
@@ -179,7 +183,7 @@ def conversation_messages(conversation, media_kind: str | None = None, media_cou
         first_user["content"][:0] = [block() for _ in range(media_count)]
     elif placeholders != media_count:
         raise RowError("placeholder_mismatch", f"{placeholders} placeholders for {media_count} {media_kind}s")
-    if not any(turn["role"] == "assistant" for turn in messages) or not any(turn["role"] == "user" for turn in messages):
+    if not {"user", "assistant"} <= {turn["role"] for turn in messages}:
         raise RowError("empty_conversation", f"roles {[turn['role'] for turn in messages]}")
     return messages
 
@@ -188,7 +192,8 @@ _DIALOGUE_MARKERS = re.compile(r"\[(USER|ASSISTANT)\]\s*")
 
 
 def qa_messages(question: str, answer: str, media_blocks: list[dict]) -> list[dict]:
-    """A one- or multi-turn QA; `[USER] ... [ASSISTANT] ...` markers in `question` (PixMo style) become earlier turns."""
+    """A one- or multi-turn QA; `[USER] ... [ASSISTANT] ...` markers in `question` (PixMo style) become earlier
+    turns."""
     if not isinstance(question, str) or not isinstance(answer, str) or not question.strip() or not answer.strip():
         raise RowError("empty_conversation", "empty question or answer")
     pieces = _DIALOGUE_MARKERS.split(question)
@@ -362,7 +367,8 @@ class VQA(Adapter):
         language = self.language(record.get(self.language_column) if self.language_column else self.fixed_language)
         messages = qa_messages(record.get(self.question_column), answer, [image_block()])
         row_id = record.get(self.id_column, index)
-        return make_sample(row_id, self.name, language, messages, images=[_media_from_feature(record.get(self.image_column))])
+        image = _media_from_feature(record.get(self.image_column))
+        return make_sample(row_id, self.name, language, messages, images=[image])
 
 
 class LLaVA(Adapter):
@@ -489,7 +495,8 @@ class VisionBlocks(Adapter):
     def convert(self, record, index):
         language = self.language(record.get("language") or self.fixed_language)
         if all(column in record for column in COLUMNS):
-            return make_sample(record["id"], self.name, language, record["messages"], record["images"], record["videos"])
+            return make_sample(record["id"], self.name, language, record["messages"], record["images"],
+                               record["videos"])
         images = record.get("images", record.get("image"))
         images = [] if images is None else images if isinstance(images, list) else [images]
         entries = [_media_from_feature(image) for image in images]

@@ -34,7 +34,9 @@ class ChatClient:
 
     def __init__(self, endpoint: str, api_key: str | None = None, timeout: float = 120.0, post=None):
         self.url = endpoint.rstrip("/") + "/chat/completions"
-        self.headers = {"Content-Type": "application/json"} | ({"Authorization": f"Bearer {api_key}"} if api_key else {})
+        self.headers = {"Content-Type": "application/json"}
+        if api_key:
+            self.headers["Authorization"] = f"Bearer {api_key}"
         self.timeout, self.post = timeout, post or _post_json
 
     def complete(self, payload: dict) -> str:
@@ -63,7 +65,8 @@ def caption_request(image: bytes, system_prompt: str, user_prompt: str, model: s
 
 
 def synthesize_captions(images_dir, client: ChatClient, model: str, *, seed: int = 0, families=None,
-                        limit: int | None = None, source: str = "synthetic_captions", report: BuildReport | None = None):
+                        limit: int | None = None, source: str = "synthetic_captions",
+                        report: BuildReport | None = None):
     """Yield caption rows for the images in `images_dir` (sorted, non-recursive); failed requests are counted."""
     families = list(families or SYNTH_SYSTEM_PROMPTS)
     unknown = set(families) - set(SYNTH_SYSTEM_PROMPTS)

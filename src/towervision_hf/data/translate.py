@@ -191,7 +191,8 @@ def _translate_chunk(jobs, backend, mode, seed, model_name, report):
         if not all(output.strip() for output in outputs):
             report.skip(row["source"], "empty_translation", f"{row['id']} -> {target}: an empty translation")
             continue
-        messages = [{"role": turn["role"], "content": [dict(block) for block in turn["content"]]} for turn in row["messages"]]
+        messages = [{"role": turn["role"], "content": [dict(block) for block in turn["content"]]}
+                    for turn in row["messages"]]
         for (turn, block, _), output in zip(segments, outputs):
             messages[turn]["content"][block]["text"] = output
         if mode == "caption":

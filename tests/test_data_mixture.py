@@ -2,6 +2,7 @@
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 import yaml
@@ -12,6 +13,9 @@ from towervision_hf.data.jsonl import write_jsonl
 from towervision_hf.data.mixture import build, load_mixture, load_recipe, mixture_samples
 from towervision_hf.data.report import BuildReport
 from towervision_hf.data.schema import make_sample, message, to_features, to_trl_example, validate_sample
+
+
+RECIPES = Path(__file__).resolve().parents[1] / "recipes" / "data"
 
 
 def text_rows(prefix, count, languages=("en",)):
@@ -134,7 +138,7 @@ def test_build_writes_a_dataset_and_the_counts_report(tmp_path, sources, capsys)
 
 def test_sample_recipe_builds_every_stage_in_the_training_schema(tmp_path):
     out = tmp_path / "sample"
-    reports = build(load_recipe("recipes/data/sample.yaml"), out, echo=lambda text: None)
+    reports = build(load_recipe(RECIPES / "sample.yaml"), out, echo=lambda text: None)
     assert set(reports) == {"alignment", "vision", "video"}
     for stage, expected in {"alignment": 12, "vision": 32, "video": 16}.items():
         dataset = load_from_disk(str(out / stage))
@@ -152,14 +156,14 @@ def test_load_mixture_streams_the_recipe(tmp_path, sources):
     first, second = list(dataset), list(dataset)
     assert len(first) == 7 and first == second  # every epoch replays the same mixture
     with pytest.raises(ValueError, match="pass stage="):
-        load_mixture("recipes/data/sample.yaml")
+        load_mixture(RECIPES / "sample.yaml")
 
 
 def test_visionblocks_recipe_sources_and_ablation_switches():
-    recipe = load_recipe("recipes/data/visionblocks.yaml")
+    recipe = load_recipe(RECIPES / "visionblocks.yaml")
     assert len(recipe.languages) == 20 and [s.name for s in recipe.active_sources("alignment")] == ["pixmo_cap"]
     assert [s.name for s in recipe.active_sources("video")] == ["llava_video_translated"]
-    ablation = load_recipe("recipes/data/visionblocks.yaml", [
+    ablation = load_recipe(RECIPES / "visionblocks.yaml", [
         "languages=core", "switches.video=english", "switches.alignment_captions=translated"])
     assert len(ablation.languages) == 10
     assert [s.name for s in ablation.active_sources("alignment")] == ["pixmo_cap", "pixmo_cap_translated"]

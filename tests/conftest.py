@@ -22,3 +22,49 @@ def tiny_config(tiny_tokenizer):
     from towervision_hf.tiny import tiny_config
 
     return tiny_config(tiny_tokenizer)
+
+
+# ---- processing: tiny media written with PyAV -------------------------------------------------------------------
+
+
+def write_test_clip(path, num_frames, width=64, height=48, fps=25, gop=10):
+    """An H.264 clip (x264 defaults: B-frames) whose frames all differ, with a keyframe every `gop` frames."""
+    import av
+    import numpy as np
+
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.codec_context.gop_size = gop
+        for index in range(num_frames):
+            pixels = np.zeros((height, width, 3), np.uint8)
+            pixels[..., 0] = (np.arange(width) * 4 + index * 9) % 256
+            pixels[..., 1] = (index * 37) % 256
+            pixels[(index * 3) % height :, : (index * 5) % width, 2] = 255
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(pixels, format="rgb24")))
+        container.mux(stream.encode())
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def video_files(tmp_path_factory):
+    """`clip`: 75-frame H.264 clip (25 fps, keyframe every 10); `no_frames`: AVI with a video stream and no frame;
+    `audio_only`: WAV without video stream."""
+    import av
+    import numpy as np
+
+    folder = tmp_path_factory.mktemp("videos")
+    files = {"clip": write_test_clip(folder / "clip.mp4", 75)}
+    files["no_frames"] = str(folder / "no_frames.avi")
+    with av.open(files["no_frames"], "w") as container:
+        stream = container.add_stream("mpeg4", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        container.start_encoding()
+    files["audio_only"] = str(folder / "audio_only.wav")
+    with av.open(files["audio_only"], "w") as container:
+        stream = container.add_stream("pcm_s16le", rate=8000, layout="mono")
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, 800), np.int16), format="s16", layout="mono")
+        frame.sample_rate = 8000
+        container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+    return files

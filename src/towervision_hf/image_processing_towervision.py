@@ -194,7 +194,7 @@ class TowerVisionImageProcessor(TorchvisionBackend):
         return restrict_pinpoints(self.image_grid_pinpoints, max_tiles, self.tile_size)
 
     def fetch_images(self, image_url_or_urls):
-        """Decode local paths and encoded bytes to RGB PIL images; pass in-memory images through."""
+        """RGB PIL images from paths, encoded bytes, PIL images, arrays or tensors (a 4-D array is a batch)."""
         if isinstance(image_url_or_urls, (list, tuple)):
             return [self.fetch_images(item) for item in image_url_or_urls]
         if isinstance(image_url_or_urls, (str, os.PathLike)):
@@ -206,13 +206,15 @@ class TowerVisionImageProcessor(TorchvisionBackend):
             return open_image(path, f"Image file {path}")
         if isinstance(image_url_or_urls, (bytes, bytearray)):
             return open_image(io.BytesIO(image_url_or_urls), f"Image bytes ({len(image_url_or_urls)} bytes)")
+        if isinstance(image_url_or_urls, (np.ndarray, torch.Tensor)) and image_url_or_urls.ndim == 4:
+            return [to_rgb_image(image) for image in image_url_or_urls]
         if isinstance(image_url_or_urls, (Image.Image, np.ndarray, torch.Tensor)):
-            return image_url_or_urls
+            return to_rgb_image(image_url_or_urls)
         raise ValueError(f"Unsupported image input of type {type(image_url_or_urls).__name__}")
 
-    def process_image(self, image: ImageInput, **kwargs) -> Image.Image:
-        """Convert one input image to RGB PIL (the resizes run in Pillow to match the release exactly)."""
-        return to_rgb_image(image)
+    def process_image(self, image: Image.Image, **kwargs) -> Image.Image:
+        """Images are already RGB PIL images (see `fetch_images`): the resizes run in Pillow to match the release."""
+        return image
 
     def preprocess(self, images: ImageInput, **kwargs: Unpack[TowerVisionImageProcessorKwargs]) -> BatchFeature:
         if isinstance(images, (list, tuple)) and images and isinstance(images[0], (list, tuple)):
@@ -253,6 +255,7 @@ class TowerVisionImageProcessor(TorchvisionBackend):
         max_tiles: int | None,
         resample: PILImageResampling,
         do_rescale: bool,
+        rescale_factor: float,
         do_normalize: bool,
         image_mean: tuple[float, ...],
         image_std: tuple[float, ...],
@@ -279,8 +282,8 @@ class TowerVisionImageProcessor(TorchvisionBackend):
             for value, patch in zip(values, patches):
                 # patch by patch (stays in cache), with the PIL processor's float32 operations in the same order
                 np.copyto(value, patch.transpose(2, 0, 1))
-                if do_rescale:
-                    value /= np.float32(255)
+                if do_rescale:  # dividing by 255 rounds exactly like the PIL processor's float64 `* (1 / 255)`
+                    value /= np.float32(1 / rescale_factor)
                 if do_normalize:
                     value -= mean
                     value /= std

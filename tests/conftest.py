@@ -28,19 +28,22 @@ def tiny_config(tiny_tokenizer):
 
 
 def write_test_clip(path, num_frames, width=64, height=48, fps=25, gop=10):
-    """An H.264 clip (x264 defaults: B-frames) whose frames all differ, with a keyframe every `gop` frames."""
+    """An H.264 clip with B-frames, a keyframe exactly every `gop` frames and every frame different."""
     import av
     import numpy as np
 
+    options = {"x264-params": f"keyint={gop}:min-keyint={gop}:scenecut=0:bframes=3"}
+    rows, columns = np.mgrid[0:height, 0:width]
     with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=fps)
+        stream = container.add_stream("libx264", rate=fps, options=options)
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        stream.codec_context.gop_size = gop
         for index in range(num_frames):
             pixels = np.zeros((height, width, 3), np.uint8)
-            pixels[..., 0] = (np.arange(width) * 4 + index * 9) % 256
-            pixels[..., 1] = (index * 37) % 256
-            pixels[(index * 3) % height :, : (index * 5) % width, 2] = 255
+            pixels[..., 0] = (columns * 4 + index * 3) % 256
+            pixels[..., 1] = (rows * 5 + index) % 256
+            pixels[..., 2] = (index * 7) % 256
+            left = (index * 2) % (width - 12)
+            pixels[height // 3 : 2 * height // 3, left : left + 12] = 255  # a moving box
             container.mux(stream.encode(av.VideoFrame.from_ndarray(pixels, format="rgb24")))
         container.mux(stream.encode())
     return str(path)
@@ -48,7 +51,7 @@ def write_test_clip(path, num_frames, width=64, height=48, fps=25, gop=10):
 
 @pytest.fixture(scope="session")
 def video_files(tmp_path_factory):
-    """`clip`: 75-frame H.264 clip (25 fps, keyframe every 10); `no_frames`: AVI with a video stream and no frame;
+    """`clip`: 75-frame H.264 clip (25 fps, B-frames, keyframe every 10); `no_frames`: AVI with a video stream and no frame;
     `audio_only`: WAV without video stream."""
     import av
     import numpy as np

@@ -102,7 +102,8 @@ def _stream_metadata(container, stream) -> VideoMetadata:
     total = stream.frames
     if not total:
         total = sum(1 for packet in container.demux(stream) if packet.size)
-        container.seek(0)
+        if total:
+            container.seek(0)
     return VideoMetadata(
         total_num_frames=int(total),
         fps=float(fps),

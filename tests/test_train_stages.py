@@ -7,7 +7,8 @@ import os
 import pytest
 import torch
 from safetensors.torch import load_file
-from transformers import AutoModelForImageTextToText
+from PIL import Image
+from transformers import AutoModelForImageTextToText, AutoProcessor
 
 from towervision_hf import train
 from towervision_hf.training import SKIPPED_KEY, TowerVisionCollator, module_group
@@ -66,8 +67,8 @@ def test_feature_cache_gives_the_same_losses(tmp_path):
         losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
         runs[name] = (losses, trainer.model.model.multi_modal_projector.linear_1.weight.detach().clone(), trainer)
     (plain_losses, plain_weight, _), (cached_losses, cached_weight, trainer) = runs["plain"], runs["cached"]
-    assert cached_losses == plain_losses
-    assert torch.equal(cached_weight, plain_weight)
+    assert cached_losses == pytest.approx(plain_losses, rel=1e-6)
+    assert torch.allclose(cached_weight, plain_weight, rtol=0, atol=1e-6)
     cache = trainer.feature_cache
     assert cache.misses > 0 and cache.hits >= cache.misses  # the second epoch only reads
     assert len(list(cache.folder.glob("*/*.safetensors"))) == cache.misses
@@ -104,6 +105,7 @@ def test_lora_trains_lm_adapters_projector_and_newline_and_merges(stage1_checkpo
     assert train.merge_main([str(adapter_dir), str(merged_dir)]) == 0
     merged = AutoModelForImageTextToText.from_pretrained(merged_dir, trust_remote_code=True).eval()
     assert torch.equal(merged.model.image_newline, newline)
+    assert merged.config.max_tiles == 6  # the stage's config, not the stage-1 base's
     assert "AutoModelForImageTextToText" in json.loads((merged_dir / "config.json").read_text())["auto_map"]
     assert (merged_dir / "modeling_towervision.py").is_file() and (merged_dir / "processor_config.json").is_file()
     rows = [trainer.train_dataset[i] for i in range(3)]
@@ -137,9 +139,18 @@ def test_checkpoint_remote_code_path(stage1_checkpoint, tmp_path):
         build(*stage_args("stage2_vision", tmp_path, "--model_name_or_path", stage1_checkpoint, "--model_code", "checkpoint"))
 
 
-def test_run_saves_a_checkpoint_the_next_stage_loads(stage1_checkpoint):
+def test_stages_chain_through_saved_checkpoints_with_their_image_layout(stage1_checkpoint, tmp_path):
     files = set(os.listdir(stage1_checkpoint))
     assert {"config.json", "model.safetensors", "processor_config.json", "chat_template.jinja", "modeling_towervision.py",
             "processing_towervision.py", "train_summary.json"} <= files
     summary = json.loads(open(os.path.join(stage1_checkpoint, "train_summary.json")).read())
     assert summary["global_step"] == 1 and summary["trainable_parameters"]["language"] == 0
+    # stage 1 saves a one-tile model and processor (thumbnail + 1 tile); stage 2 widens both back to 6 tiles
+    processor = AutoProcessor.from_pretrained(stage1_checkpoint)
+    config = json.loads(open(os.path.join(stage1_checkpoint, "config.json")).read())
+    assert config["max_tiles"] == processor.image_processor.max_tiles == 1
+    assert processor.image_processor([Image.new("RGB", (300, 100))])["pixel_values"].shape[1] == 2
+    stage2 = build(*stage_args("stage2_vision", tmp_path, "--model_name_or_path", stage1_checkpoint))
+    assert stage2.model.config.max_tiles == stage2.processing_class.image_processor.max_tiles == 6
+    assert stage2.model.config.image_grid_pinpoints == stage2.processing_class.image_processor.image_grid_pinpoints
+    assert len(stage2.model.config.image_grid_pinpoints) == 14

@@ -71,10 +71,11 @@ class StageArguments:
         default=None, metadata={"help": "Learning rate of the language model (and its tied head); 0 freezes it."}
     )
     max_tiles: int | None = field(
-        default=None, metadata={"help": "Most tiles per image (plus the thumbnail); unset = the processor's value."}
+        default=None,
+        metadata={"help": "Most tiles per image (plus the thumbnail), written into model config and processor; unset = keep."},
     )
     num_frames: int | None = field(
-        default=None, metadata={"help": "Frames sampled per video; unset = the video processor's value."}
+        default=None, metadata={"help": "Frames sampled per video, written into model config and processor; unset = keep."}
     )
     vision_feature_cache: str | None = field(
         default=None,
@@ -127,14 +128,9 @@ def load_model_and_processor(model_args: ModelConfig, stage_args: StageArguments
     if path is None:
         raise ValueError("model_name_or_path is not set (a checkpoint folder, a Hub id, or `tiny`)")
     if path == TINY_MODEL:
-        from .modeling_towervision import TowerVisionForConditionalGeneration
-        from .tiny import build_tiny_processor, tiny_config
+        from .init_model import build_tiny
 
-        processor = build_tiny_processor()
-        torch.manual_seed(training_args.seed)
-        config = tiny_config(processor.tokenizer)
-        model = TowerVisionForConditionalGeneration._from_config(config, attn_implementation="eager")
-        return model, processor
+        return build_tiny(seed=training_args.seed)
 
     kwargs = {
         "revision": model_args.model_revision,
@@ -167,6 +163,22 @@ def load_model_and_processor(model_args: ModelConfig, stage_args: StageArguments
         path, revision=model_args.model_revision, trust_remote_code=training_args.trust_remote_code
     )
     return model, processor
+
+
+def apply_stage_layout(model, processor, stage_args: StageArguments) -> None:
+    """Write the stage's image grid (`max_tiles`) and frame count (`num_frames`) into the model config and the
+    processor alike, so that they agree during training and in the saved checkpoint (stage 1 saves a one-tile
+    model, stage 2 widens it back to 6 tiles, and the final checkpoint samples the frames it was trained on)."""
+    from .tiling_towervision import default_grid_pinpoints
+
+    config = model.config
+    if stage_args.max_tiles is not None:
+        pinpoints = default_grid_pinpoints(stage_args.max_tiles, config.tile_size)
+        config.max_tiles, config.image_grid_pinpoints = stage_args.max_tiles, pinpoints
+        processor.image_processor.max_tiles = stage_args.max_tiles
+        processor.image_processor.image_grid_pinpoints = pinpoints
+    if stage_args.num_frames is not None:
+        config.num_frames = processor.video_processor.num_frames = stage_args.num_frames
 
 
 def load_train_dataset(data_args: DataArguments):
@@ -257,6 +269,7 @@ def build_trainer(data_args, stage_args, training_args, model_args) -> TowerVisi
     training_args.dataset_kwargs = {**(training_args.dataset_kwargs or {}), "skip_prepare_dataset": True}
     sharded = is_sharded(training_args)
     model, processor = load_model_and_processor(model_args, stage_args, training_args)
+    apply_stage_layout(model, processor, stage_args)
     apply_module_learning_rates(model, stage_args.learning_rates)
     if model_args.use_peft:
         model = apply_lora(model, model_args, stage_args)
@@ -272,8 +285,6 @@ def build_trainer(data_args, stage_args, training_args, model_args) -> TowerVisi
         processor,
         max_length=training_args.max_length,
         over_length=stage_args.over_length,
-        max_tiles=stage_args.max_tiles,
-        num_frames=stage_args.num_frames,
         include_vision_in_every_batch=sharded,
     )
     trainer = TowerVisionSFTTrainer(
@@ -350,7 +361,12 @@ def merge_main(argv: list[str] | None = None) -> int:
     base = args.base or PeftConfig.from_pretrained(args.adapter_dir).base_model_name_or_path
     if not base or base == TINY_MODEL:
         raise ValueError(f"the adapter in {args.adapter_dir} names no loadable base model; pass --base")
-    model = AutoModelForImageTextToText.from_pretrained(base, dtype=_torch_dtype(args.dtype), trust_remote_code=True)
+    # the stage's config (saved beside the adapter) carries its image grid and frame count
+    config_dir = args.adapter_dir if (Path(args.adapter_dir) / "config.json").is_file() else base
+    config = AutoConfig.from_pretrained(config_dir, trust_remote_code=True)
+    model = AutoModelForImageTextToText.from_pretrained(
+        base, config=config, dtype=_torch_dtype(args.dtype), trust_remote_code=True
+    )
     model = PeftModel.from_pretrained(model, args.adapter_dir).merge_and_unload()
     restore_image_newline(model, args.adapter_dir)
     model.save_pretrained(args.out)

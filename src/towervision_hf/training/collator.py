@@ -82,8 +82,6 @@ class TowerVisionCollator:
             Longest sequence kept, in tokens (placeholders included); `None` keeps everything.
         over_length (`str`, *optional*, defaults to `"skip"`):
             `"skip"` drops longer samples and counts them, `"error"` raises a `ValueError` naming the sample.
-        max_tiles (`int`, *optional*):
-            Passed to the image processor at call time (at most that many tiles per image); `None` keeps its default.
         num_frames (`int`, *optional*):
             Frames sampled per video; defaults to the video processor's `num_frames`.
         include_vision_in_every_batch (`bool`, *optional*, defaults to `False`):
@@ -100,7 +98,6 @@ class TowerVisionCollator:
         processor,
         max_length: int | None = None,
         over_length: str = "skip",
-        max_tiles: int | None = None,
         num_frames: int | None = None,
         include_vision_in_every_batch: bool = False,
     ):
@@ -109,7 +106,6 @@ class TowerVisionCollator:
         self.processor = processor
         self.max_length = max_length
         self.over_length = over_length
-        self.max_tiles = max_tiles
         video_processor = getattr(processor, "video_processor", None)
         self.num_frames = num_frames or getattr(video_processor, "num_frames", None) or 32
         self.include_vision_in_every_batch = include_vision_in_every_batch
@@ -161,8 +157,6 @@ class TowerVisionCollator:
 
     def _process(self, conversations: list[list[dict]]):
         processor_kwargs = {"padding": True, "padding_side": "right", "truncation": False, "add_special_tokens": False}
-        if self.max_tiles is not None:
-            processor_kwargs["max_tiles"] = self.max_tiles
         if any(block["type"] == "video" for turns in conversations for turn in turns for block in turn["content"]):
             processor_kwargs["num_frames"] = self.num_frames
         return self.processor.apply_chat_template(

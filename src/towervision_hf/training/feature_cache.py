@@ -45,7 +45,8 @@ class VisionFeatureCache:
         cache_dir (`str` or `os.PathLike`):
             Root folder; entries go to `cache_dir/<tower identity>/<key[:2]>/<key>.safetensors`.
 
-    `attach(model)` wraps the tower of a TowerVision model (plain or wrapped by peft); `hits` / `misses` count tiles.
+    `attach(model)` wraps the tower of a TowerVision model (plain or wrapped by peft); `misses` counts the tiles the
+    tower encoded, `hits` the tiles it did not have to encode.
     Writes are atomic (temporary file + rename), so several processes can share one folder.
     """
 
@@ -95,13 +96,13 @@ class VisionFeatureCache:
         """The tower's output with only the feature layers filled in; cached tiles are not recomputed."""
         keys = [self.tile_key(tile) for tile in pixel_values]
         found = {key: load_file(self._path(key)) for key in dict.fromkeys(keys) if self._path(key).exists()}
-        missing = [i for i, key in enumerate(keys) if key not in found]
+        first_index = {key: index for index, key in reversed(list(enumerate(keys))) if key not in found}
+        missing = sorted(first_index.values())  # one forward per distinct tile (a thumbnail can equal its tile)
         if missing:
             hidden_states = original_forward(pixel_values[missing], output_hidden_states=True, return_dict=True).hidden_states
             for row, index in enumerate(missing):
-                if keys[index] not in found:
-                    found[keys[index]] = {f"layer_{layer}": hidden_states[layer][row] for layer in self.feature_layers}
-                    self._store(keys[index], found[keys[index]])
+                found[keys[index]] = {f"layer_{layer}": hidden_states[layer][row] for layer in self.feature_layers}
+                self._store(keys[index], found[keys[index]])
         self.misses += len(missing)
         self.hits += len(keys) - len(missing)
         device = pixel_values.device

@@ -55,8 +55,8 @@ class TowerVisionSFTTrainer(SFTTrainer):
         *args, **kwargs: passed to [`~trl.SFTTrainer`].
 
     Also logs `skipped_over_length` (samples the [`TowerVisionCollator`] dropped so far, over all processes) and, with
-    a peft model, saves the trained image newline (a bare parameter peft cannot save) as `image_newline.safetensors`
-    beside the adapter and restores it when resuming.
+    a peft model, saves the stage's model config and the trained image newline (a bare parameter peft cannot save,
+    as `image_newline.safetensors`) beside the adapter, and restores the newline when resuming.
     """
 
     def __init__(self, *args, module_learning_rates: dict[str, float | None] | None = None, **kwargs):
@@ -112,10 +112,14 @@ class TowerVisionSFTTrainer(SFTTrainer):
 
     def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
         super()._save(output_dir, state_dict=state_dict)
-        output_dir = output_dir if output_dir is not None else self.args.output_dir
         model = self.accelerator.unwrap_model(self.model)
+        if not (self.args.should_save and hasattr(model, "peft_config")):
+            return
+        # A LoRA run saves an adapter: the stage's config (image grid, frames) and the trained newline go beside it.
+        output_dir = output_dir if output_dir is not None else self.args.output_dir
+        model.get_base_model().config.save_pretrained(output_dir)
         newline = find_image_newline(model)
-        if self.args.should_save and hasattr(model, "peft_config") and newline is not None and newline.requires_grad:
+        if newline is not None and newline.requires_grad:
             if state_dict is not None:
                 newline = next((value for key, value in state_dict.items() if key.endswith("model.image_newline")), newline)
             save_file({"image_newline": newline.detach().cpu().contiguous()}, os.path.join(output_dir, NEWLINE_FILE))

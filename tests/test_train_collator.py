@@ -26,15 +26,35 @@ IMAGE, VIDEO = {"type": "image", "text": None}, {"type": "video", "text": None}
 def rows():
     """A tiled single image (two QA turns), a two-image sample, a video and a text-only row."""
     return [
-        {"id": "tiled", "images": [image(90, 200, 0)], "videos": [],
-         "messages": [turn("user", IMAGE, "What colour?"), turn("assistant", "Red."),
-                      turn("user", "Which shape?"), turn("assistant", "A circle.")]},
-        {"id": "multi", "images": [image(40, 60, 1), image(70, 50, 2)], "videos": [],
-         "messages": [turn("user", IMAGE, IMAGE, "Same colour?"), turn("assistant", "Nein.")]},
-        {"id": "video", "images": [], "videos": [np.random.default_rng(3).integers(0, 256, (6, 48, 64, 3), dtype=np.uint8)],
-         "messages": [turn("user", VIDEO, "Where does it go?"), turn("assistant", "To the left.")]},
-        {"id": "text", "images": [], "videos": [],
-         "messages": [turn("system", "Be brief."), turn("user", "Translate: hello"), turn("assistant", "Olá")]},
+        {
+            "id": "tiled",
+            "images": [image(90, 200, 0)],
+            "videos": [],
+            "messages": [
+                turn("user", IMAGE, "What colour?"),
+                turn("assistant", "Red."),
+                turn("user", "Which shape?"),
+                turn("assistant", "A circle."),
+            ],
+        },
+        {
+            "id": "multi",
+            "images": [image(40, 60, 1), image(70, 50, 2)],
+            "videos": [],
+            "messages": [turn("user", IMAGE, IMAGE, "Same colour?"), turn("assistant", "Nein.")],
+        },
+        {
+            "id": "video",
+            "images": [],
+            "videos": [np.random.default_rng(3).integers(0, 256, (6, 48, 64, 3), dtype=np.uint8)],
+            "messages": [turn("user", VIDEO, "Where does it go?"), turn("assistant", "To the left.")],
+        },
+        {
+            "id": "text",
+            "images": [],
+            "videos": [],
+            "messages": [turn("system", "Be brief."), turn("user", "Translate: hello"), turn("assistant", "Olá")],
+        },
     ]
 
 
@@ -49,7 +69,9 @@ def processor():
 @pytest.fixture(scope="module")
 def model(processor):
     torch.manual_seed(0)
-    return TowerVisionForConditionalGeneration._from_config(tiny_config(processor.tokenizer), attn_implementation="eager").eval()
+    return TowerVisionForConditionalGeneration._from_config(
+        tiny_config(processor.tokenizer), attn_implementation="eager"
+    ).eval()
 
 
 def summed_loss(model, batch):
@@ -58,7 +80,9 @@ def summed_loss(model, batch):
     with torch.no_grad():
         logits = model(**inputs).logits[:, :-1]
     labels = batch["labels"][:, 1:]
-    return torch.nn.functional.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=-100, reduction="sum")
+    return torch.nn.functional.cross_entropy(
+        logits.flatten(0, 1), labels.flatten(), ignore_index=-100, reduction="sum"
+    )
 
 
 def test_mixed_batch_labels_only_assistant_turns(processor, model):

@@ -31,12 +31,32 @@ def test_two_cpu_processes_write_one_consistent_checkpoint(tmp_path):
     output_dir = tmp_path / "ddp"
     env = {**os.environ, "PYTHONPATH": str(Path(towervision_hf.__file__).parents[1]), "OMP_NUM_THREADS": "1"}
     command = [
-        sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(ROOT / "recipes/accelerate/cpu_ddp.yaml"),
-        "--main_process_port", str(free_port()), "-m", "towervision_hf.train", str(ROOT / "recipes/tiny/stage2_vision.yaml"),
-        "--model_name_or_path", "tiny", "--output_dir", str(output_dir), "--max_steps", "2", "--per_device_train_batch_size", "4",
-        "--save_strategy", "steps", "--save_steps", "2", "--disable_tqdm", "true",
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--config_file",
+        str(ROOT / "recipes/accelerate/cpu_ddp.yaml"),
+        "--main_process_port",
+        str(free_port()),
+        "-m",
+        "towervision_hf.train",
+        str(ROOT / "recipes/tiny/stage2_vision.yaml"),
+        "--model_name_or_path",
+        "tiny",
+        "--output_dir",
+        str(output_dir),
+        "--max_steps",
+        "2",
+        "--per_device_train_batch_size",
+        "4",
+        "--save_strategy",
+        "steps",
+        "--save_steps",
+        "2",
+        "--disable_tqdm",
+        "true",
     ]
-    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(command, check=False, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
 
     state = json.loads((output_dir / "checkpoint-2" / "trainer_state.json").read_text())
@@ -63,8 +83,21 @@ class StopAt(TrainerCallback):
 
 @pytest.mark.slow
 def test_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(tmp_path):
-    common = ["tiny/stage2_vision.yaml", "--model_name_or_path", "tiny", "--max_steps", "5", "--per_device_train_batch_size", "8",
-              "--lr_scheduler_type", "cosine", "--warmup_steps", "2", "--disable_tqdm", "true"]  # 4 steps per epoch
+    common = [
+        "tiny/stage2_vision.yaml",
+        "--model_name_or_path",
+        "tiny",
+        "--max_steps",
+        "5",
+        "--per_device_train_batch_size",
+        "8",
+        "--lr_scheduler_type",
+        "cosine",
+        "--warmup_steps",
+        "2",
+        "--disable_tqdm",
+        "true",
+    ]  # 4 steps per epoch
 
     def trainer_for(output_dir, *extra):
         return train.build_trainer(*train.parse_args([*common, "--output_dir", str(tmp_path / output_dir), *extra]))
@@ -77,7 +110,9 @@ def test_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(tmp_path):
     interrupted.train()
     assert interrupted.state.global_step == 3
 
-    resumed = trainer_for("resumed", "--save_strategy", "steps", "--save_steps", "3", "--resume_from_checkpoint", "last")
+    resumed = trainer_for(
+        "resumed", "--save_strategy", "steps", "--save_steps", "3", "--resume_from_checkpoint", "last"
+    )
     resumed.train(resume_from_checkpoint=train.resolve_resume(resumed.args))
     assert resumed.state.global_step == 5
     expected = dict(uninterrupted.model.named_parameters())

@@ -32,7 +32,9 @@ def test_recipes_are_found():
 @pytest.mark.parametrize("path", TRAIN_YAML, ids=str)
 def test_training_recipe_parses(path, tmp_path):
     # bf16 needs a GPU: parse the recipe as it is, with only that switched off
-    data_args, stage_args, training_args, model_args = train.parse_args([str(RECIPES / path), "--bf16", "false", "--use_cpu", "true"])
+    data_args, stage_args, training_args, model_args = train.parse_args(
+        [str(RECIPES / path), "--bf16", "false", "--use_cpu", "true"]
+    )
     raw = yaml.safe_load((RECIPES / path).read_text())
     assert raw["loss_type"] == training_args.loss_type == "nll"  # pinned: TRL's default changed between releases
     assert training_args.output_dir == raw["output_dir"] and model_args.model_name_or_path == raw["model_name_or_path"]
@@ -45,7 +47,9 @@ def test_training_recipe_parses(path, tmp_path):
 def test_accelerate_config_parses(path):
     config = load_config_from_file(str(RECIPES / path))
     if path.stem == "fsdp2":
-        assert config.fsdp_config["fsdp_version"] == 2 and config.fsdp_config["fsdp_state_dict_type"] == "FULL_STATE_DICT"
+        assert (
+            config.fsdp_config["fsdp_version"] == 2 and config.fsdp_config["fsdp_state_dict_type"] == "FULL_STATE_DICT"
+        )
     if path.stem == "deepspeed_zero3":
         assert config.deepspeed_config["zero_stage"] == 3 and config.deepspeed_config["zero3_save_16bit_model"]
 
@@ -58,7 +62,9 @@ def test_data_recipe_parses(path):
 def test_fsdp_wrap_classes_are_the_model_layers(tiny_config):
     from towervision_hf import TowerVisionForConditionalGeneration
 
-    wrapped = load_config_from_file(str(RECIPES / "accelerate/fsdp2.yaml")).fsdp_config["fsdp_transformer_layer_cls_to_wrap"]
+    wrapped = load_config_from_file(str(RECIPES / "accelerate/fsdp2.yaml")).fsdp_config[
+        "fsdp_transformer_layer_cls_to_wrap"
+    ]
     layer_types = {type(module).__name__ for module in TowerVisionForConditionalGeneration(tiny_config).modules()}
     assert set(wrapped.split(",")) <= layer_types
 

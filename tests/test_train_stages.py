@@ -3,11 +3,12 @@ the image newline, merging, and the checkpoint's own remote code. Everything run
 
 import json
 import os
+from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
 from PIL import Image
+from safetensors.torch import load_file
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
 from towervision_hf import train
@@ -16,7 +17,16 @@ from towervision_hf.training.feature_cache import vision_tower_identity
 
 
 def stage_args(stage, output_dir, *extra):
-    return [f"tiny/{stage}.yaml", "--output_dir", str(output_dir), "--report_to", "none", "--disable_tqdm", "true", *extra]
+    return [
+        f"tiny/{stage}.yaml",
+        "--output_dir",
+        str(output_dir),
+        "--report_to",
+        "none",
+        "--disable_tqdm",
+        "true",
+        *extra,
+    ]
 
 
 def build(*argv):
@@ -46,8 +56,18 @@ def test_stage1_changes_only_projector_and_newline(tmp_path):
 
 
 def test_module_learning_rates_become_optimizer_groups(stage1_checkpoint, tmp_path):
-    trainer = build(*stage_args("stage2_vision", tmp_path, "--model_name_or_path", stage1_checkpoint,
-                                "--language_lr", "0", "--weight_decay", "0.1"))
+    trainer = build(
+        *stage_args(
+            "stage2_vision",
+            tmp_path,
+            "--model_name_or_path",
+            stage1_checkpoint,
+            "--language_lr",
+            "0",
+            "--weight_decay",
+            "0.1",
+        )
+    )
     groups = {group["name"]: group for group in trainer.create_optimizer().param_groups}
     assert set(groups) == {"projector", "projector_no_decay", "vision", "vision_no_decay"}
     assert groups["vision"]["lr"] == 1e-3 and groups["projector"]["lr"] == trainer.args.learning_rate == 5e-3
@@ -55,14 +75,18 @@ def test_module_learning_rates_become_optimizer_groups(stage1_checkpoint, tmp_pa
     names = {id(param): name for name, param in trainer.model.named_parameters()}
     for name, group in groups.items():
         assert {module_group(names[id(param)]) for param in group["params"]} == {name.removesuffix("_no_decay")}
-    assert not any(param.requires_grad for name, param in trainer.model.named_parameters() if module_group(name) == "language")
+    assert not any(
+        param.requires_grad for name, param in trainer.model.named_parameters() if module_group(name) == "language"
+    )
 
 
 def test_feature_cache_gives_the_same_losses(tmp_path):
     runs = {}
     for name, cache in (("plain", ""), ("cached", str(tmp_path / "cache"))):
         # 12 images, 4 per step: steps 4-6 see every image a second time
-        trainer = build(*stage_args("stage1_projector", tmp_path / name, "--max_steps", "6", "--vision_feature_cache", cache))
+        trainer = build(
+            *stage_args("stage1_projector", tmp_path / name, "--max_steps", "6", "--vision_feature_cache", cache)
+        )
         trainer.train()
         losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
         runs[name] = (losses, trainer.model.model.multi_modal_projector.linear_1.weight.detach().clone(), trainer)
@@ -83,13 +107,31 @@ def test_feature_cache_is_keyed_by_the_tower_and_needs_it_frozen(tmp_path):
         tower.post_layernorm.bias.add_(1e-3)
     assert vision_tower_identity(tower, [-1]) != identity
     with pytest.raises(ValueError, match="needs a frozen vision tower"):
-        build(*stage_args("stage1_projector", tmp_path, "--vision_lr", "1e-4", "--vision_feature_cache", str(tmp_path / "c")))
+        build(
+            *stage_args(
+                "stage1_projector", tmp_path, "--vision_lr", "1e-4", "--vision_feature_cache", str(tmp_path / "c")
+            )
+        )
 
 
 def test_lora_trains_lm_adapters_projector_and_newline_and_merges(stage1_checkpoint, tmp_path):
     adapter_dir, merged_dir = tmp_path / "lora", tmp_path / "merged"
-    trainer = build(*stage_args("stage2_vision", adapter_dir, "--model_name_or_path", stage1_checkpoint, "--max_steps", "2",
-                                "--use_peft", "true", "--lora_r", "4", "--vision_lr", "0"))
+    trainer = build(
+        *stage_args(
+            "stage2_vision",
+            adapter_dir,
+            "--model_name_or_path",
+            stage1_checkpoint,
+            "--max_steps",
+            "2",
+            "--use_peft",
+            "true",
+            "--lora_r",
+            "4",
+            "--vision_lr",
+            "0",
+        )
+    )
     peft_model = trainer.model
     newline_before = peft_model.get_base_model().model.image_newline.detach().clone()
     trainer.train()
@@ -97,7 +139,9 @@ def test_lora_trains_lm_adapters_projector_and_newline_and_merges(stage1_checkpo
 
     lora_modules = {name.rsplit(".lora_A", 1)[0] for name, _ in peft_model.named_parameters() if ".lora_A." in name}
     assert lora_modules and all(".language_model." in name for name in lora_modules)
-    assert any("multi_modal_projector.modules_to_save" in n for n, p in peft_model.named_parameters() if p.requires_grad)
+    assert any(
+        "multi_modal_projector.modules_to_save" in n for n, p in peft_model.named_parameters() if p.requires_grad
+    )
     newline = peft_model.get_base_model().model.image_newline.detach()
     saved_newline = load_file(adapter_dir / "image_newline.safetensors")["image_newline"]
     assert torch.equal(saved_newline, newline) and not torch.equal(newline, newline_before)
@@ -120,37 +164,110 @@ def test_lora_trains_lm_adapters_projector_and_newline_and_merges(stage1_checkpo
 def test_newline_is_restored_when_resuming_a_lora_run(stage1_checkpoint, tmp_path):
     from towervision_hf.training.trainer import restore_image_newline
 
-    trainer = build(*stage_args("stage2_vision", tmp_path, "--model_name_or_path", stage1_checkpoint, "--max_steps", "1",
-                                "--use_peft", "true", "--vision_lr", "0"))
+    trainer = build(
+        *stage_args(
+            "stage2_vision",
+            tmp_path,
+            "--model_name_or_path",
+            stage1_checkpoint,
+            "--max_steps",
+            "1",
+            "--use_peft",
+            "true",
+            "--vision_lr",
+            "0",
+        )
+    )
     trainer.train()
     trainer.save_model(str(tmp_path))
-    fresh = build(*stage_args("stage2_vision", tmp_path / "fresh", "--model_name_or_path", stage1_checkpoint,
-                              "--use_peft", "true", "--vision_lr", "0"))
+    fresh = build(
+        *stage_args(
+            "stage2_vision",
+            tmp_path / "fresh",
+            "--model_name_or_path",
+            stage1_checkpoint,
+            "--use_peft",
+            "true",
+            "--vision_lr",
+            "0",
+        )
+    )
     assert restore_image_newline(fresh.model, tmp_path)
-    assert torch.equal(fresh.model.get_base_model().model.image_newline, trainer.model.get_base_model().model.image_newline)
+    assert torch.equal(
+        fresh.model.get_base_model().model.image_newline, trainer.model.get_base_model().model.image_newline
+    )
 
 
 def test_checkpoint_remote_code_path(stage1_checkpoint, tmp_path):
-    trainer = build(*stage_args("stage2_vision", tmp_path, "--model_name_or_path", stage1_checkpoint, "--max_steps", "1",
-                                "--model_code", "checkpoint", "--trust_remote_code", "true"))
+    trainer = build(
+        *stage_args(
+            "stage2_vision",
+            tmp_path,
+            "--model_name_or_path",
+            stage1_checkpoint,
+            "--max_steps",
+            "1",
+            "--model_code",
+            "checkpoint",
+            "--trust_remote_code",
+            "true",
+        )
+    )
     assert type(trainer.model).__module__.startswith("transformers_modules.")
     trainer.train()
     with pytest.raises(ValueError, match="trust_remote_code"):
-        build(*stage_args("stage2_vision", tmp_path, "--model_name_or_path", stage1_checkpoint, "--model_code", "checkpoint"))
+        build(
+            *stage_args(
+                "stage2_vision", tmp_path, "--model_name_or_path", stage1_checkpoint, "--model_code", "checkpoint"
+            )
+        )
 
 
 def test_stages_chain_through_saved_checkpoints_with_their_image_layout(stage1_checkpoint, tmp_path):
     files = set(os.listdir(stage1_checkpoint))
-    assert {"config.json", "model.safetensors", "processor_config.json", "chat_template.jinja", "modeling_towervision.py",
-            "processing_towervision.py", "train_summary.json"} <= files
-    summary = json.loads(open(os.path.join(stage1_checkpoint, "train_summary.json")).read())
+    assert {
+        "config.json",
+        "model.safetensors",
+        "processor_config.json",
+        "chat_template.jinja",
+        "modeling_towervision.py",
+        "processing_towervision.py",
+        "train_summary.json",
+    } <= files
+    summary = json.loads((Path(stage1_checkpoint) / "train_summary.json").read_text())
     assert summary["global_step"] == 1 and summary["trainable_parameters"]["language"] == 0
     # stage 1 saves a one-tile model and processor (thumbnail + 1 tile); stage 2 widens both back to 6 tiles
     processor = AutoProcessor.from_pretrained(stage1_checkpoint)
-    config = json.loads(open(os.path.join(stage1_checkpoint, "config.json")).read())
+    config = json.loads((Path(stage1_checkpoint) / "config.json").read_text())
     assert config["max_tiles"] == processor.image_processor.max_tiles == 1
     assert processor.image_processor([Image.new("RGB", (300, 100))])["pixel_values"].shape[1] == 2
     stage2 = build(*stage_args("stage2_vision", tmp_path, "--model_name_or_path", stage1_checkpoint))
     assert stage2.model.config.max_tiles == stage2.processing_class.image_processor.max_tiles == 6
     assert stage2.model.config.image_grid_pinpoints == stage2.processing_class.image_processor.image_grid_pinpoints
     assert len(stage2.model.config.image_grid_pinpoints) == 14
+
+
+def test_streamed_data_recipe_sets_the_steps_of_one_epoch(tmp_path):
+    recipe = str(Path(__file__).resolve().parents[1] / "recipes/data/sample.yaml")
+    trainer = build(
+        *stage_args(
+            "stage2_vision",
+            tmp_path,
+            "--model_name_or_path",
+            "tiny",
+            "--dataset",
+            recipe,
+            "--dataset_stage",
+            "vision",
+            "--max_steps",
+            "-1",
+            "--num_train_epochs",
+            "1",
+            "--per_device_train_batch_size",
+            "8",
+        )
+    )
+    assert trainer.args.max_steps == 4  # 32 rows of the recipe's vision stage, 8 per step
+    assert trainer.args.accelerator_config.dispatch_batches is False
+    trainer.train()
+    assert trainer.state.global_step == 4

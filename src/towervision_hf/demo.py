@@ -48,8 +48,12 @@ def _generate(model, processor, content: list[dict], max_new_tokens: int) -> str
 
 def main(argv: list[str] | None = None) -> int:
     """`towervision demo [--output-dir DIR] [--max-steps N]`."""
-    parser = argparse.ArgumentParser(prog="towervision demo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--output-dir", default=os.path.join("outputs", "demo"), help="where the three stages are written")
+    parser = argparse.ArgumentParser(
+        prog="towervision demo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--output-dir", default=os.path.join("outputs", "demo"), help="where the three stages are written"
+    )
     parser.add_argument("--max-steps", type=int, help="optimizer steps per stage (default: the recipes' value)")
     parser.add_argument("--max-new-tokens", type=int, default=16)
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
@@ -93,10 +97,16 @@ def main(argv: list[str] | None = None) -> int:
     image = load_image(image_row["images"][0])
     frames = decode_video(video_row["videos"][0], processor.video_processor.num_frames)
     image_answer = _generate(
-        model, processor, [{"type": "image", "image": image}, {"type": "text", "text": "Describe the image."}], args.max_new_tokens
+        model,
+        processor,
+        [{"type": "image", "image": image}, {"type": "text", "text": "Describe the image."}],
+        args.max_new_tokens,
     )
     video_answer = _generate(
-        model, processor, [{"type": "video", "video": frames}, {"type": "text", "text": "What happens in this video?"}], args.max_new_tokens
+        model,
+        processor,
+        [{"type": "video", "video": frames}, {"type": "text", "text": "What happens in this video?"}],
+        args.max_new_tokens,
     )
     print(f"image ({image.width}x{image.height}) -> {image_answer!r}")
     print(f"video ({len(frames)} frames) -> {video_answer!r}")

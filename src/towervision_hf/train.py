@@ -55,6 +55,9 @@ class DataArguments:
     )
     dataset_split: str = field(default="train", metadata={"help": "Split of a `datasets` id or DatasetDict folder."})
     max_samples: int | None = field(default=None, metadata={"help": "Use only the first N rows."})
+    shuffle_buffer: int = field(
+        default=10_000, metadata={"help": "Shuffle buffer of a streamed data recipe (reseeded every epoch); 0 = off."}
+    )
 
 
 @dataclass
@@ -72,18 +75,26 @@ class StageArguments:
     )
     max_tiles: int | None = field(
         default=None,
-        metadata={"help": "Most tiles per image (plus the thumbnail), written into model config and processor; unset = keep."},
+        metadata={
+            "help": "Most tiles per image (plus the thumbnail), written into model config and processor; unset = keep."
+        },
     )
     num_frames: int | None = field(
-        default=None, metadata={"help": "Frames sampled per video, written into model config and processor; unset = keep."}
+        default=None,
+        metadata={"help": "Frames sampled per video, written into model config and processor; unset = keep."},
     )
     vision_feature_cache: str | None = field(
         default=None,
-        metadata={"help": "Folder of a disk cache of frozen vision-tower features (needs vision_lr 0, no FSDP/ZeRO-3)."},
+        metadata={
+            "help": "Folder of a disk cache of frozen vision-tower features (needs vision_lr 0, no FSDP/ZeRO-3)."
+        },
     )
     over_length: str = field(
         default="skip",
-        metadata={"help": "Samples over max_length: skip (dropped and counted) or error.", "choices": ["skip", "error"]},
+        metadata={
+            "help": "Samples over max_length: skip (dropped and counted) or error.",
+            "choices": ["skip", "error"],
+        },
     )
     model_code: str = field(
         default="package",
@@ -106,7 +117,9 @@ def resolve_recipe(recipe: str) -> str:
     packaged = resources.files("towervision_hf") / "recipes" / recipe
     if packaged.is_file():
         return str(packaged)
-    raise ValueError(f"recipe {recipe!r} is neither a file nor a recipe shipped with towervision_hf (e.g. tiny/stage1_projector.yaml)")
+    raise ValueError(
+        f"recipe {recipe!r} is neither a file nor a recipe shipped with towervision_hf (e.g. tiny/stage1_projector.yaml)"
+    )
 
 
 def parse_args(argv: list[str]) -> tuple[DataArguments, StageArguments, SFTConfig, ModelConfig]:
@@ -181,8 +194,8 @@ def apply_stage_layout(model, processor, stage_args: StageArguments) -> None:
         config.num_frames = processor.video_processor.num_frames = stage_args.num_frames
 
 
-def load_train_dataset(data_args: DataArguments):
-    """The training rows (a `Dataset`, or an `IterableDataset` for a data recipe)."""
+def load_train_dataset(data_args: DataArguments, seed: int = 0):
+    """The training rows (a `Dataset`, or a shuffled `IterableDataset` for a data recipe)."""
     import datasets
 
     name = data_args.dataset
@@ -194,14 +207,19 @@ def load_train_dataset(data_args: DataArguments):
         from .data.mixture import load_mixture
 
         dataset = load_mixture(name, stage=data_args.dataset_stage)
-    elif os.path.isdir(name) and (Path(name) / "dataset_info.json").is_file() or (Path(name) / "dataset_dict.json").is_file():
+        if data_args.shuffle_buffer:
+            dataset = dataset.shuffle(seed=seed, buffer_size=data_args.shuffle_buffer)
+    elif any((Path(name) / marker).is_file() for marker in ("dataset_info.json", "dataset_dict.json")):
         dataset = datasets.load_from_disk(name)
         if isinstance(dataset, datasets.DatasetDict):
             dataset = dataset[data_args.dataset_split]
     else:
         dataset = datasets.load_dataset(name, split=data_args.dataset_split)
     if data_args.max_samples is not None:
-        dataset = dataset.take(data_args.max_samples) if isinstance(dataset, datasets.IterableDataset) else dataset.select(range(min(data_args.max_samples, len(dataset))))
+        if isinstance(dataset, datasets.IterableDataset):
+            dataset = dataset.take(data_args.max_samples)
+        else:
+            dataset = dataset.select(range(min(data_args.max_samples, len(dataset))))
     return dataset
 
 
@@ -217,7 +235,9 @@ def recipe_steps(data_args: DataArguments, training_args: SFTConfig) -> int:
     if data_args.max_samples is not None:
         rows = min(rows, data_args.max_samples)
     global_batch = (
-        training_args.per_device_train_batch_size * training_args.gradient_accumulation_steps * PartialState().num_processes
+        training_args.per_device_train_batch_size
+        * training_args.gradient_accumulation_steps
+        * PartialState().num_processes
     )
     return max(1, math.ceil(rows * training_args.num_train_epochs / global_batch))
 
@@ -276,11 +296,17 @@ def build_trainer(data_args, stage_args, training_args, model_args) -> TowerVisi
     feature_cache = None
     if stage_args.vision_feature_cache:
         if sharded:
-            raise ValueError("vision_feature_cache skips the vision tower, which FSDP / ZeRO-3 must run on every rank; use DDP")
+            raise ValueError(
+                "vision_feature_cache skips the vision tower, which FSDP / ZeRO-3 must run on every rank; use DDP"
+            )
         feature_cache = VisionFeatureCache(stage_args.vision_feature_cache).attach(model)
-    train_dataset = load_train_dataset(data_args)
-    if data_args.dataset.endswith((".yaml", ".yml")) and training_args.max_steps <= 0:
-        training_args.max_steps = recipe_steps(data_args, training_args)
+    train_dataset = load_train_dataset(data_args, seed=training_args.seed)
+    if data_args.dataset.endswith((".yaml", ".yml")):
+        if training_args.max_steps <= 0:
+            training_args.max_steps = recipe_steps(data_args, training_args)
+        # Every process reads the stream and keeps its own batches: dispatching from the main process would
+        # concatenate batches of different sequence lengths and tile counts.
+        training_args.accelerator_config.dispatch_batches = False
     collator = TowerVisionCollator(
         processor,
         max_length=training_args.max_length,

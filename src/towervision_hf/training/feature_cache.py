@@ -99,7 +99,9 @@ class VisionFeatureCache:
         first_index = {key: index for index, key in reversed(list(enumerate(keys))) if key not in found}
         missing = sorted(first_index.values())  # one forward per distinct tile (a thumbnail can equal its tile)
         if missing:
-            hidden_states = original_forward(pixel_values[missing], output_hidden_states=True, return_dict=True).hidden_states
+            hidden_states = original_forward(
+                pixel_values[missing], output_hidden_states=True, return_dict=True
+            ).hidden_states
             for row, index in enumerate(missing):
                 found[keys[index]] = {f"layer_{layer}": hidden_states[layer][row] for layer in self.feature_layers}
                 self._store(keys[index], found[keys[index]])

@@ -75,7 +75,9 @@ class TowerVisionSFTTrainer(SFTTrainer):
                 grouped.setdefault((module_group(name), name in decay_parameters), []).append(param)
         optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, opt_model)
         if {"params", "model", "optimizer_dict"} & set(optimizer_kwargs):
-            raise ValueError(f"optim={self.args.optim!r} builds its own parameter groups; per-module learning rates need another optimizer")
+            raise ValueError(
+                f"optim={self.args.optim!r} builds its own parameter groups; per-module learning rates need another optimizer"
+            )
         param_groups = [
             {
                 "params": params,
@@ -99,7 +101,9 @@ class TowerVisionSFTTrainer(SFTTrainer):
         if skipped is not None and model.training:
             skipped = torch.as_tensor(skipped, device=self.accelerator.device).reshape(1)
             self.skipped_over_length += int(self.accelerator.gather_for_metrics(skipped).sum())
-        return super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
+        return super().compute_loss(
+            model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch
+        )
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         if self.model.training:
@@ -121,7 +125,9 @@ class TowerVisionSFTTrainer(SFTTrainer):
         newline = find_image_newline(model)
         if newline is not None and newline.requires_grad:
             if state_dict is not None:
-                newline = next((value for key, value in state_dict.items() if key.endswith("model.image_newline")), newline)
+                newline = next(
+                    (value for key, value in state_dict.items() if key.endswith("model.image_newline")), newline
+                )
             save_file({"image_newline": newline.detach().cpu().contiguous()}, os.path.join(output_dir, NEWLINE_FILE))
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:

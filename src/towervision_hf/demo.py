@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         "--output-dir", default=os.path.join("outputs", "demo"), help="where the three stages are written"
     )
     parser.add_argument("--max-steps", type=int, help="optimizer steps per stage (default: the recipes' value)")
-    parser.add_argument("--max-new-tokens", type=int, default=16)
+    parser.add_argument("--max-new-tokens", type=int, default=32)
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
 
     from transformers import AutoModelForImageTextToText, AutoProcessor

@@ -271,3 +271,14 @@ def test_streamed_data_recipe_sets_the_steps_of_one_epoch(tmp_path):
     assert trainer.args.accelerator_config.dispatch_batches is False
     trainer.train()
     assert trainer.state.global_step == 4
+
+
+def test_qlora_quantizes_only_the_language_model():
+    *_, model_args = train.parse_args(
+        ["tiny/stage2_vision.yaml", "--use_peft", "true", "--load_in_4bit", "true", "--dtype", "bfloat16"]
+    )
+    config = train.qlora_quantization_config(model_args)
+    assert config.load_in_4bit and config.bnb_4bit_quant_type == "nf4" and config.bnb_4bit_compute_dtype == torch.bfloat16
+    assert config.llm_int8_skip_modules == ["vision_tower", "multi_modal_projector", "lm_head"]
+    *_, plain_args = train.parse_args(["tiny/stage2_vision.yaml"])
+    assert train.qlora_quantization_config(plain_args) is None

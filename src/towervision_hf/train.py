@@ -135,6 +135,18 @@ def _torch_dtype(name: str | None):
     return name if name in (None, "auto") else getattr(torch, name)
 
 
+def qlora_quantization_config(model_args: ModelConfig):
+    """bitsandbytes 4-/8-bit config for `--load_in_4bit` / `--load_in_8bit` (QLoRA, CUDA only), or None.
+
+    Only the language model is quantized: the vision tower, the projector (trained in full) and the LM head (read
+    by TRL's fused loss) stay in `dtype`.
+    """
+    quantization_config = get_quantization_config(model_args)
+    if quantization_config is not None:
+        quantization_config.llm_int8_skip_modules = QLORA_SKIP_MODULES
+    return quantization_config
+
+
 def load_model_and_processor(model_args: ModelConfig, stage_args: StageArguments, training_args: SFTConfig):
     """The model and processor named by `model_args.model_name_or_path` (`tiny` builds the tiny test model)."""
     path = model_args.model_name_or_path
@@ -152,11 +164,10 @@ def load_model_and_processor(model_args: ModelConfig, stage_args: StageArguments
     }
     if model_args.attn_implementation is not None:
         kwargs["attn_implementation"] = model_args.attn_implementation
-    quantization_config = get_quantization_config(model_args)
+    quantization_config = qlora_quantization_config(model_args)
     if quantization_config is not None:
         from accelerate import PartialState
 
-        quantization_config.llm_int8_skip_modules = QLORA_SKIP_MODULES
         kwargs["quantization_config"] = quantization_config
         kwargs["device_map"] = {"": PartialState().local_process_index}
     if stage_args.model_code == "checkpoint":

@@ -278,7 +278,29 @@ def test_qlora_quantizes_only_the_language_model():
         ["tiny/stage2_vision.yaml", "--use_peft", "true", "--load_in_4bit", "true", "--dtype", "bfloat16"]
     )
     config = train.qlora_quantization_config(model_args)
-    assert config.load_in_4bit and config.bnb_4bit_quant_type == "nf4" and config.bnb_4bit_compute_dtype == torch.bfloat16
+    assert (
+        config.load_in_4bit and config.bnb_4bit_quant_type == "nf4" and config.bnb_4bit_compute_dtype == torch.bfloat16
+    )
     assert config.llm_int8_skip_modules == ["vision_tower", "multi_modal_projector", "lm_head"]
     *_, plain_args = train.parse_args(["tiny/stage2_vision.yaml"])
     assert train.qlora_quantization_config(plain_args) is None
+
+
+def test_labelled_position_loss_equals_trls_fused_loss(stage1_checkpoint, tmp_path):
+    from trl import SFTTrainer
+
+    trainer = build(*stage_args("stage2_vision", tmp_path, "--model_name_or_path", stage1_checkpoint))
+    rows = [trainer.train_dataset[i] for i in (0, 1, 20, 30)]  # captions, QA, multi-image, text-only
+    batch = trainer.data_collator(rows)
+    batch.pop(SKIPPED_KEY)
+    model = trainer.model.train()
+    ours = trainer.compute_loss(model, dict(batch))
+    ours.backward()
+    our_grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad()
+    reference = SFTTrainer.compute_loss(trainer, model, dict(batch))  # TRL's fused LM head over every position
+    reference.backward()
+    assert torch.allclose(ours, reference, atol=1e-5)
+    for name, grad in our_grads.items():
+        assert torch.allclose(grad, dict(model.named_parameters())[name].grad, atol=1e-5), name
+    assert set(trainer._metrics["train"]) >= {"entropy", "mean_token_accuracy", "num_tokens"}

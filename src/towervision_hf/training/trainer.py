@@ -6,6 +6,7 @@ import re
 
 import torch
 from safetensors.torch import load_file, save_file
+from torch import nn
 from trl import SFTTrainer
 
 from .collator import SKIPPED_KEY
@@ -37,6 +38,21 @@ def apply_module_learning_rates(model: torch.nn.Module, learning_rates: dict[str
     return trainable
 
 
+def labelled_logits(model, inputs: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits at the positions whose next token is labelled, and those labels: `(batch, P, vocab)`, `(batch, P)`.
+
+    In a vision-language batch most positions are image placeholders or prompt and never carry a label, so only the
+    union over the batch of the labelled positions goes through the LM head (`logits_to_keep`): the model's own
+    forward (final-logit softcapping included) on a small fraction of the `tokens x vocabulary` logits. A row with
+    no label at one of the kept positions has `-100` there.
+    """
+    next_labels = inputs["labels"][:, 1:]
+    positions = (next_labels != -100).any(dim=0).nonzero().squeeze(1)
+    model_inputs = {key: value for key, value in inputs.items() if key != "labels"}
+    logits = model(**model_inputs, use_cache=False, logits_to_keep=positions).logits
+    return logits, next_labels[:, positions]
+
+
 def find_image_newline(model: torch.nn.Module) -> torch.nn.Parameter | None:
     for name, param in model.named_parameters():
         if name.endswith("model.image_newline"):
@@ -53,6 +69,10 @@ class TowerVisionSFTTrainer(SFTTrainer):
             Learning rate per group of [`MODULE_GROUPS`]; `None` (or a missing group) uses `args.learning_rate`.
             Frozen groups (rate 0) must already have `requires_grad=False` (see [`apply_module_learning_rates`]).
         *args, **kwargs: passed to [`~trl.SFTTrainer`].
+
+    The `nll` loss (the recipes' `loss_type`) is TRL's, computed on the labelled positions only: image placeholders
+    and prompts, most of a vision-language batch, never go through the LM head (see [`labelled_logits`]). Other loss
+    types, `compute_loss_func` and label smoothing go through TRL unchanged.
 
     Also logs `skipped_over_length` (samples the [`TowerVisionCollator`] dropped so far, over all processes) and, with
     a peft model, saves the stage's model config and the trained image newline (a bare parameter peft cannot save,
@@ -101,9 +121,37 @@ class TowerVisionSFTTrainer(SFTTrainer):
         if skipped is not None and model.training:
             skipped = torch.as_tensor(skipped, device=self.accelerator.device).reshape(1)
             self.skipped_over_length += int(self.accelerator.gather_for_metrics(skipped).sum())
-        return super().compute_loss(
-            model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch
-        )
+        custom_loss = self.compute_loss_func is not None or self.label_smoother is not None
+        if self.args.loss_type != "nll" or custom_loss or return_outputs or self.aux_loss_enabled:
+            return super().compute_loss(
+                model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch
+            )
+        # TRL's `nll`, computed on the labelled positions only (see `labelled_logits`)
+        logits, targets = labelled_logits(model, inputs)
+        logits = logits.float()
+        summed = nn.functional.cross_entropy(logits.transpose(1, 2), targets, ignore_index=-100, reduction="sum")
+        valid = targets != -100
+        loss = summed / (valid.sum().clamp(min=1) if num_items_in_batch is None else num_items_in_batch)
+        if self.args.average_tokens_across_devices and num_items_in_batch is not None:
+            loss = loss * (self.accelerator.num_processes // self.get_tp_size())  # as Trainer / TRL: DDP averages
+        self._log_token_metrics(logits.detach(), targets, valid, inputs["attention_mask"])
+        return loss
+
+    def _log_token_metrics(self, logits, targets, valid, attention_mask) -> None:
+        """TRL's `entropy`, `mean_token_accuracy` and `num_tokens`, from the labelled positions' logits."""
+        mode = "train" if self.model.training else "eval"
+        gather = self.accelerator.gather_for_metrics
+        with torch.no_grad():
+            log_probs = logits.log_softmax(dim=-1)
+            entropy = -(log_probs.exp() * log_probs).sum(dim=-1)
+            num_valid = gather(valid.sum()).sum()
+            entropy_sum = gather(entropy[valid].sum()).sum()
+            num_correct = gather((logits.argmax(dim=-1) == targets)[valid].sum()).sum()
+        self._metrics[mode]["entropy"].append((entropy_sum / num_valid).item() if num_valid > 0 else 0.0)
+        self._metrics[mode]["mean_token_accuracy"].append((num_correct / num_valid).item() if num_valid > 0 else 0.0)
+        if mode == "train":
+            self._total_train_tokens += gather(attention_mask.sum()).sum().item() // self._tp_size
+        self._metrics[mode]["num_tokens"] = [self._total_train_tokens]
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         if self.model.training:

@@ -34,7 +34,7 @@ from .training.trainer import MODULE_GROUPS, module_group, restore_image_newline
 
 # LoRA goes on the language model's attention and MLP projections only: SigLIP has q/k/v_proj too.
 LM_LORA_TARGETS = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
-# Kept in full precision under QLoRA: trained in full (vision tower, projector) or read by the fused LM head.
+# Kept in full precision under QLoRA: trained in full (vision tower, projector) or tied to the embeddings (LM head).
 QLORA_SKIP_MODULES = ["vision_tower", "multi_modal_projector", "lm_head"]
 TINY_MODEL = "tiny"
 
@@ -138,8 +138,8 @@ def _torch_dtype(name: str | None):
 def qlora_quantization_config(model_args: ModelConfig):
     """bitsandbytes 4-/8-bit config for `--load_in_4bit` / `--load_in_8bit` (QLoRA, CUDA only), or None.
 
-    Only the language model is quantized: the vision tower, the projector (trained in full) and the LM head (read
-    by TRL's fused loss) stay in `dtype`.
+    Only the language model's layers are quantized: the vision tower and the projector (trained in full) and the LM
+    head (tied to the embeddings) stay in `dtype`.
     """
     quantization_config = get_quantization_config(model_args)
     if quantization_config is not None:

@@ -14,7 +14,8 @@ optimizer states, activations and logits). Times are the best of `--repeats` ste
 Part `cache`: a stage-1 step (SigLIP2-so400m-shaped tower and LM frozen, projector + newline trained, one 384 px tile
 plus thumbnail per image) without the feature cache and with a warm cache, alternating, best of `--repeats`.
 
-    PYTHONPATH=src python bench/bench_train.py                     # both parts, ~5 min on 2 CPU cores
+    PYTHONPATH=src python bench/bench_train.py                     # both parts: ~25 min on 2 busy CPU cores, the
+                                                                   # full-logit variants at 256k vocabulary dominate
     PYTHONPATH=src python bench/bench_train.py --part step --text-hidden 1024 --text-layers 8 --batch 2
     PYTHONPATH=src python bench/bench_train.py --part cache --cache-batch 4
 """

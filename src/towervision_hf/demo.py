@@ -62,7 +62,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from .data import load_sample
     from .data.schema import load_image
-    from .train import run, trainable_parameters
+    from .train import run
+    from .training.trainer import trainable_parameters
     from .training.collator import decode_video
 
     output_dir = os.path.abspath(args.output_dir)

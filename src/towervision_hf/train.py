@@ -29,7 +29,7 @@ from transformers.trainer_utils import get_last_checkpoint
 from trl import ModelConfig, SFTConfig, TrlParser, get_peft_config, get_quantization_config
 
 from .training import TowerVisionCollator, TowerVisionSFTTrainer, VisionFeatureCache, apply_module_learning_rates
-from .training.trainer import MODULE_GROUPS, module_group, restore_image_newline
+from .training.trainer import restore_image_newline, trainable_parameters
 
 
 # LoRA goes on the language model's attention and MLP projections only: SigLIP has q/k/v_proj too.
@@ -276,14 +276,6 @@ def apply_lora(model, model_args: ModelConfig, stage_args: StageArguments):
     model = get_peft_model(model, peft_config)
     model.get_base_model().model.image_newline.requires_grad_(rates["projector"] != 0)
     return model
-
-
-def trainable_parameters(model) -> dict[str, int]:
-    counts = dict.fromkeys(MODULE_GROUPS, 0)
-    for name, param in model.named_parameters():
-        if param.requires_grad:
-            counts[module_group(name)] += param.numel()
-    return counts
 
 
 def is_sharded(training_args: SFTConfig) -> bool:

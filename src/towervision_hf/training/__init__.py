@@ -1,9 +1,17 @@
 """Training building blocks behind `towervision train`: the batch collator, the SFTTrainer subclass with per-module
-learning rates, the stage-1 vision-feature cache and LoRA helpers. `towervision_hf.train` wires them together."""
+learning rates and the labelled-position loss, and the stage-1 vision-feature cache. `towervision_hf.train` wires them
+together (model loading, LoRA, data)."""
 
 from .collator import SKIPPED_KEY, TowerVisionCollator
 from .feature_cache import VisionFeatureCache
-from .trainer import MODULE_GROUPS, TowerVisionSFTTrainer, apply_module_learning_rates, module_group
+from .trainer import (
+    MODULE_GROUPS,
+    TowerVisionSFTTrainer,
+    apply_module_learning_rates,
+    labelled_logits,
+    module_group,
+    trainable_parameters,
+)
 
 
 __all__ = [
@@ -13,5 +21,7 @@ __all__ = [
     "TowerVisionSFTTrainer",
     "VisionFeatureCache",
     "apply_module_learning_rates",
+    "labelled_logits",
     "module_group",
+    "trainable_parameters",
 ]

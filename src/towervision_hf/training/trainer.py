@@ -1,5 +1,6 @@
-"""`SFTTrainer` for TowerVision: per-module learning rates (vision / projector / language, 0 = frozen), logging of
-the samples the collator skipped, and the image newline saved next to LoRA adapters."""
+"""`SFTTrainer` for TowerVision: per-module learning rates (vision / projector / language, 0 = frozen), the loss on
+labelled positions only, logging of the samples the collator skipped, and the image newline saved next to LoRA
+adapters."""
 
 import os
 import re
@@ -28,14 +29,19 @@ def module_group(parameter_name: str) -> str:
     return "language"
 
 
-def apply_module_learning_rates(model: torch.nn.Module, learning_rates: dict[str, float | None]) -> dict[str, int]:
-    """Freeze every parameter whose group has learning rate 0 and unfreeze the others; trainable counts per group."""
-    trainable = dict.fromkeys(MODULE_GROUPS, 0)
+def apply_module_learning_rates(model: torch.nn.Module, learning_rates: dict[str, float | None]) -> None:
+    """Freeze every parameter whose group has learning rate 0 and unfreeze the others."""
     for name, param in model.named_parameters():
-        group = module_group(name)
-        param.requires_grad_(learning_rates.get(group) != 0)
-        trainable[group] += param.numel() if param.requires_grad else 0
-    return trainable
+        param.requires_grad_(learning_rates.get(module_group(name)) != 0)
+
+
+def trainable_parameters(model: torch.nn.Module) -> dict[str, int]:
+    """Number of trainable parameters per group of `MODULE_GROUPS`."""
+    counts = dict.fromkeys(MODULE_GROUPS, 0)
+    for name, param in model.named_parameters():
+        if param.requires_grad:
+            counts[module_group(name)] += param.numel()
+    return counts
 
 
 def labelled_logits(model, inputs: dict) -> tuple[torch.Tensor, torch.Tensor]:

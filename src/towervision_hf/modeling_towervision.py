@@ -397,6 +397,28 @@ class TowerVisionForConditionalGeneration(TowerVisionPreTrainedModel, Generation
     def set_output_embeddings(self, new_embeddings: nn.Module):
         self.lm_head = new_embeddings
 
+    def prepare_inputs_for_generation(
+        self,
+        input_ids,
+        pixel_values=None,
+        image_sizes=None,
+        pixel_values_videos=None,
+        image_sizes_videos=None,
+        batch_num_images=None,
+        is_first_iteration=False,
+        **kwargs,
+    ):
+        # Pixels are merged into the cache at the first step (the prefill, or the first step of a continued cache) and
+        # are not passed again while decoding. transformers >= 5.15 drops them itself; 5.10 - 5.14 rely on this.
+        model_inputs = super().prepare_inputs_for_generation(input_ids, is_first_iteration=is_first_iteration, **kwargs)
+        if is_first_iteration or not kwargs.get("use_cache", True):
+            model_inputs["pixel_values"] = pixel_values
+            model_inputs["image_sizes"] = image_sizes
+            model_inputs["pixel_values_videos"] = pixel_values_videos
+            model_inputs["image_sizes_videos"] = image_sizes_videos
+            model_inputs["batch_num_images"] = batch_num_images
+        return model_inputs
+
     def get_image_features(self, pixel_values, image_sizes, batch_num_images=None) -> list[torch.Tensor]:
         """See [`TowerVisionModel.get_image_features`]."""
         return self.model.get_image_features(pixel_values, image_sizes, batch_num_images)

@@ -194,6 +194,8 @@ def run_load_check(
 def _compare(result: LoadCheckResult, reference: dict, modalities: list[str], logits_atol: float, expected_transformers):
     problems, remote = result.problems, result.remote
     version = result.report["transformers_version"]
+    if result.report.get("towervision_hf_importable", True):
+        problems.append("towervision_hf was importable on the remote side: the check did not isolate the checkpoint")
     if expected_transformers is not None and version != expected_transformers:
         problems.append(f"the remote side ran transformers {version}, expected {expected_transformers}")
     for role, name in result.report["classes"].items():

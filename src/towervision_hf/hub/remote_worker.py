@@ -42,6 +42,12 @@ def main(argv=None) -> int:
     prompts = json.loads((work / "prompts.json").read_text())
     reference = load_file(work / "reference_inputs.safetensors")
     report = {"transformers_version": transformers.__version__, "transformers_file": transformers.__file__}
+    try:
+        import towervision_hf  # noqa: F401
+
+        report["towervision_hf_importable"] = True
+    except ImportError:
+        report["towervision_hf_importable"] = False
     config = AutoConfig.from_pretrained(args.model, trust_remote_code=True)
     processor = AutoProcessor.from_pretrained(args.model, trust_remote_code=True)
     model = AutoModelForImageTextToText.from_pretrained(args.model, trust_remote_code=True, dtype="auto").eval()

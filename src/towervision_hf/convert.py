@@ -253,7 +253,7 @@ def chat_template_of(directory: Path) -> str | None:
     return None
 
 
-def write_legacy_processor_files(directory: Path):
+def write_legacy_processor_files(directory: Path, text_model_type: str):
     """Rewrite a processor saved by transformers 5 into the layout transformers 4.x also reads (the release's).
 
     transformers 5 nests the image/video processor settings in `processor_config.json` and stores named extra
@@ -271,8 +271,9 @@ def write_legacy_processor_files(directory: Path):
     tokenizer = json.loads(tokenizer_file.read_text())
     if isinstance(tokenizer.get("extra_special_tokens"), list):
         tokenizer["additional_special_tokens"] = tokenizer.pop("extra_special_tokens")
-    if tokenizer.get("tokenizer_class") == "TokenizersBackend":  # 5.x generic class; 4.x name for tokenizer.json
-        tokenizer["tokenizer_class"] = "PreTrainedTokenizerFast"
+    if tokenizer.get("tokenizer_class") == "TokenizersBackend":  # 5.x generic class, unknown to 4.x
+        gemma = text_model_type in ("gemma", "gemma2")
+        tokenizer["tokenizer_class"] = "GemmaTokenizerFast" if gemma else "PreTrainedTokenizerFast"
     tokenizer_file.write_text(json.dumps(tokenizer, indent=2, sort_keys=True) + "\n")
 
 
@@ -577,7 +578,7 @@ def export_checkpoint(source: str | Path, output: str | Path, format: str, log=p
     if (source / "generation_config.json").is_file():
         GenerationConfig.from_pretrained(source).save_pretrained(output)
     processor.save_pretrained(output)
-    write_legacy_processor_files(output)
+    write_legacy_processor_files(output, config.text_config.model_type)
     if format == "llava_next" and config.video_token_id is not None:
         log("note: llava_next has no video input; the <video> token stays in the vocabulary unused")
     log(

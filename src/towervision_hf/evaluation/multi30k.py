@@ -8,8 +8,6 @@ Data: `romrawinjp/multi30k` (columns `en`, `de`, `fr`, `cs`, `image`; splits tra
 Flickr test2016) or a local copy in that layout.
 """
 
-import importlib.util
-
 from .languages import language_code, language_name
 from .media import decode_image
 from .metrics import comet_system_score, translation_metrics
@@ -54,17 +52,21 @@ def evaluate_multi30k(
             result.skip("pair_not_in_data", split.num_rows)
             result.notes.append(f"pair {pair!r}: no {source!r}/{target!r} column in {split.column_names}, skipped")
             continue
-        sources, references, hypotheses = [], [], []
+        sources, references, hypotheses, skipped = [], [], [], 0
         for rows in iter_rows(undecoded(split, "image"), chunk_size=4 * batch_size, limit=limit):
             prompts, kept = [], []
             for row in rows:
                 image = decode_image(row["image"])
+                reason = None
                 if image is None:
-                    result.skip("missing_image")
+                    reason = "missing_image"
                 elif not (row[source] or "").strip():
-                    result.skip("empty_source")
+                    reason = "empty_source"
                 elif not (row[target] or "").strip():
-                    result.skip("empty_reference")
+                    reason = "empty_reference"
+                if reason:
+                    result.skip(reason)
+                    skipped += 1
                 else:
                     text = translation_prompt(row[source], language_name(target), language_name(source))
                     prompts.append(user_prompt(text, [image]))
@@ -76,27 +78,28 @@ def evaluate_multi30k(
                 hypotheses.append(output)
                 predictions.append({"pair": pair, "source": row[source], "reference": row[target], "translation": output})
         if not hypotheses:
-            table[pair] = {"n": 0}
+            table[pair] = {"n": 0, "skipped": skipped}
             continue
         table[pair] = translation_metrics(hypotheses, references, language_code(target))
-        table[pair] |= {"n": len(hypotheses), "empty_outputs": sum(not h for h in hypotheses)}
+        table[pair] |= {"n": len(hypotheses), "skipped": skipped, "empty_outputs": sum(not h for h in hypotheses)}
         if comet_model:
             table[pair]["comet"] = _comet_or_note(result, pair, comet_model, sources, hypotheses, references, batch_size)
     result.tables["language pair"] = table
     result.notes.append(
-        "bleu / chrf: sacrebleu corpus scores (defaults; 13a tokenization); empty translations are kept and scored"
+        "bleu / chrf: sacrebleu corpus scores (default settings); empty translations are kept and scored; "
+        "skipped counts are per pair (a row left out of three pairs counts three times)"
     )
     return predictions
 
 
 def _comet_or_note(result, pair, comet_model, sources, hypotheses, references, batch_size):
-    if importlib.util.find_spec("comet") is None:
-        note = "COMET skipped: unbabel-comet is not installed (pip install 'towervision-hf[comet]')"
+    try:
+        return comet_system_score(sources, hypotheses, references, comet_model, batch_size=batch_size)
+    except ImportError as error:
+        note = f"COMET skipped: unbabel-comet cannot be imported ({error}); pip install 'towervision-hf[comet]'"
         if note not in result.notes:
             result.notes.append(note)
         return None
-    try:
-        return comet_system_score(sources, hypotheses, references, comet_model, batch_size=batch_size)
     except Exception as error:  # gated checkpoint, no network, out of memory: report, keep the other metrics
         result.notes.append(f"COMET ({comet_model}) failed for {pair}: {type(error).__name__}: {error}")
         return None

@@ -7,7 +7,6 @@ import numpy as np
 from datasets import Dataset, Features, Image, Value
 from PIL import Image as PILImage
 
-
 GEMMA_TEMPLATE = (
     "{{ bos_token }}{% for message in messages %}"
     "{% set role = 'model' if message['role'] == 'assistant' else message['role'] %}"
@@ -50,17 +49,35 @@ def build_tiny_model_and_processor():
         vision_aspect_ratio="anyres_max_9",
     )
     vision = SiglipVisionConfig(
-        hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, image_size=32, patch_size=8,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        image_size=32,
+        patch_size=8,
         vision_use_head=False,
     )
     text = Gemma2Config(
-        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-        num_key_value_heads=1, head_dim=16, query_pre_attn_scalar=16, sliding_window=64, pad_token_id=0,
-        bos_token_id=2, eos_token_id=tokenizer.convert_tokens_to_ids("<end_of_turn>"),
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        head_dim=16,
+        query_pre_attn_scalar=16,
+        sliding_window=64,
+        pad_token_id=0,
+        bos_token_id=2,
+        eos_token_id=tokenizer.convert_tokens_to_ids("<end_of_turn>"),
     )
     config = LlavaOnevisionConfig(
-        vision_config=vision, text_config=text, image_token_id=tokenizer.image_token_id,
-        video_token_id=tokenizer.video_token_id, vision_feature_select_strategy="full", vision_feature_layer=-1,
+        vision_config=vision,
+        text_config=text,
+        image_token_id=tokenizer.image_token_id,
+        video_token_id=tokenizer.video_token_id,
+        vision_feature_select_strategy="full",
+        vision_feature_layer=-1,
         image_grid_pinpoints=pinpoints,
     )
     torch.manual_seed(0)
@@ -114,7 +131,13 @@ def write_commute(directory) -> str:
     }
     for split, items in translations.items():
         rows = [
-            {"image": _png(i), "image_name": f"{split}_{i}.jpg", "source": s, "correct_translation": c, "incorrect_translation": x}
+            {
+                "image": _png(i),
+                "image_name": f"{split}_{i}.jpg",
+                "source": s,
+                "correct_translation": c,
+                "incorrect_translation": x,
+            }
             for i, (s, c, x) in enumerate(items)
         ]
         if split == "de":
@@ -126,10 +149,24 @@ def write_commute(directory) -> str:
 
 def write_multi30k(directory) -> str:
     """`romrawinjp/multi30k` layout: columns en, cs, de, fr, image; test split shard."""
-    features = Features({"en": Value("string"), "cs": Value("string"), "de": Value("string"), "fr": Value("string"), "image": Image()})
+    features = Features(
+        {"en": Value("string"), "cs": Value("string"), "de": Value("string"), "fr": Value("string"), "image": Image()}
+    )
     rows = [
-        {"en": "A dog runs on the beach.", "cs": "Pes běží po pláži.", "de": "Ein Hund läuft am Strand.", "fr": "Un chien court sur la plage.", "image": _png(1)},
-        {"en": "Two men play football.", "cs": "Dva muži hrají fotbal.", "de": "Zwei Männer spielen Fußball.", "fr": "Deux hommes jouent au football.", "image": _png(2, (64, 40))},
+        {
+            "en": "A dog runs on the beach.",
+            "cs": "Pes běží po pláži.",
+            "de": "Ein Hund läuft am Strand.",
+            "fr": "Un chien court sur la plage.",
+            "image": _png(1),
+        },
+        {
+            "en": "Two men play football.",
+            "cs": "Dva muži hrají fotbal.",
+            "de": "Zwei Männer spielen Fußball.",
+            "fr": "Deux hommes jouent au football.",
+            "image": _png(2, (64, 40)),
+        },
         {"en": "A child eats.", "cs": "Dítě jí.", "de": "Ein Kind isst.", "fr": "Un enfant mange.", "image": None},
         {"en": "A cat sleeps.", "cs": "Kočka spí.", "de": "", "fr": "Un chat dort.", "image": _png(3)},
     ]
@@ -139,23 +176,60 @@ def write_multi30k(directory) -> str:
 
 def write_alm_bench(directory) -> str:
     """`MBZUAI/ALM-Bench` layout: the image in `file_name`, the ten columns of its loaders, a test split."""
-    names = ["ID", "Language", "Category", "Question_Type", "English_Question", "English_Answer", "Translated_Question", "Translated_Answer", "Image_Url"]
+    names = [
+        "ID",
+        "Language",
+        "Category",
+        "Question_Type",
+        "English_Question",
+        "English_Answer",
+        "Translated_Question",
+        "Translated_Answer",
+        "Image_Url",
+    ]
     features = Features({"file_name": Image(), **{name: Value("string") for name in names}})
 
     def row(i, language, category, kind, question, answer, image=None):
         return {
             "file_name": image if image is not None else _png(10 + i),
-            "ID": f"{i:03d}_1_01_001", "Language": language, "Category": category, "Question_Type": kind,
-            "English_Question": question, "English_Answer": answer, "Translated_Question": question,
-            "Translated_Answer": answer, "Image_Url": f"https://example.org/{i}.jpg",
+            "ID": f"{i:03d}_1_01_001",
+            "Language": language,
+            "Category": category,
+            "Question_Type": kind,
+            "English_Question": question,
+            "English_Answer": answer,
+            "Translated_Question": question,
+            "Translated_Answer": answer,
+            "Image_Url": f"https://example.org/{i}.jpg",
         }
 
     rows = [
-        row(0, "English", "Food", "Multiple Choice Questions", "Which dish is shown?", "Paella (Options: Paella, Sushi, Tacos)"),
+        row(
+            0,
+            "English",
+            "Food",
+            "Multiple Choice Questions",
+            "Which dish is shown?",
+            "Paella (Options: Paella, Sushi, Tacos)",
+        ),
         row(1, "English", "Festivals", "True False Question", "Is this a festival?", "True"),
         row(2, "English", "Food", "Short Question", "What is the main ingredient?", "Rice"),
-        row(3, "English", "Heritage", "Long Question", "Describe the building.", "A large gothic cathedral with two towers."),
-        row(4, "German", "Food", "Multiple Choice Questions", "Welches Gericht?", "Brezel（Optionen: Brezel、Knödel、Strudel）"),
+        row(
+            3,
+            "English",
+            "Heritage",
+            "Long Question",
+            "Describe the building.",
+            "A large gothic cathedral with two towers.",
+        ),
+        row(
+            4,
+            "German",
+            "Food",
+            "Multiple Choice Questions",
+            "Welches Gericht?",
+            "Brezel（Optionen: Brezel、Knödel、Strudel）",
+        ),
         row(5, "German", "Heritage", "True False Question", "Ist das eine Burg?", "Falsch"),
         row(6, "Klingon", "Food", "Short Question", "nuq?", "qagh"),
         row(7, "English", "Food", "Riddle", "What?", "Nothing"),
@@ -174,7 +248,9 @@ def write_video(path, num_frames=6, size=(48, 32), seed=0) -> str:
         stream = container.add_stream("mpeg4", rate=4)
         stream.width, stream.height, stream.pix_fmt = size[0], size[1], "yuv420p"
         for _ in range(num_frames):
-            frame = av.VideoFrame.from_ndarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8), format="rgb24")
+            frame = av.VideoFrame.from_ndarray(
+                rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8), format="rgb24"
+            )
             container.mux(stream.encode(frame))
         container.mux(stream.encode())
     return str(path)
@@ -187,11 +263,51 @@ def write_vimul(directory) -> str:
     write_video(os.path.join(video_dir, "festival.mp4"), seed=1)
     write_video(os.path.join(video_dir, "market.mp4"), num_frames=3, seed=2)
     rows = [
-        {"video": "festival.mp4", "question": "Which festival is shown?", "options": ["Diwali", "Holi", "Eid"], "answer": "B", "language": "english", "category": "Festivals", "question_type": "mcq"},
-        {"video": "market.mp4", "question": "¿Qué se vende?", "options": ["Frutas", "Pescado"], "answer": "Frutas", "language": "spanish", "category": "Food", "question_type": "mcq"},
-        {"video": "market.mp4", "question": "What happens in the video?", "options": [], "answer": "People buy fruit at a market.", "language": "english", "category": "Food", "question_type": "long"},
-        {"video": "missing.mp4", "question": "What is this?", "options": ["A", "B"], "answer": "A", "language": "english", "category": "Food", "question_type": "mcq"},
-        {"video": "festival.mp4", "question": "Wat?", "options": ["x", "y"], "answer": "z", "language": "english", "category": "Food", "question_type": "mcq"},
+        {
+            "video": "festival.mp4",
+            "question": "Which festival is shown?",
+            "options": ["Diwali", "Holi", "Eid"],
+            "answer": "B",
+            "language": "english",
+            "category": "Festivals",
+            "question_type": "mcq",
+        },
+        {
+            "video": "market.mp4",
+            "question": "¿Qué se vende?",
+            "options": ["Frutas", "Pescado"],
+            "answer": "Frutas",
+            "language": "spanish",
+            "category": "Food",
+            "question_type": "mcq",
+        },
+        {
+            "video": "market.mp4",
+            "question": "What happens in the video?",
+            "options": [],
+            "answer": "People buy fruit at a market.",
+            "language": "english",
+            "category": "Food",
+            "question_type": "long",
+        },
+        {
+            "video": "missing.mp4",
+            "question": "What is this?",
+            "options": ["A", "B"],
+            "answer": "A",
+            "language": "english",
+            "category": "Food",
+            "question_type": "mcq",
+        },
+        {
+            "video": "festival.mp4",
+            "question": "Wat?",
+            "options": ["x", "y"],
+            "answer": "z",
+            "language": "english",
+            "category": "Food",
+            "question_type": "mcq",
+        },
     ]
     path = os.path.join(directory, "vimul.jsonl")
     with open(path, "w", encoding="utf-8") as handle:

@@ -8,13 +8,12 @@ import importlib.util
 import os
 from dataclasses import dataclass
 
+import eval_helpers
 import pytest
 import torch
 
-import eval_helpers
 from towervision_hf.evaluation.lmms_plugin import TowerVision
 from towervision_hf.evaluation.scoring import score_continuations, user_prompt
-
 
 ENTRY_POINT = "towervision_hf.evaluation.lmms_plugin:lmms_manifest"
 HAS_LMMS = importlib.util.find_spec("lmms_eval") is not None
@@ -93,8 +92,10 @@ def test_loglikelihood_returns_mean_nll_by_default_and_log_probs_on_request(plug
     ]
     docs = plugin.task_dict["tiny_task"]["test"]
     expected = score_continuations(
-        plugin.model, plugin.processor,
-        [user_prompt("Which word?", [docs[0]["image"]]), user_prompt("Which word?", [docs[1]["image"]])], ["aaaa", "zzzz"],
+        plugin.model,
+        plugin.processor,
+        [user_prompt("Which word?", [docs[0]["image"]]), user_prompt("Which word?", [docs[1]["image"]])],
+        ["aaaa", "zzzz"],
     )
     losses = plugin.loglikelihood(requests)
     assert [loss for loss, _ in losses] == pytest.approx([-score.mean_logprob for score in expected], abs=1e-5)
@@ -116,7 +117,10 @@ def test_multiple_choice_argmin_picks_the_likely_choice(plugin):
     try:
         choices = [" zzzz", " aaaa", " zaza"]
         lls = plugin.loglikelihood(
-            [request("loglikelihood", ("Pick one", choice, to_visual, 0, "tiny_task", "test"), 0) for choice in choices]
+            [
+                request("loglikelihood", ("Pick one", choice, to_visual, 0, "tiny_task", "test"), 0)
+                for choice in choices
+            ]
         )
     finally:
         handle.remove()
@@ -133,10 +137,33 @@ def test_generate_until_batches_images_and_videos(plugin):
     try:
         answers = plugin.generate_until(
             [
-                request("generate_until", ("<image>\nDescribe.", {"until": ["\n\n"], "max_new_tokens": 3}, to_visual, 0, "tiny_task", "test"), 0),
-                request("generate_until", ("Describe.", {"until": ["aa"], "max_new_tokens": 3}, to_visual, 1, "tiny_task", "test"), 1),
-                request("generate_until", ("What happens?", {"max_new_tokens": 2, "temperature": 0}, to_visual, 2, "tiny_task", "test"), 2),
-                request("generate_until", ("Describe.", {"until": ["\n\n"], "max_new_tokens": 3}, to_visual, 1, "tiny_task", "test"), 1),
+                request(
+                    "generate_until",
+                    (
+                        "<image>\nDescribe.",
+                        {"until": ["\n\n"], "max_new_tokens": 3},
+                        to_visual,
+                        0,
+                        "tiny_task",
+                        "test",
+                    ),
+                    0,
+                ),
+                request(
+                    "generate_until",
+                    ("Describe.", {"until": ["aa"], "max_new_tokens": 3}, to_visual, 1, "tiny_task", "test"),
+                    1,
+                ),
+                request(
+                    "generate_until",
+                    ("What happens?", {"max_new_tokens": 2, "temperature": 0}, to_visual, 2, "tiny_task", "test"),
+                    2,
+                ),
+                request(
+                    "generate_until",
+                    ("Describe.", {"until": ["\n\n"], "max_new_tokens": 3}, to_visual, 1, "tiny_task", "test"),
+                    1,
+                ),
             ]
         )
     finally:

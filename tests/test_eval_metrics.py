@@ -34,7 +34,9 @@ def test_chrf_matches_a_hand_computation():
     expected = 100 * (1 + 4) * recall / (4 * 1.0 + recall)
     scores = translation_metrics(["the cat sat"], ["the cat sat on"], "en")
     assert scores["chrf"] == pytest.approx(expected, abs=1e-6)
-    assert translation_metrics(["a dog runs on the beach"], ["a dog runs on the beach"], "de")["bleu"] == pytest.approx(100)
+    assert translation_metrics(["a dog runs on the beach"], ["a dog runs on the beach"], "de")[
+        "bleu"
+    ] == pytest.approx(100)
 
 
 def test_answer_normalization_and_option_matching():
@@ -52,7 +54,10 @@ def test_answer_normalization_and_option_matching():
 
 def test_alm_bench_answer_parsing():
     assert parse_multiple_choice("Paris (Options: Paris, Rome, Oslo)") == ("Paris", ["Paris", "Rome", "Oslo"])
-    assert parse_multiple_choice("Brezel（Optionen: Brezel、Knödel、Strudel）") == ("Brezel", ["Brezel", "Knödel", "Strudel"])
+    assert parse_multiple_choice("Brezel（Optionen: Brezel、Knödel、Strudel）") == (
+        "Brezel",
+        ["Brezel", "Knödel", "Strudel"],
+    )
     assert parse_multiple_choice("Paris") is None
     assert parse_multiple_choice("Paris (Options: Paris)") is None
     kinds = ["Multiple Choice Questions", "True False Question", "Long Question", "Short Question", "Riddle", None]
@@ -106,14 +111,23 @@ def test_judge_request_and_parsing_at_the_transport_seam():
 
 
 def test_judge_failures_are_none_not_crashes():
-    failing = OpenAICompatibleJudge("http://x/v1", "m", api_key="", transport=FakeTransport(error=urllib.error.URLError("down")))
+    failing = OpenAICompatibleJudge(
+        "http://x/v1", "m", api_key="", transport=FakeTransport(error=urllib.error.URLError("down"))
+    )
     assert failing.score("q", "r", "p") is None and "URLError" in failing.errors[0]
-    assert OpenAICompatibleJudge("http://x/v1", "m", api_key="", transport=FakeTransport(reply="great")).score("q", "r", "p") is None
+    assert (
+        OpenAICompatibleJudge("http://x/v1", "m", api_key="", transport=FakeTransport(reply="great")).score(
+            "q", "r", "p"
+        )
+        is None
+    )
     assert parse_score("12") == 1.0 and parse_score("-3") == 0.0 and parse_score("8,5") == pytest.approx(0.85)
 
 
 def test_results_are_written_as_json_markdown_and_predictions(tmp_path):
-    result = RunResult("commute", "out/stage2", {"source": "Unbabel/commute_multimodal_mt", "revision": "main"}, {"batch_size": 8})
+    result = RunResult(
+        "commute", "out/stage2", {"source": "Unbabel/commute_multimodal_mt", "revision": "main"}, {"batch_size": 8}
+    )
     result.tables["language pair"] = {"en-de": {"accuracy": 0.8125, "n": 16}, "en-fr": {"accuracy": None, "n": 0}}
     result.skip("missing_image", 2)
     result.skip("missing_image")

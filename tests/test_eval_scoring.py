@@ -2,9 +2,15 @@
 
 import pytest
 import torch
-
 from eval_helpers import build_tiny_model_and_processor, random_image
-from towervision_hf.evaluation.scoring import end_of_turn_text, generate, render_prompt, score_continuations, user_prompt
+
+from towervision_hf.evaluation.scoring import (
+    end_of_turn_text,
+    generate,
+    render_prompt,
+    score_continuations,
+    user_prompt,
+)
 
 
 @pytest.fixture(scope="module")

@@ -5,11 +5,11 @@ import os
 import sys
 import types
 
+import eval_helpers
 import pytest
 import torch
 from datasets import Dataset, Features, Image, Value
 
-import eval_helpers
 from towervision_hf.evaluation import alm_bench, vimul
 from towervision_hf.evaluation.cli import main
 from towervision_hf.evaluation.commute import evaluate_commute
@@ -64,7 +64,15 @@ def test_commute_requested_languages_and_missing_pairs(workspace):
 def _contrastive_split(correct: str, incorrect: str) -> dict:
     features = Features({name: Value("string") for name in ("source", "correct_translation", "incorrect_translation")})
     features["image"] = Image()
-    rows = [{"source": "The bank.", "correct_translation": correct, "incorrect_translation": incorrect, "image": eval_helpers.random_image(i)} for i in range(3)]
+    rows = [
+        {
+            "source": "The bank.",
+            "correct_translation": correct,
+            "incorrect_translation": incorrect,
+            "image": eval_helpers.random_image(i),
+        }
+        for i in range(3)
+    ]
     return {"de": Dataset.from_list(rows, features=features)}
 
 
@@ -86,7 +94,14 @@ def test_commute_accuracy_on_a_pair_whose_answer_is_known(tiny, boosted, expecte
 
 def test_multi30k_cli(workspace):
     payload, out = _run(
-        "multi30k", workspace, "--data", workspace["multi30k"], "--pairs", "en-de,en-fr,en-cs,en-xx", "--max-new-tokens", "4"
+        "multi30k",
+        workspace,
+        "--data",
+        workspace["multi30k"],
+        "--pairs",
+        "en-de,en-fr,en-cs,en-xx",
+        "--max-new-tokens",
+        "4",
     )
     table = payload["tables"]["language pair"]
     assert set(table) == {"en-de", "en-fr", "en-cs"}
@@ -110,10 +125,14 @@ def test_multi30k_comet_seam(tiny, monkeypatch):
     fake.load_from_checkpoint = lambda path: FakeComet()
     monkeypatch.setitem(sys.modules, "comet", fake)
     features = Features({"en": Value("string"), "de": Value("string"), "image": Image()})
-    split = Dataset.from_list([{"en": "A dog.", "de": "Ein Hund.", "image": eval_helpers.random_image(0)}], features=features)
+    split = Dataset.from_list(
+        [{"en": "A dog.", "de": "Ein Hund.", "image": eval_helpers.random_image(0)}], features=features
+    )
     model, processor = tiny
     result = RunResult("multi30k", "tiny", {}, {})
-    predictions = evaluate_multi30k(model, processor, split, result, [("en", "de")], max_new_tokens=3, comet_model="Unbabel/XCOMET-XL")
+    predictions = evaluate_multi30k(
+        model, processor, split, result, [("en", "de")], max_new_tokens=3, comet_model="Unbabel/XCOMET-XL"
+    )
     assert result.tables["language pair"]["en-de"]["comet"] == 0.5
     assert calls["model"] == "Unbabel/XCOMET-XL"
     assert calls["samples"] == [{"src": "A dog.", "mt": predictions[0]["translation"], "ref": "Ein Hund."}]
@@ -121,12 +140,17 @@ def test_multi30k_comet_seam(tiny, monkeypatch):
 
 def test_alm_bench_cli_with_plot(workspace):
     plot = workspace["root"] / "plots" / "alm.png"
-    payload, out = _run("alm-bench", workspace, "--data", workspace["alm"], "--max-new-tokens", "4", "--plot", str(plot))
+    payload, out = _run(
+        "alm-bench", workspace, "--data", workspace["alm"], "--max-new-tokens", "4", "--plot", str(plot)
+    )
     assert set(payload["tables"]["language"]) == {"English", "German", "Klingon"}
     assert payload["tables"]["language"]["English"]["n"] == 4 and payload["tables"]["language"]["German"]["n"] == 2
     assert set(payload["tables"]["question type"]) == {"mcq", "tf", "short", "long"}
     assert payload["skipped"] == {
-        "missing_image": 1, "unknown_question_type": 1, "unparsable_mcq_answer": 1, "open_ended_unjudged": 3
+        "missing_image": 1,
+        "unknown_question_type": 1,
+        "unparsable_mcq_answer": 1,
+        "open_ended_unjudged": 3,
     }
     assert plot.read_bytes().startswith(b"\x89PNG")
 
@@ -141,7 +165,9 @@ def test_alm_bench_language_selection(workspace):
 def test_alm_bench_scores_known_answers(workspace, tiny, monkeypatch):
     """With answers known in advance, MCQ / TF come out right, wrong TF wrong, and open-ended get the judge grade."""
     answers = {
-        "Which dish is shown?": "paella", "Is this a festival?": "True!", "Welches Gericht?": "Knödel",
+        "Which dish is shown?": "paella",
+        "Is this a festival?": "True!",
+        "Welches Gericht?": "Knödel",
         "Ist das eine Burg?": "Falsch, das ist eine Kirche",
     }
 
@@ -168,7 +194,16 @@ def test_alm_bench_scores_known_answers(workspace, tiny, monkeypatch):
 def test_vimul_cli(workspace):
     video_root = os.path.join(os.path.dirname(workspace["vimul"]), "videos")
     payload, out = _run(
-        "vimul", workspace, "--data", workspace["vimul"], "--video-root", video_root, "--max-new-tokens", "3", "--num-frames", "4"
+        "vimul",
+        workspace,
+        "--data",
+        workspace["vimul"],
+        "--video-root",
+        video_root,
+        "--max-new-tokens",
+        "3",
+        "--num-frames",
+        "4",
     )
     assert set(payload["tables"]["language"]) == {"english", "spanish"}
     assert payload["tables"]["question type"]["mcq"]["n_mcq"] == 2

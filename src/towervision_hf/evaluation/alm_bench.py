@@ -18,9 +18,10 @@ Data: `MBZUAI/ALM-Bench`, split `test`, columns `file_name` (the image), `ID`, `
 
 import re
 
+from .judge import judge_open_ended
 from .languages import language_code
 from .media import decode_image
-from .metrics import match_option, normalize_answer
+from .metrics import group_by, match_option, mean_or_none, normalize_answer
 from .prompts import multiple_choice_prompt, open_ended_prompt, true_false_prompt
 from .results import RunResult
 from .scoring import generate, user_prompt
@@ -32,7 +33,7 @@ _OPTIONS = re.compile(r"^(?P<answer>.*?)\s*[(（](?P<options>[^()（）]*)[)）]
 
 
 def question_kind(question_type) -> str | None:
-    """"mcq", "tf", "short" or "long" for ALM-Bench's `Question_Type` values; None if unrecognised."""
+    """ "mcq", "tf", "short" or "long" for ALM-Bench's `Question_Type` values; None if unrecognised."""
     text = (question_type or "").lower()
     if "multiple" in text or "mcq" in text:
         return "mcq"
@@ -75,8 +76,42 @@ def _is_correct(kind, prediction, gold, options) -> bool:
     return bool(gold) and (prediction == gold or prediction.startswith(gold + " "))
 
 
+def _prepare(row, languages) -> tuple | str | None:
+    """`(prompt, record)` for a row to evaluate, a skip reason, or None for a row outside the requested languages."""
+    language = (row["Language"] or "").strip()
+    code = language_code(language)
+    if languages is not None and code not in languages:
+        return "unknown_language" if code is None else None
+    kind = question_kind(row["Question_Type"])
+    question, answer = (row["Translated_Question"] or "").strip(), (row["Translated_Answer"] or "").strip()
+    if kind is None:
+        return "unknown_question_type"
+    if not question or not answer:
+        return "empty_question_or_answer"
+    options = []
+    if kind == "mcq":
+        parsed = parse_multiple_choice(answer)
+        if parsed is None:
+            return "unparsable_mcq_answer"
+        answer, options = parsed
+    image = decode_image(row["file_name"])
+    if image is None:
+        return "missing_image"
+    prompt = user_prompt(_prompt_text(kind, question, language or "the question's language", options), [image])
+    record = {"id": row.get("ID"), "language": language or "unknown", "category": row["Category"] or "unknown"}
+    return prompt, record | {"question_type": kind, "question": question, "answer": answer, "options": options}
+
+
 def evaluate_alm_bench(
-    model, processor, split, result: RunResult, languages=None, judge=None, batch_size=8, max_new_tokens=512, limit=None
+    model,
+    processor,
+    split,
+    result: RunResult,
+    languages=None,
+    judge=None,
+    batch_size=8,
+    max_new_tokens=512,
+    limit=None,
 ):
     """Fill `result` with per-language / per-category / per-type tables; return the per-item predictions.
 
@@ -88,50 +123,23 @@ def evaluate_alm_bench(
     for rows in iter_rows(undecoded(split, "file_name"), chunk_size=4 * batch_size, limit=limit):
         prompts, pending = [], []
         for row in rows:
-            language = (row["Language"] or "").strip()
-            code = language_code(language)
-            if languages is not None and code not in languages:
-                if code is None:
-                    result.skip("unknown_language")
-                continue
-            kind = question_kind(row["Question_Type"])
-            question, answer = (row["Translated_Question"] or "").strip(), (row["Translated_Answer"] or "").strip()
-            options = []
-            if kind is None:
-                result.skip("unknown_question_type")
-                continue
-            if not question or not answer:
-                result.skip("empty_question_or_answer")
-                continue
-            if kind == "mcq":
-                parsed = parse_multiple_choice(answer)
-                if parsed is None:
-                    result.skip("unparsable_mcq_answer")
-                    continue
-                answer, options = parsed
-            image = decode_image(row["file_name"])
-            if image is None:
-                result.skip("missing_image")
-                continue
-            prompts.append(user_prompt(_prompt_text(kind, question, language or "the question's language", options), [image]))
-            record = {"id": row.get("ID"), "language": language or "unknown", "category": row["Category"] or "unknown"}
-            pending.append(record | {"question_type": kind, "question": question, "answer": answer, "options": options})
+            item = _prepare(row, languages)
+            if isinstance(item, str):
+                result.skip(item)
+            elif item is not None:
+                prompts.append(item[0])
+                pending.append(item[1])
         outputs = generate(model, processor, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size)
         for record, prediction in zip(pending, outputs):
-            record["prediction"] = prediction
-            record["empty_output"] = not prediction
+            record |= {"prediction": prediction, "empty_output": not prediction}
             if record["question_type"] in ("mcq", "tf"):
-                record["score"] = float(_is_correct(record["question_type"], prediction, record["answer"], record["options"]))
-            elif judge is not None:
-                record["score"] = judge.score(record["question"], record["answer"], prediction)
-                if record["score"] is None:
-                    result.skip("judge_failed")
+                correct = _is_correct(record["question_type"], prediction, record["answer"], record["options"])
+                record["score"] = float(correct)
             else:
-                record["score"] = None
-                result.skip("open_ended_unjudged")
+                record["score"] = judge_open_ended(judge, record, result)
             records.append(record)
     for name, key in (("language", "language"), ("category", "category"), ("question type", "question_type")):
-        result.tables[name] = _summaries(records, key)
+        result.tables[name] = {group: _summary(items) for group, items in group_by(records, key).items()}
     if judge is None:
         result.notes.append("open-ended questions were not scored: no --judge-endpoint given")
     result.notes.append(
@@ -141,32 +149,20 @@ def evaluate_alm_bench(
     return records
 
 
-def _summaries(records, key) -> dict[str, dict]:
-    groups: dict[str, list[dict]] = {}
-    for record in records:
-        groups.setdefault(record[key], []).append(record)
-    table = {}
-    for group, items in sorted(groups.items()):
-        scored = [r["score"] for r in items if r["score"] is not None]
-        closed = [r["score"] for r in items if r["question_type"] in ("mcq", "tf")]
-        mcq = [r["score"] for r in items if r["question_type"] == "mcq"]
-        tf = [r["score"] for r in items if r["question_type"] == "tf"]
-        judged = [r["score"] for r in items if r["question_type"] in ("short", "long") and r["score"] is not None]
-        table[group] = {
-            "score": _mean(scored),
-            "accuracy": _mean(closed),
-            "mcq_accuracy": _mean(mcq),
-            "tf_accuracy": _mean(tf),
-            "judge_score": _mean(judged),
-            "n": len(items),
-            "n_scored": len(scored),
-            "empty_outputs": sum(r["empty_output"] for r in items),
-        }
-    return table
+def _summary(items: list[dict]) -> dict:
+    def scores(kinds):
+        return [r["score"] for r in items if r["question_type"] in kinds and r["score"] is not None]
 
-
-def _mean(values):
-    return sum(values) / len(values) if values else None
+    return {
+        "score": mean_or_none(scores(("mcq", "tf", "short", "long"))),
+        "accuracy": mean_or_none(scores(("mcq", "tf"))),
+        "mcq_accuracy": mean_or_none(scores(("mcq",))),
+        "tf_accuracy": mean_or_none(scores(("tf",))),
+        "judge_score": mean_or_none(scores(("short", "long"))),
+        "n": len(items),
+        "n_scored": len(scores(("mcq", "tf", "short", "long"))),
+        "empty_outputs": sum(r["empty_output"] for r in items),
+    }
 
 
 def plot_languages(table: dict[str, dict], path: str, metric: str = "score", title: str = "ALM-Bench") -> None:
@@ -176,7 +172,9 @@ def plot_languages(table: dict[str, dict], path: str, metric: str = "score", tit
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = sorted(((lang, row[metric]) for lang, row in table.items() if row.get(metric) is not None), key=lambda x: -x[1])
+    rows = sorted(
+        ((lang, row[metric]) for lang, row in table.items() if row.get(metric) is not None), key=lambda x: -x[1]
+    )
     figure, axis = plt.subplots(figsize=(max(6.0, 0.45 * len(rows) + 2), 4.0))
     bars = axis.bar([lang for lang, _ in rows], [100 * value for _, value in rows], color="#2b6cb0")
     axis.bar_label(bars, fmt="%.1f", fontsize=7)

@@ -8,7 +8,9 @@ from .results import RunResult
 
 
 def _common(parser: argparse.ArgumentParser, data: str) -> None:
-    parser.add_argument("--model", required=True, help="checkpoint directory or Hub id (loaded with trust_remote_code)")
+    parser.add_argument(
+        "--model", required=True, help="checkpoint directory or Hub id (loaded with trust_remote_code)"
+    )
     parser.add_argument("--data", default=data, help=f"Hub dataset id, local directory or file (default: {data})")
     parser.add_argument("--revision", default=None, help="dataset revision on the Hub (default: main)")
     parser.add_argument("--output-dir", default="results", help="where <task>.json / .md / .predictions.jsonl go")

@@ -58,9 +58,23 @@ class OpenAICompatibleJudge:
         if self.api_key:
             headers["Authorization"] = f"Bearer {self.api_key}"
         try:
-            response = self.transport(self.url, self.request_payload(question, reference, prediction), headers, self.timeout)
+            response = self.transport(
+                self.url, self.request_payload(question, reference, prediction), headers, self.timeout
+            )
             reply = response["choices"][0]["message"]["content"]
         except (OSError, ValueError, KeyError, IndexError, TypeError) as error:
             self.errors.append(f"{type(error).__name__}: {error}")
             return None
         return parse_score(reply)
+
+
+def judge_open_ended(judge: OpenAICompatibleJudge | None, record: dict, result) -> float | None:
+    """The judge's grade for an open-ended `record` (question / answer / prediction), counting in `result` the
+    answers left unscored: `open_ended_unjudged` without a judge, `judge_failed` when the judge call fails."""
+    if judge is None:
+        result.skip("open_ended_unjudged")
+        return None
+    score = judge.score(record["question"], record["answer"], record["prediction"])
+    if score is None:
+        result.skip("judge_failed")
+    return score

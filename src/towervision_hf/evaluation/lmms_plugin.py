@@ -77,7 +77,7 @@ class TowerVision(_LmmsBase):
         self.max_frames_num = max_frames_num or getattr(self.model.config, "num_frames", None) or 32
         self.loglikelihood_score = loglikelihood_score
         self.max_new_tokens = int(max_new_tokens)
-        if _LmmsBase is object:  # what lmms-eval's base class would set up: one process, tasks filled in by the harness
+        if _LmmsBase is object:  # what lmms-eval's base class sets up: one process, tasks filled in by the harness
             self._rank, self._world_size, self.task_dict = 0, 1, {}
 
     def _prompt(self, context: str, visuals, where: str):
@@ -91,7 +91,9 @@ class TowerVision(_LmmsBase):
             elif hasattr(visual, "convert"):
                 images.append(visual.convert("RGB"))
             else:
-                raise ValueError(f"{where}: unsupported visual of type {type(visual).__name__} (PIL image or video path)")
+                raise ValueError(
+                    f"{where}: unsupported visual of type {type(visual).__name__} (PIL image or video path)"
+                )
         for token in (getattr(self.processor, "image_token", None), getattr(self.processor, "video_token", None)):
             if token:
                 context = context.replace(token, "")
@@ -105,7 +107,8 @@ class TowerVision(_LmmsBase):
         return visuals if isinstance(visuals, (list, tuple)) else [visuals]
 
     def loglikelihood(self, requests) -> list[tuple[float, bool]]:
-        """`(score, is_greedy)` per request; `score` follows `loglikelihood_score` (default: mean NLL, lower is better)."""
+        """`(score, is_greedy)` per request; `score` follows `loglikelihood_score` (default: mean NLL, lower is
+        better)."""
         prompts, continuations = [], []
         for context, doc_to_target, doc_to_visual, doc_id, task, split in (request.args for request in requests):
             doc = self._doc(task, split, doc_id)
@@ -145,7 +148,9 @@ class TowerVision(_LmmsBase):
                 context, _, doc_to_visual, doc_id, task, split = requests[index].args
                 doc = self._doc(task, split, doc_id)
                 prompts.append(self._prompt(context, self._visuals(doc_to_visual, doc), f"{task}/{split}/{doc_id}"))
-            outputs = generate(self.model, self.processor, prompts, batch_size=self.batch_size, stop_strings=until, **kwargs)
+            outputs = generate(
+                self.model, self.processor, prompts, batch_size=self.batch_size, stop_strings=until, **kwargs
+            )
             for index, output in zip(indices, outputs):
                 answers[index] = output
         return answers

@@ -39,7 +39,9 @@ def comet_system_score(sources, hypotheses, references, model_name: str, batch_s
     model = load_from_checkpoint(download_model(model_name))
     samples = [{"src": s, "mt": h, "ref": r} for s, h, r in zip(sources, hypotheses, references)]
     # one device only: with gpus > 1 COMET launches DDP and non-zero ranks exit (data-and-eval.md §6)
-    output = model.predict(samples, batch_size=batch_size, gpus=1 if torch.cuda.is_available() else 0, progress_bar=False)
+    output = model.predict(
+        samples, batch_size=batch_size, gpus=1 if torch.cuda.is_available() else 0, progress_bar=False
+    )
     return float(output.system_score)
 
 
@@ -70,10 +72,14 @@ def match_option(prediction: str, options: Sequence[str], letters: bool = False)
     return found[0] if len(found) == 1 else None
 
 
-def grouped_mean(records: list[dict], key: str, value: str) -> dict[str, dict]:
-    """`{group: {"mean": ..., "n": ...}}` over records that have a non-None `value`, grouped by `record[key]`."""
-    groups: dict[str, list[float]] = {}
+def group_by(records: list[dict], key: str) -> dict[str, list[dict]]:
+    """Records grouped by `str(record[key])`, groups in sorted order."""
+    groups: dict[str, list[dict]] = {}
     for record in records:
-        if record.get(value) is not None:
-            groups.setdefault(str(record[key]), []).append(float(record[value]))
-    return {group: {"mean": sum(values) / len(values), "n": len(values)} for group, values in sorted(groups.items())}
+        groups.setdefault(str(record[key]), []).append(record)
+    return dict(sorted(groups.items()))
+
+
+def mean_or_none(values) -> float | None:
+    values = list(values)
+    return sum(values) / len(values) if values else None

@@ -76,14 +76,18 @@ def evaluate_multi30k(
                 sources.append(row[source])
                 references.append(row[target])
                 hypotheses.append(output)
-                predictions.append({"pair": pair, "source": row[source], "reference": row[target], "translation": output})
+                predictions.append(
+                    {"pair": pair, "source": row[source], "reference": row[target], "translation": output}
+                )
         if not hypotheses:
             table[pair] = {"n": 0, "skipped": skipped}
             continue
         table[pair] = translation_metrics(hypotheses, references, language_code(target))
         table[pair] |= {"n": len(hypotheses), "skipped": skipped, "empty_outputs": sum(not h for h in hypotheses)}
         if comet_model:
-            table[pair]["comet"] = _comet_or_note(result, pair, comet_model, sources, hypotheses, references, batch_size)
+            table[pair]["comet"] = _comet_or_note(
+                result, pair, comet_model, sources, hypotheses, references, batch_size
+            )
     result.tables["language pair"] = table
     result.notes.append(
         "bleu / chrf: sacrebleu corpus scores (default settings); empty translations are kept and scored; "

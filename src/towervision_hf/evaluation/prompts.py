@@ -19,7 +19,9 @@ def multiple_choice_prompt(question: str, options: list[str], letters: bool = Fa
         listed = "\n".join(f"{letter}. {option}" for letter, option in zip(option_letters(len(options)), options))
         return f"{question}\n{listed}\nAnswer with the letter of the correct option only."
     listed = "\n".join(options)
-    return f"{question}\nOptions:\n{listed}\nAnswer with the correct option only, copied exactly, without any other text."
+    return (
+        f"{question}\nOptions:\n{listed}\nAnswer with the correct option only, copied exactly, without any other text."
+    )
 
 
 def true_false_prompt(question: str, language: str) -> str:

@@ -54,15 +54,18 @@ class ContinuationScore:
     is_greedy: bool
 
 
-def load_model_and_processor(model_path: str, device: str | None = None, dtype: str = "auto", attn_implementation=None):
-    """`AutoModelForImageTextToText` + `AutoProcessor` with `trust_remote_code=True`, in eval mode on `device`."""
+def load_model_and_processor(
+    model_path: str, device: str | None = None, dtype: str = "auto", attn_implementation=None
+):
+    """`AutoModelForImageTextToText` + `AutoProcessor` with `trust_remote_code=True`, in eval mode on `device`
+    (default: cuda when available, else cpu)."""
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    kwargs = {"trust_remote_code": True, "dtype": dtype}
+    kwargs = {"trust_remote_code": True, "dtype": dtype, "device_map": device}
     if attn_implementation is not None:
         kwargs["attn_implementation"] = attn_implementation
-    model = AutoModelForImageTextToText.from_pretrained(model_path, **kwargs).to(device).eval()
+    model = AutoModelForImageTextToText.from_pretrained(model_path, **kwargs).eval()
     processor = AutoProcessor.from_pretrained(model_path, trust_remote_code=True)
     return model, processor
 

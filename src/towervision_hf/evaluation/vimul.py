@@ -14,9 +14,10 @@ are graded 0-10 by a judge model when `--judge-endpoint` is given, otherwise cou
 import json
 import os
 
+from .judge import judge_open_ended
 from .languages import language_code
 from .media import load_video_frames
-from .metrics import match_option, normalize_answer
+from .metrics import group_by, match_option, mean_or_none, normalize_answer
 from .prompts import multiple_choice_prompt, open_ended_prompt, option_letters
 from .results import RunResult
 from .scoring import generate, user_prompt
@@ -43,7 +44,9 @@ def load_vimul(data: str, configs: str | None, split: str, revision: str | None 
         return dict(splits), provenance
     from datasets import get_dataset_config_names
 
-    names = [name.strip() for name in configs.split(",")] if configs else get_dataset_config_names(data, revision=revision)
+    names = (
+        [name.strip() for name in configs.split(",")] if configs else get_dataset_config_names(data, revision=revision)
+    )
     selected = {}
     for name in names:
         config_splits, _ = load_splits(data, config=name, revision=revision)
@@ -79,6 +82,7 @@ def resolve_columns(column_names, overrides: dict[str, str] | None = None, what:
 
 
 def _options(value) -> list[str]:
+    """Options stored as a list, a dict (letter -> text), a JSON string or one option per line."""
     if isinstance(value, str):
         try:
             value = json.loads(value)
@@ -99,11 +103,51 @@ def _gold_index(answer: str, options: list[str]) -> int | None:
 
 
 def _kind(declared: str, has_options: bool) -> str:
-    """"mcq", "long" or "short" from the row's question type and config name (`declared`) and its options."""
+    """ "mcq", "long" or "short" from the row's question type and config name (`declared`) and its options."""
     declared = declared.lower()
     if has_options or "mcq" in declared or "multiple" in declared:
         return "mcq"
     return "long" if "long" in declared else "short"
+
+
+def _prepare(row, columns, label, languages, video_root, num_frames) -> tuple | str | None:
+    """`(prompt, record)` for a row to evaluate, a skip reason, or None for a row outside the requested languages."""
+
+    def value(role):
+        return row.get(columns[role]) if columns[role] else None
+
+    config_name = label.split("/")[0]
+    config_language = config_name.split("_", 1)[1] if "_" in config_name else None
+    language = str(value("language") or config_language or "").strip()
+    code = language_code(language)
+    if languages is not None and code not in languages:
+        return "unknown_language" if code is None else None
+    question, answer = str(value("question") or "").strip(), str(value("answer") or "").strip()
+    if not question or not answer:
+        return "empty_question_or_answer"
+    options = _options(value("options"))
+    kind = _kind(f"{value('question_type') or ''} {config_name}", bool(options))
+    gold = _gold_index(answer, options) if kind == "mcq" and options else None
+    if kind == "mcq" and gold is None:
+        return "unparsable_mcq_answer"
+    frames = load_video_frames(value("video"), num_frames, root=video_root)
+    if frames is None:
+        return "missing_video"
+    if kind == "mcq":
+        text = multiple_choice_prompt(question, options, letters=True)
+    else:
+        text = open_ended_prompt(question, language.capitalize() or "the question's language", long=kind == "long")
+    record = {
+        "config": label,
+        "language": language.lower() or "unknown",
+        "category": value("category") or "unknown",
+        "question_type": kind,
+        "question": question,
+        "answer": answer,
+        "options": options,
+        "gold_index": gold,
+    }
+    return user_prompt(text, videos=[frames]), record
 
 
 def evaluate_vimul(
@@ -128,86 +172,42 @@ def evaluate_vimul(
     records = []
     for label, split in splits.items():
         columns = resolve_columns(split.column_names, column_overrides, f"ViMUL-Bench {label!r}")
-        config_name = label.split("/")[0]
-        config_language = config_name.split("_", 1)[1] if "_" in config_name else None
         for rows in iter_rows(split, chunk_size=2 * batch_size, limit=limit):
             prompts, pending = [], []
             for row in rows:
-                language = (row.get(columns["language"]) if columns["language"] else None) or config_language or ""
-                code = language_code(language)
-                if languages is not None and code not in languages:
-                    if code is None:
-                        result.skip("unknown_language")
-                    continue
-                question, answer = str(row[columns["question"]] or "").strip(), str(row[columns["answer"]] or "").strip()
-                if not question or not answer:
-                    result.skip("empty_question_or_answer")
-                    continue
-                options = _options(row[columns["options"]]) if columns["options"] else []
-                declared = row.get(columns["question_type"]) if columns["question_type"] else None
-                kind = _kind(f"{declared or ''} {config_name}", bool(options))
-                gold = None
-                if kind == "mcq":
-                    gold = _gold_index(answer, options) if options else None
-                    if gold is None:
-                        result.skip("unparsable_mcq_answer")
-                        continue
-                frames = load_video_frames(row[columns["video"]], num_frames, root=video_root)
-                if frames is None:
-                    result.skip("missing_video")
-                    continue
-                name = language.strip().capitalize() if language else "the question's language"
-                text = multiple_choice_prompt(question, options, letters=True) if kind == "mcq" else open_ended_prompt(question, name, long=kind == "long")
-                prompts.append(user_prompt(text, videos=[frames]))
-                category = (row.get(columns["category"]) if columns["category"] else None) or "unknown"
-                pending.append(
-                    {
-                        "config": label,
-                        "language": language.strip().lower() or "unknown",
-                        "category": category,
-                        "question_type": kind,
-                        "question": question,
-                        "answer": answer,
-                        "options": options,
-                        "gold_index": gold,
-                    }
-                )
+                item = _prepare(row, columns, label, languages, video_root, num_frames)
+                if isinstance(item, str):
+                    result.skip(item)
+                elif item is not None:
+                    prompts.append(item[0])
+                    pending.append(item[1])
             outputs = generate(model, processor, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size)
             for record, prediction in zip(pending, outputs):
-                record["prediction"] = prediction
-                record["empty_output"] = not prediction
+                record |= {"prediction": prediction, "empty_output": not prediction}
                 if record["question_type"] == "mcq":
-                    record["score"] = float(match_option(prediction, record["options"], letters=True) == record["gold_index"])
-                elif judge is not None:
-                    record["score"] = judge.score(record["question"], record["answer"], prediction)
-                    if record["score"] is None:
-                        result.skip("judge_failed")
+                    picked = match_option(prediction, record["options"], letters=True)
+                    record["score"] = float(picked == record["gold_index"])
                 else:
-                    record["score"] = None
-                    result.skip("open_ended_unjudged")
+                    record["score"] = judge_open_ended(judge, record, result)
                 records.append(record)
     for name, key in (("language", "language"), ("category", "category"), ("question type", "question_type")):
-        result.tables[name] = _summaries(records, key)
+        result.tables[name] = {group: _summary(items) for group, items in group_by(records, key).items()}
     if judge is None:
         result.notes.append("open-ended questions were not scored: no --judge-endpoint given")
-    result.notes.append("mcq_accuracy: option letter or option text must match the gold option; judge_score: grade / 10")
+    result.notes.append(
+        "mcq_accuracy: option letter or option text must match the gold option; judge_score: grade / 10"
+    )
     return records
 
 
-def _summaries(records, key) -> dict[str, dict]:
-    groups: dict[str, list[dict]] = {}
-    for record in records:
-        groups.setdefault(record[key], []).append(record)
-    table = {}
-    for group, items in sorted(groups.items()):
-        mcq = [r["score"] for r in items if r["question_type"] == "mcq"]
-        judged = [r["score"] for r in items if r["question_type"] != "mcq" and r["score"] is not None]
-        table[group] = {
-            "mcq_accuracy": sum(mcq) / len(mcq) if mcq else None,
-            "judge_score": sum(judged) / len(judged) if judged else None,
-            "n": len(items),
-            "n_mcq": len(mcq),
-            "n_judged": len(judged),
-            "empty_outputs": sum(r["empty_output"] for r in items),
-        }
-    return table
+def _summary(items: list[dict]) -> dict:
+    mcq = [r["score"] for r in items if r["question_type"] == "mcq"]
+    judged = [r["score"] for r in items if r["question_type"] != "mcq" and r["score"] is not None]
+    return {
+        "mcq_accuracy": mean_or_none(mcq),
+        "judge_score": mean_or_none(judged),
+        "n": len(items),
+        "n_mcq": len(mcq),
+        "n_judged": len(judged),
+        "empty_outputs": sum(r["empty_output"] for r in items),
+    }

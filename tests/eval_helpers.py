@@ -314,3 +314,40 @@ def write_vimul(directory) -> str:
         for row in rows:
             handle.write(json.dumps(row, ensure_ascii=False) + "\n")
     return path
+
+
+def write_vimul_embedded(directory) -> str:
+    """The same kind of rows with the video embedded as a datasets `Video` feature in a parquet shard."""
+    from datasets import Video
+
+    os.makedirs(directory, exist_ok=True)
+    clip = write_video(os.path.join(directory, "clip.mp4"), seed=3)
+    with open(clip, "rb") as handle:
+        video = {"bytes": handle.read(), "path": None}
+    features = Features(
+        {
+            "video": Video(),
+            "question": Value("string"),
+            "options": [Value("string")],
+            "answer": Value("string"),
+            "language": Value("string"),
+        }
+    )
+    rows = [
+        {
+            "video": video,
+            "question": "Welches Fest?",
+            "options": ["Ostern", "Karneval"],
+            "answer": "A",
+            "language": "german",
+        },
+        {
+            "video": {"bytes": b"not a video", "path": None},
+            "question": "Q?",
+            "options": ["a", "b"],
+            "answer": "A",
+            "language": "german",
+        },
+    ]
+    _write_split(rows, features, os.path.join(directory, "data", "test-00000-of-00001.parquet"))
+    return str(directory)

@@ -212,6 +212,13 @@ def test_vimul_cli(workspace):
     assert len((out / "vimul.predictions.jsonl").read_text().splitlines()) == 3
 
 
+def test_vimul_embedded_videos_decode_without_torchcodec(workspace):
+    data = eval_helpers.write_vimul_embedded(workspace["root"] / "vimul-embedded")
+    payload, _ = _run("vimul", workspace, "--data", data, "--max-new-tokens", "2", "--num-frames", "3")
+    assert payload["tables"]["language"]["german"]["n_mcq"] == 1
+    assert payload["skipped"] == {"missing_video": 1}  # the undecodable bytes
+
+
 def test_vimul_scores_known_answers_with_a_judge(workspace, tiny, monkeypatch):
     seen_frames = []
 

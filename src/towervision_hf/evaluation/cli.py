@@ -57,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     vimul.add_argument("--split", default="test")
     vimul.add_argument("--langs", default="all")
     vimul.add_argument("--video-root", default=None, help="directory that relative video paths are resolved against")
-    vimul.add_argument("--num-frames", type=int, default=None, help="frames per video (default: model config's)")
+    vimul.add_argument("--num-frames", type=int, default=None, help="frames per video (default: the processor's)")
     vimul.add_argument("--columns", default=None, help="column overrides, e.g. video=clip,answer=gt")
     vimul.add_argument("--max-new-tokens", type=int, default=512)
     _judge_args(vimul)
@@ -87,7 +87,7 @@ def _settings(args) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from .scoring import load_model_and_processor
+    from .scoring import default_num_frames, load_model_and_processor
     from .sources import load_splits
 
     if args.task == "vimul":
@@ -148,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
             _languages(args, result),
             judge=_judge(args),
             video_root=args.video_root,
-            num_frames=args.num_frames or getattr(model.config, "num_frames", 32),
+            num_frames=args.num_frames or default_num_frames(model, processor),
             column_overrides=_column_overrides(args.columns),
             batch_size=args.batch_size,
             max_new_tokens=args.max_new_tokens,

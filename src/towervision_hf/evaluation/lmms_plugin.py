@@ -25,7 +25,7 @@ harness that passes objects with `.args` as above and sets `task_dict[task][spli
 """
 
 from .media import load_video_frames
-from .scoring import generate, load_model_and_processor, score_continuations, user_prompt
+from .scoring import default_num_frames, generate, load_model_and_processor, score_continuations, user_prompt
 
 
 try:
@@ -48,7 +48,7 @@ class TowerVision(_LmmsBase):
     """TowerVision / TowerVideo (or any chat-templated image-text-to-text checkpoint) as an lmms-eval model.
 
     Args (lmms-eval `--model_args`): `pretrained` (checkpoint dir or Hub id), `device`, `dtype`, `batch_size`,
-    `max_frames_num` (frames per video, default: the model config's `num_frames` or 32), `attn_implementation`,
+    `max_frames_num` (frames per video, default: the processor's `num_frames`), `attn_implementation`,
     `loglikelihood_score` (`mean_nll` or `sum_logprob`, see the module docstring), `max_new_tokens` (default when a
     task sets none). `max_batch_size` and `trust_remote_code` are accepted for lmms-eval compatibility; remote code
     is always trusted (TowerVision ships as remote code).
@@ -74,7 +74,7 @@ class TowerVision(_LmmsBase):
             raise ValueError(f"loglikelihood_score={loglikelihood_score!r}: expected one of {LOGLIKELIHOOD_SCORES}")
         self.model, self.processor = load_model_and_processor(pretrained, device, dtype, attn_implementation)
         self.batch_size = int(batch_size) if str(batch_size).isdigit() else 1
-        self.max_frames_num = max_frames_num or getattr(self.model.config, "num_frames", None) or 32
+        self.max_frames_num = max_frames_num or default_num_frames(self.model, self.processor)
         self.loglikelihood_score = loglikelihood_score
         self.max_new_tokens = int(max_new_tokens)
         if _LmmsBase is object:  # what lmms-eval's base class sets up: one process, tasks filled in by the harness

@@ -29,7 +29,8 @@ class Prompt:
 
     `messages` use content lists of `{"type": "image"}`, `{"type": "video"}` and `{"type": "text", "text": ...}`
     blocks; `images[i]` / `videos[i]` fill the i-th image / video block in reading order. Images are PIL images,
-    videos are frame arrays `(num_frames, height, width, 3)` (see `media.load_video_frames`).
+    videos are frame arrays `(num_frames, height, width, 3)` already sampled (see `media.load_video_frames`): the
+    processor uses every frame given and does not resample.
     """
 
     messages: list[dict]
@@ -70,6 +71,12 @@ def load_model_and_processor(
     return model, processor
 
 
+def default_num_frames(model, processor) -> int:
+    """Frames per video the checkpoint expects: the video processor's `num_frames`, else the config's, else 32."""
+    video_processor = getattr(processor, "video_processor", None)
+    return getattr(video_processor, "num_frames", None) or getattr(model.config, "num_frames", None) or 32
+
+
 def render_prompt(processor, prompt: Prompt) -> str:
     """The chat-template text of `prompt` followed by the generation prompt (the assistant turn opener)."""
     return processor.apply_chat_template(prompt.messages, add_generation_prompt=True, tokenize=False)
@@ -99,6 +106,8 @@ def _encode(processor, texts: list[str], prompts: list[Prompt], padding_side: st
         kwargs["padding_side"] = padding_side
     # rendered chat templates already start with <bos>: never add a second one
     kwargs["add_special_tokens"] = not (bos and all(text.startswith(bos) for text in texts))
+    if videos:
+        kwargs["do_sample_frames"] = False  # frames were sampled when the video was decoded (media.load_video_frames)
     return processor(
         text=texts,
         images=images if any(images) else None,

@@ -2,13 +2,13 @@
 
 Local directories follow the Hub's parquet layout (`data/<split>-00000-of-00001.parquet`, or any layout
 `datasets.load_dataset(dir)` understands); single `.parquet` / `.json` / `.jsonl` / `.csv` files load as one split
-named after `single_split`. Media columns are cast to `decode=False` so that a corrupt image becomes a counted skip
-in the task instead of an exception inside `datasets`.
+named after `single_split`. Tasks cast media columns to `decode=False` (`undecoded`) so that a corrupt image or video
+becomes a counted skip instead of an exception inside `datasets`.
 """
 
 import os
 
-from datasets import Dataset, DatasetDict, Image, load_dataset
+from datasets import Dataset, DatasetDict, Image, Video, load_dataset
 
 
 _FILE_BUILDERS = {".parquet": "parquet", ".json": "json", ".jsonl": "json", ".csv": "csv"}
@@ -40,10 +40,11 @@ def load_splits(
 
 
 def undecoded(split: Dataset, column: str) -> Dataset:
-    """`split` with its `Image` column `column` left as `{"bytes", "path"}` dicts (decoded later, per item)."""
+    """`split` with its `Image` / `Video` column `column` left undecoded (`{"bytes", "path"}` dicts), so that media
+    are decoded per item by `media` and a broken file becomes a counted skip."""
     feature = split.features.get(column)
-    if isinstance(feature, Image) and feature.decode:
-        return split.cast_column(column, Image(decode=False))
+    if isinstance(feature, (Image, Video)) and feature.decode:
+        return split.cast_column(column, type(feature)(decode=False))
     return split
 
 

@@ -21,7 +21,7 @@ from .metrics import group_by, match_option, mean_or_none, normalize_answer
 from .prompts import multiple_choice_prompt, open_ended_prompt, option_letters
 from .results import RunResult
 from .scoring import generate, user_prompt
-from .sources import iter_rows, load_splits
+from .sources import iter_rows, load_splits, undecoded
 
 
 COLUMN_CANDIDATES = {
@@ -172,7 +172,7 @@ def evaluate_vimul(
     records = []
     for label, split in splits.items():
         columns = resolve_columns(split.column_names, column_overrides, f"ViMUL-Bench {label!r}")
-        for rows in iter_rows(split, chunk_size=2 * batch_size, limit=limit):
+        for rows in iter_rows(undecoded(split, columns["video"]), chunk_size=2 * batch_size, limit=limit):
             prompts, pending = [], []
             for row in rows:
                 item = _prepare(row, columns, label, languages, video_root, num_frames)

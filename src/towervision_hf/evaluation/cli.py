@@ -90,30 +90,41 @@ def main(argv: list[str] | None = None) -> int:
     from .scoring import default_num_frames, load_model_and_processor
     from .sources import load_splits
 
+    # everything that can be wrong with the inputs is checked before the model is loaded
     if args.task == "vimul":
         from .vimul import load_vimul
 
         splits, provenance = load_vimul(args.data, args.configs, args.split, args.revision)
+        column_overrides = _column_overrides(args.columns)
     else:
         splits, provenance = load_splits(args.data, revision=args.revision)
-    model, processor = load_model_and_processor(args.model, args.device, args.dtype, args.attn_implementation)
+    if args.task in ("multi30k", "alm-bench"):
+        if args.split not in splits:
+            raise ValueError(f"--split {args.split!r} is not in {args.data!r}; available splits: {list(splits)}")
+        split = splits[args.split]
+    if args.task == "multi30k":
+        from .multi30k import parse_pairs
+
+        pairs = parse_pairs(args.pairs)
     result = RunResult(task=args.task, model=args.model, data=provenance, settings=_settings(args))
+    languages = _languages(args, result) if hasattr(args, "langs") else None
+    model, processor = load_model_and_processor(args.model, args.device, args.dtype, args.attn_implementation)
 
     if args.task == "commute":
         from .commute import evaluate_commute
 
         predictions = evaluate_commute(
-            model, processor, splits, result, _languages(args, result), batch_size=args.batch_size, limit=args.limit
+            model, processor, splits, result, languages, batch_size=args.batch_size, limit=args.limit
         )
     elif args.task == "multi30k":
-        from .multi30k import evaluate_multi30k, parse_pairs
+        from .multi30k import evaluate_multi30k
 
         predictions = evaluate_multi30k(
             model,
             processor,
-            _split(splits, args.split, args.data),
+            split,
             result,
-            parse_pairs(args.pairs),
+            pairs,
             batch_size=args.batch_size,
             max_new_tokens=args.max_new_tokens,
             limit=args.limit,
@@ -125,9 +136,9 @@ def main(argv: list[str] | None = None) -> int:
         predictions = evaluate_alm_bench(
             model,
             processor,
-            _split(splits, args.split, args.data),
+            split,
             result,
-            _languages(args, result),
+            languages,
             judge=_judge(args),
             batch_size=args.batch_size,
             max_new_tokens=args.max_new_tokens,
@@ -145,11 +156,11 @@ def main(argv: list[str] | None = None) -> int:
             processor,
             splits,
             result,
-            _languages(args, result),
+            languages,
             judge=_judge(args),
             video_root=args.video_root,
             num_frames=args.num_frames or default_num_frames(model, processor),
-            column_overrides=_column_overrides(args.columns),
+            column_overrides=column_overrides,
             batch_size=args.batch_size,
             max_new_tokens=args.max_new_tokens,
             limit=args.limit,
@@ -158,12 +169,6 @@ def main(argv: list[str] | None = None) -> int:
     print(result.to_markdown())
     print(f"results: {paths['json']}, {paths['md']}")
     return 0
-
-
-def _split(splits, name: str, data: str):
-    if name not in splits:
-        raise ValueError(f"--split {name!r} is not in {data!r}; available splits: {list(splits)}")
-    return splits[name]
 
 
 def _column_overrides(value: str | None) -> dict[str, str]:

@@ -10,6 +10,7 @@ from towervision_hf.evaluation.judge import OpenAICompatibleJudge, parse_score
 from towervision_hf.evaluation.languages import language_code, language_name, parse_language_list
 from towervision_hf.evaluation.metrics import contrastive_accuracy, match_option, normalize_answer, translation_metrics
 from towervision_hf.evaluation.multi30k import parse_pairs
+from towervision_hf.evaluation.prompts import translation_prompt
 from towervision_hf.evaluation.results import RunResult
 from towervision_hf.evaluation.vimul import resolve_columns
 
@@ -71,9 +72,18 @@ def test_language_codes_and_names():
     assert language_name("fr") == "French"
     assert parse_language_list("all") == (None, [])
     assert parse_language_list("de, French,xx,de") == (["de", "fr"], ["xx"])
+    towervision, unknown = parse_language_list("towervision")
+    assert unknown == [] and len(towervision) == 18 and {"pt", "zh", "nb", "nn", "hi"} <= set(towervision)
+    assert all(language_name(code) for code in towervision)
+    assert parse_language_list("core")[0] == ["en", "de", "fr", "nl", "it", "es", "pt", "ko", "ru", "zh"]
     assert parse_pairs("en-de, en-fr") == [("en", "de"), ("en", "fr")]
     with pytest.raises(ValueError, match="'ende'"):
         parse_pairs("ende")
+
+
+def test_tower_translation_prompt():
+    expected = "Translate the following English source text to German:\nEnglish: The bank.\nGerman: "
+    assert translation_prompt("The bank.", "German") == expected
 
 
 def test_vimul_columns_resolve_from_candidates_and_overrides():

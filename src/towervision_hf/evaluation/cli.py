@@ -46,7 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
     alm = tasks.add_parser("alm-bench", help="ALM-Bench accuracy per language and category (+ bar plot)")
     _common(alm, "MBZUAI/ALM-Bench")
     alm.add_argument("--split", default="test")
-    alm.add_argument("--langs", default="all", help="'all' or codes / English names, e.g. de,fr,Sinhala")
+    alm.add_argument(
+        "--langs", default="all", help="'all', 'towervision', 'core' or codes / English names, e.g. de,fr,Sinhala"
+    )
     alm.add_argument("--plot", default=None, help="write a per-language bar plot (PNG) here")
     alm.add_argument("--max-new-tokens", type=int, default=512)
     _judge_args(alm)

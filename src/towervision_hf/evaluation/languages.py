@@ -1,8 +1,12 @@
 """Benchmark languages: ISO 639-1 codes and the English names used in prompts and in benchmark `Language` columns.
 
 The benchmarks reach well beyond TowerVision's own 20 languages (CoMMuTE has Arabic, ViMUL-Bench Sinhala, Tamil,
-Urdu, ...), so evaluation keeps its own table. Unknown codes or names map to None and are reported, never guessed.
+Urdu, ...), so evaluation keeps its own table of ISO 639-1 codes; `--langs towervision` / `core` select the model's
+languages from `towervision_hf.data.languages` (their ISO codes: pt-PT and pt-BR are both `pt`, zh-Hans and zh-Hant
+both `zh`). Unknown codes or names map to None and are reported, never guessed.
 """
+
+from ..data.languages import CORE_LANGUAGES, LANGUAGE_CODES, LANGUAGES
 
 LANGUAGE_NAMES = {
     "ar": "Arabic",
@@ -68,10 +72,17 @@ def language_name(code: str) -> str | None:
     return LANGUAGE_NAMES.get(code) if code else None
 
 
+MODEL_LANGUAGE_SETS = {"towervision": LANGUAGE_CODES, "core": CORE_LANGUAGES}
+
+
 def parse_language_list(value: str) -> tuple[list[str] | None, list[str]]:
-    """`--langs` parsing: `"all"` -> (None, []), else (known codes, unknown entries) from a comma-separated list."""
-    if value.strip().lower() == "all":
+    """`--langs` parsing: `"all"` -> (None, []) (every language in the data); `"towervision"` / `"core"` -> the
+    model's 20 / 10 core languages; else (known codes, unknown entries) from a comma-separated list."""
+    key = value.strip().lower()
+    if key == "all":
         return None, []
+    if key in MODEL_LANGUAGE_SETS:
+        return list(dict.fromkeys(LANGUAGES[code].card_code for code in MODEL_LANGUAGE_SETS[key])), []
     known, unknown = [], []
     for entry in (part.strip() for part in value.split(",")):
         if not entry:

@@ -2,10 +2,13 @@
 
 import string
 
+from ..data.translate import TOWER_PROMPT
+
 
 def translation_prompt(text: str, target: str, source: str = "English") -> str:
-    """The Tower+ translation instruction (data-and-eval.md §7), sent as the user turn after the image."""
-    return f"Translate the following {source} source text to {target}:\n{source}: {text}\n{target}: "
+    """The Tower+ translation instruction (data-and-eval.md §7; the data pipeline's `TOWER_PROMPT`) with English
+    language names, sent as the user turn after the image."""
+    return TOWER_PROMPT.format(source=source, target=target, text=text)
 
 
 def option_letters(count: int) -> str:

@@ -161,7 +161,7 @@ def test_load_mixture_streams_the_recipe(tmp_path, sources):
 
 def test_visionblocks_recipe_sources_and_ablation_switches():
     recipe = load_recipe(RECIPES / "visionblocks.yaml")
-    assert len(recipe.languages) == 20 and [s.name for s in recipe.active_sources("alignment")] == ["pixmo_cap"]
+    assert len(recipe.languages) == 21 and [s.name for s in recipe.active_sources("alignment")] == ["pixmo_cap"]
     assert [s.name for s in recipe.active_sources("video")] == ["llava_video_translated"]
     ablation = load_recipe(RECIPES / "visionblocks.yaml", [
         "languages=core", "switches.video=english", "switches.alignment_captions=translated"])

@@ -101,7 +101,7 @@ def test_media_resolve_to_rgb_pil_images_from_bytes_path_and_url(tmp_path):
 
 
 def test_the_twenty_languages():
-    assert len(LANGUAGE_CODES) == 20
+    assert len(LANGUAGE_CODES) == 21
     assert set(CORE_LANGUAGES) <= set(LANGUAGE_CODES) and len(CORE_LANGUAGES) == 10
     # the 18 codes of the model cards, with pt and zh split into their variants
     assert {language.card_code for language in LANGUAGES.values()} == set(
@@ -113,7 +113,7 @@ def test_the_twenty_languages():
 @pytest.mark.parametrize(
     "value, code",
     [("pt_BR", "pt-BR"), ("PT", "pt-PT"), ("zh-CN", "zh-Hans"), ("zh-Hant-TW", "zh-Hant"), ("zh-TW", "zh-Hant"),
-     ("no", "nb"), ("nno", "nn"), ("de-AT", "de"), ("es-419", "es"), ("German", "de"), ("Norwegian Nynorsk", "nn")],
+     ("no", "nb"), ("nno", "nn"), ("de-AT", "de"), ("es-419", "es-LATAM"), ("German", "de"), ("Norwegian Nynorsk", "nn")],
 )
 def test_language_codes_are_normalised(value, code):
     assert normalize_language(value) == code

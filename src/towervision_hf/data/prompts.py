@@ -1,4 +1,4 @@
-"""Caption prompt templates in the 20 languages, and the system-prompt families for synthetic captions.
+"""Caption prompt templates in every TowerVision language, and the system-prompt families for synthetic captions.
 
 Every language has the same seven intents, in this order (written for each language, not machine-translated):
   1. describe in detail            2. what do you see               3. write a detailed caption
@@ -50,6 +50,15 @@ CAPTION_PROMPTS: dict[str, tuple[str, ...]] = {
         "Explica lo que está ocurriendo en esta imagen.",
         "Haz una descripción completa de la imagen, incluidos los objetos, las personas, los colores y el entorno.",
         "Describe la imagen de forma que alguien que no pueda verla sea capaz de imaginarla.",
+    ),
+    "es-LATAM": (
+        "Describe esta imagen en detalle.",
+        "¿Qué ves en esta imagen?",
+        "Escribe una descripción detallada para esta imagen.",
+        "Describe con la mayor precisión posible todo lo que aparece en la imagen.",
+        "Explica qué está pasando en esta imagen.",
+        "Haz una descripción completa de la imagen, incluyendo los objetos, las personas, los colores y el ambiente.",
+        "Describe la imagen de manera que alguien que no puede verla logre imaginársela.",
     ),
     "fr": (
         "Décris cette image en détail.",

@@ -5,7 +5,7 @@ A row::
     {
         "id": str,                      # unique within its source
         "source": str,                  # the recipe's source name, e.g. "pixmo_cap"
-        "language": str,                # canonical code of one of the 20 languages (languages.py)
+        "language": str,                # canonical code of one of the TowerVision languages (languages.py)
         "messages": [                   # [system,] then user/assistant alternating, ending with assistant
             {"role": "system" | "user" | "assistant",
              "content": [{"type": "text", "text": str}

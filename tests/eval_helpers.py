@@ -1,4 +1,9 @@
-"""Tiny model and benchmark fixtures (real column layouts, generated images / videos) for the evaluation tests."""
+"""Tiny models and benchmark fixtures (real column layouts, generated images / videos) for the evaluation tests.
+
+`build_tiny_model_and_processor` is TowerVision itself; `build_native_llava_onevision` is transformers' own
+LlavaOnevision at toy size, used to show that the scoring API relies only on the generic processor / model
+interface.
+"""
 
 import json
 import os
@@ -21,6 +26,19 @@ GEMMA_TEMPLATE = (
 
 
 def build_tiny_model_and_processor():
+    """TowerVision at toy size (`tiny_config` + `build_tiny_processor`), seeded random weights."""
+    import torch
+
+    from towervision_hf.modeling_towervision import TowerVisionForConditionalGeneration
+    from towervision_hf.tiny import build_tiny_processor, build_tiny_tokenizer, tiny_config
+
+    tokenizer = build_tiny_tokenizer()
+    processor = build_tiny_processor(tokenizer)
+    torch.manual_seed(0)
+    return TowerVisionForConditionalGeneration(tiny_config(tokenizer)).eval(), processor
+
+
+def build_native_llava_onevision():
     """transformers' native LlavaOnevision at toy size with the offline Gemma tokenizer and a Gemma-turn template."""
     import torch
     from transformers import (

@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from eval_helpers import build_tiny_model_and_processor, random_image
+from eval_helpers import build_native_llava_onevision, build_tiny_model_and_processor, random_image
 
 from towervision_hf.evaluation.scoring import (
     end_of_turn_text,
@@ -13,9 +13,12 @@ from towervision_hf.evaluation.scoring import (
 )
 
 
-@pytest.fixture(scope="module")
-def tiny():
-    return build_tiny_model_and_processor()
+@pytest.fixture(scope="module", params=["towervision", "native_llava_onevision"])
+def tiny(request):
+    """TowerVision, and transformers' LlavaOnevision: the API only uses the generic processor / model interface."""
+    if request.param == "towervision":
+        return build_tiny_model_and_processor()
+    return build_native_llava_onevision()
 
 
 def _boost(model, processor, text: str, amount: float):

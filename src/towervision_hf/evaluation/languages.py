@@ -1,6 +1,6 @@
 """Benchmark languages: ISO 639-1 codes and the English names used in prompts and in benchmark `Language` columns.
 
-The benchmarks reach well beyond TowerVision's own 20 languages (CoMMuTE has Arabic, ViMUL-Bench Sinhala, Tamil,
+The benchmarks reach well beyond TowerVision's own languages (CoMMuTE has Arabic, ViMUL-Bench Sinhala, Tamil,
 Urdu, ...), so evaluation keeps its own table of ISO 639-1 codes; `--langs towervision` / `core` select the model's
 languages from `towervision_hf.data.languages` (their ISO codes: pt-PT and pt-BR are both `pt`, zh-Hans and zh-Hant
 both `zh`). Unknown codes or names map to None and are reported, never guessed.

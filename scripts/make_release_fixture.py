@@ -61,7 +61,6 @@ from transformers import (
     SiglipVisionConfig,
 )
 
-
 # utter-project/TowerVision-2B chat_template.jinja, verbatim (305 bytes).
 RELEASE_CHAT_TEMPLATE = (
     "{{ bos_token }}{% for message in messages %}{% if message['role'] == 'assistant' %}{% set role = 'model' %}"
@@ -85,9 +84,21 @@ NEXT_IMAGES = [
     ("strip", (24, 300)),
 ]
 NEXT_SAMPLES = [
-    {"name": "square", "images": ["square.png"], "messages": [{"role": "user", "content": "<image>\nDescribe the image."}]},
-    {"name": "wide", "images": ["wide.png"], "messages": [{"role": "user", "content": "<image>\nWhat colour is the square?"}]},
-    {"name": "tall", "images": ["tall.png"], "messages": [{"role": "user", "content": "<image>\nTraduza o texto para inglês."}]},
+    {
+        "name": "square",
+        "images": ["square.png"],
+        "messages": [{"role": "user", "content": "<image>\nDescribe the image."}],
+    },
+    {
+        "name": "wide",
+        "images": ["wide.png"],
+        "messages": [{"role": "user", "content": "<image>\nWhat colour is the square?"}],
+    },
+    {
+        "name": "tall",
+        "images": ["tall.png"],
+        "messages": [{"role": "user", "content": "<image>\nTraduza o texto para inglês."}],
+    },
     {
         "name": "photo_multiturn",
         "images": ["photo.png"],
@@ -98,12 +109,24 @@ NEXT_SAMPLES = [
         ],
     },
     {"name": "strip", "images": ["strip.png"], "messages": [{"role": "user", "content": "<image>\n这是什么？"}]},
-    {"name": "text_only", "images": [], "messages": [{"role": "user", "content": "Translate to German: good morning"}]},
+    {
+        "name": "text_only",
+        "images": [],
+        "messages": [{"role": "user", "content": "Translate to German: good morning"}],
+    },
 ]
 ONEVISION_IMAGES = [("chart", (70, 110))]
 ONEVISION_SAMPLES = [
-    {"name": "image", "images": ["chart.png"], "messages": [{"role": "user", "content": "<image>\nDescribe the image."}]},
-    {"name": "video", "video": "clip", "messages": [{"role": "user", "content": "<video>\nWhat happens in the video?"}]},
+    {
+        "name": "image",
+        "images": ["chart.png"],
+        "messages": [{"role": "user", "content": "<image>\nDescribe the image."}],
+    },
+    {
+        "name": "video",
+        "video": "clip",
+        "messages": [{"role": "user", "content": "<video>\nWhat happens in the video?"}],
+    },
 ]
 VIDEO_SHAPE = (4, 48, 64)  # frames, height, width
 
@@ -187,7 +210,7 @@ def randomize(model: torch.nn.Module, seed: int):
         for name, param in sorted(model.named_parameters()):
             if "embed_tokens" in name:
                 values = torch.randn(param.shape, generator=generator) * 0.1
-            elif name.endswith("language_model.model.norm.weight") or name.endswith("language_model.norm.weight"):
+            elif name.endswith(("language_model.model.norm.weight", "language_model.norm.weight")):
                 values = 3.0 + 0.1 * torch.randn(param.shape, generator=generator)  # Gemma2RMSNorm scales by 1 + w
             elif "position_embedding" in name:
                 values = torch.randn(param.shape, generator=generator) * 0.5
@@ -207,9 +230,7 @@ def make_image(height: int, width: int, seed: int) -> Image.Image:
     rng = np.random.default_rng(seed)
     y = np.linspace(0.0, 1.0, height)[:, None]
     x = np.linspace(0.0, 1.0, width)[None, :]
-    image = np.stack(
-        [200 * x + 30 * y, 180 * y * np.ones_like(x), 120 + 100 * np.sin(6 * x + 3 * y)], axis=-1
-    )
+    image = np.stack([200 * x + 30 * y, 180 * y * np.ones_like(x), 120 + 100 * np.sin(6 * x + 3 * y)], axis=-1)
     for _ in range(2):
         top, left = rng.integers(0, height), rng.integers(0, width)
         image[top : top + max(1, height // 3), left : left + max(1, width // 3)] = rng.integers(0, 256, 3)
@@ -256,7 +277,11 @@ def compute_references(model_cls, directory: Path, samples, images: dict, videos
         with torch.no_grad():
             logits = model(**inputs).logits[0, -LOGIT_POSITIONS:]
             output = model.generate(
-                **inputs, max_new_tokens=MAX_NEW_TOKENS, do_sample=False, output_scores=True, return_dict_in_generate=True
+                **inputs,
+                max_new_tokens=MAX_NEW_TOKENS,
+                do_sample=False,
+                output_scores=True,
+                return_dict_in_generate=True,
             )
         capped = torch.tanh(logits / FINAL_LOGIT_SOFTCAP) * FINAL_LOGIT_SOFTCAP
         top2 = capped.topk(2, dim=-1).values
@@ -287,7 +312,8 @@ def compute_references(model_cls, directory: Path, samples, images: dict, videos
         "torch_version": torch.__version__,
         "attn_implementation": "eager",
         "dtype": "float32",
-        "logits": f"last {LOGIT_POSITIONS} positions of the forward pass on the prompt, after tanh(x/{FINAL_LOGIT_SOFTCAP})*{FINAL_LOGIT_SOFTCAP}",
+        "logits": f"last {LOGIT_POSITIONS} positions of the forward pass on the prompt, "
+        f"after tanh(x/{FINAL_LOGIT_SOFTCAP})*{FINAL_LOGIT_SOFTCAP}",
         "final_logit_softcapping": FINAL_LOGIT_SOFTCAP,
         "logit_positions": LOGIT_POSITIONS,
         "max_new_tokens": MAX_NEW_TOKENS,
@@ -301,7 +327,10 @@ def check_saved_weights(directory: Path, model):
     if any("lm_head" in key for key in saved):
         raise RuntimeError("4.52 saved an lm_head: the fixture no longer matches the release's tying")
     expected = {k for k in model.state_dict() if not k.startswith("lm_head")}
-    print(f"  saved {len(saved)} tensors, no lm_head (tied through text_config); in-memory non-head tensors: {len(expected)}")
+    print(
+        f"  saved {len(saved)} tensors, no lm_head (tied through text_config); "
+        f"in-memory non-head tensors: {len(expected)}"
+    )
 
 
 def write_llava_next(directory: Path):
@@ -379,7 +408,11 @@ def write_llava_onevision(directory: Path):
     )
     common = {"image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5], "do_convert_rgb": False}
     image_processor = LlavaOnevisionImageProcessor(
-        size={"height": TILE_SIZE, "width": TILE_SIZE}, image_grid_pinpoints=pinpoints, resample=2, do_pad=True, **common
+        size={"height": TILE_SIZE, "width": TILE_SIZE},
+        image_grid_pinpoints=pinpoints,
+        resample=2,
+        do_pad=True,
+        **common,
     )
     video_processor = LlavaOnevisionVideoProcessor(size={"height": TILE_SIZE, "width": TILE_SIZE}, **common)
     processor = LlavaOnevisionProcessor(

@@ -18,12 +18,30 @@ import re
 from pathlib import Path
 
 import torch
+from huggingface_hub import save_torch_state_dict
 from safetensors.torch import load_file
-from transformers import AutoConfig
+from transformers import (
+    AutoConfig,
+    AutoProcessor,
+    AutoTokenizer,
+    GenerationConfig,
+    LlavaNextConfig,
+    LlavaNextForConditionalGeneration,
+    LlavaNextImageProcessorPil,
+    LlavaNextProcessor,
+    LlavaOnevisionConfig,
+    LlavaOnevisionForConditionalGeneration,
+    LlavaOnevisionImageProcessorPil,
+    LlavaOnevisionProcessor,
+    LlavaOnevisionVideoProcessor,
+)
 
 from .configuration_towervision import TowerVisionConfig
+from .image_processing_towervision import TowerVisionImageProcessor
+from .modeling_towervision import TowerVisionForConditionalGeneration
+from .processing_towervision import DEFAULT_CHAT_TEMPLATE, TowerVisionProcessor
 from .tiling_towervision import restrict_pinpoints
-
+from .video_processing_towervision import TowerVisionVideoProcessor
 
 SOURCE_MODEL_TYPES = ("llava_next", "llava_onevision")
 EMBED_KEY = "model.language_model.embed_tokens.weight"
@@ -118,7 +136,10 @@ def resolve_lm_head(state_dict: dict[str, torch.Tensor], text_ties: bool) -> tup
     if head.shape == state_dict[EMBED_KEY].shape and torch.equal(head, state_dict[EMBED_KEY]):
         del state_dict[HEAD_KEY]
         return True, "lm_head.weight equals the input embeddings: tied (tie_word_embeddings=True), stored once."
-    return False, "lm_head.weight differs from the input embeddings: kept as a separate head (tie_word_embeddings=False)."
+    return (
+        False,
+        "lm_head.weight differs from the input embeddings: kept as a separate head (tie_word_embeddings=False).",
+    )
 
 
 def max_tiles_of(pinpoints: list[list[int]], tile_size: int) -> int:
@@ -191,7 +212,8 @@ def load_release_config(directory: Path):
     model_type = json.loads(config_file.read_text()).get("model_type")
     if model_type not in SOURCE_MODEL_TYPES:
         raise ValueError(
-            f"{config_file} has model_type {model_type!r}; `towervision convert` reads {' / '.join(SOURCE_MODEL_TYPES)} "
+            f"{config_file} has model_type {model_type!r}; `towervision convert` reads "
+            f"{' / '.join(SOURCE_MODEL_TYPES)} "
             "checkpoints (utter-project/TowerVision-*, TowerVideo-*)"
         )
     return AutoConfig.from_pretrained(directory)
@@ -210,11 +232,15 @@ def build_model_on_meta(model_class, config, state_dict: dict[str, torch.Tensor]
         expected.discard(HEAD_KEY)
     missing, unexpected = sorted(expected - set(state_dict)), sorted(set(state_dict) - expected)
     if missing or unexpected:
-        raise ValueError(f"checkpoint does not match {model_class.__name__}: missing {missing}, unexpected {unexpected}")
+        raise ValueError(
+            f"checkpoint does not match {model_class.__name__}: missing {missing}, unexpected {unexpected}"
+        )
     for key, tensor in state_dict.items():
         expected_shape = model.get_parameter_or_buffer(key).shape
         if tensor.shape != expected_shape:
-            raise ValueError(f"{key} has shape {tuple(tensor.shape)} in the checkpoint, the config needs {tuple(expected_shape)}")
+            raise ValueError(
+                f"{key} has shape {tuple(tensor.shape)} in the checkpoint, the config needs {tuple(expected_shape)}"
+            )
     model.load_state_dict(state_dict, strict=False, assign=True)
     if config.tie_word_embeddings:
         model.lm_head.weight = model.get_input_embeddings().weight
@@ -223,7 +249,9 @@ def build_model_on_meta(model_class, config, state_dict: dict[str, torch.Tensor]
 
 def sub_processor_config(directory: Path, name: str) -> dict:
     """Saved settings of the source's image (`name="image_processor"`) or video processor, 4.x or 5.x layout."""
-    legacy_file = directory / ("preprocessor_config.json" if name == "image_processor" else "video_preprocessor_config.json")
+    legacy_file = directory / (
+        "preprocessor_config.json" if name == "image_processor" else "video_preprocessor_config.json"
+    )
     if legacy_file.is_file():
         return json.loads(legacy_file.read_text())
     processor_file = directory / "processor_config.json"
@@ -237,7 +265,9 @@ def single_tile_size(settings: dict, name: str) -> int:
     size = settings.get("size") or {}
     side = size.get("shortest_edge") or (size.get("height") if size.get("height") == size.get("width") else None)
     crop = settings.get("crop_size")
-    if side is None or (settings.get("do_center_crop") and crop and (crop.get("height"), crop.get("width")) != (side, side)):
+    if side is None or (
+        settings.get("do_center_crop") and crop and (crop.get("height"), crop.get("width")) != (side, side)
+    ):
         raise ValueError(f"{name} resizes to size={size}, crop_size={crop}: only square tiles are supported")
     return side
 
@@ -262,7 +292,10 @@ def write_legacy_processor_files(directory: Path, text_model_type: str):
     """
     processor_file = directory / "processor_config.json"
     processor = json.loads(processor_file.read_text())
-    for name, filename in (("image_processor", "preprocessor_config.json"), ("video_processor", "video_preprocessor_config.json")):
+    for name, filename in (
+        ("image_processor", "preprocessor_config.json"),
+        ("video_processor", "video_preprocessor_config.json"),
+    ):
         if name in processor:
             settings = {**processor.pop(name), "processor_class": processor["processor_class"]}
             (directory / filename).write_text(json.dumps(settings, indent=2, sort_keys=True) + "\n")
@@ -311,35 +344,35 @@ def build_towervision_processor(source: Path, config: TowerVisionConfig, tokeniz
     Its image path reproduces transformers 4.52's PIL `LlavaNextImageProcessor` exactly, whatever backend the
     source names. The project's chat template is used when it renders the release's conversations identically.
     """
-    from .image_processing_towervision import TowerVisionImageProcessor
-    from .processing_towervision import DEFAULT_CHAT_TEMPLATE, TowerVisionProcessor
-    from .video_processing_towervision import TowerVisionVideoProcessor
-
     image_settings = sub_processor_config(source, "image_processor")
     if not image_settings:
         raise ValueError(f"{source} has no image processor config (preprocessor_config.json / processor_config.json)")
     if single_tile_size(image_settings, "the image processor") != config.tile_size:
-        raise ValueError(f"the image processor's tile {image_settings.get('size')} differs from the vision tower's {config.tile_size}")
+        raise ValueError(
+            f"the image processor's tile {image_settings.get('size')} differs from the vision tower's "
+            f"{config.tile_size}"
+        )
     if not math.isclose(image_settings.get("rescale_factor", 1 / 255), 1 / 255):
         raise ValueError(f"unsupported rescale_factor {image_settings['rescale_factor']} (expected 1/255)")
-    normalisation = {key: image_settings[key] for key in ("image_mean", "image_std", "resample") if key in image_settings}
+    normalisation = {
+        key: image_settings[key] for key in ("image_mean", "image_std", "resample") if key in image_settings
+    }
     image_processor = TowerVisionImageProcessor(
         tile_size=config.tile_size,
         image_grid_pinpoints=config.image_grid_pinpoints,
         max_tiles=config.max_tiles,
         **normalisation,
     )
-    video_processor = None
-    if config.video_token_id is not None:
-        video_settings = sub_processor_config(source, "video_processor")
-        size = single_tile_size(video_settings, "the video processor") if video_settings.get("size") else config.tile_size
-        if size != config.tile_size:
-            raise ValueError(f"the video processor's frame size {size} differs from the vision tower's {config.tile_size}")
-        video_processor = TowerVisionVideoProcessor(
-            size={"height": size, "width": size},
-            num_frames=video_settings.get("num_frames") or config.num_frames,
-            **{key: video_settings[key] for key in ("image_mean", "image_std", "resample") if key in video_settings},
-        )
+    # TowerVideo's frame settings; an image-only source gets the model's defaults (frames of one tile).
+    video_settings = sub_processor_config(source, "video_processor")
+    size = single_tile_size(video_settings, "the video processor") if video_settings.get("size") else config.tile_size
+    if size != config.tile_size:
+        raise ValueError(f"the video processor's frame size {size} differs from the vision tower's {config.tile_size}")
+    video_processor = TowerVisionVideoProcessor(
+        size={"height": size, "width": size},
+        num_frames=video_settings.get("num_frames") or config.num_frames,
+        **{key: video_settings[key] for key in ("image_mean", "image_std", "resample") if key in video_settings},
+    )
     template = chat_template_of(source)
     if template is None or renders_like(tokenizer, DEFAULT_CHAT_TEMPLATE, template):
         chat_template = DEFAULT_CHAT_TEMPLATE
@@ -379,13 +412,12 @@ def convert_checkpoint(
     Returns:
         The `TowerVisionConfig` that was saved.
     """
-    from transformers import AutoTokenizer, GenerationConfig
-
-    from .modeling_towervision import TowerVisionForConditionalGeneration
-
     source, output = Path(source), Path(output)
     release = load_release_config(source)
-    log(f"source: {source} ({release.model_type}, saved by transformers {getattr(release, 'transformers_version', '?')})")
+    log(
+        f"source: {source} ({release.model_type}, saved by transformers "
+        f"{getattr(release, 'transformers_version', '?')})"
+    )
     tokenizer = AutoTokenizer.from_pretrained(source)
     state_dict = rename_state_dict(load_safetensors_dir(source))
     log(f"weights: {len(state_dict)} tensors renamed to TowerVision names, copied bit for bit")
@@ -419,10 +451,13 @@ def convert_checkpoint(
     processor = build_towervision_processor(source, config, tokenizer, log)
 
     generation_config = (
-        GenerationConfig.from_pretrained(source) if (source / "generation_config.json").is_file() else GenerationConfig()
+        GenerationConfig.from_pretrained(source)
+        if (source / "generation_config.json").is_file()
+        else GenerationConfig()
     )
     generation_config.bos_token_id = tokenizer.bos_token_id
-    generation_config.eos_token_id = tokenizer.convert_tokens_to_ids("<end_of_turn>")
+    vocab = tokenizer.get_vocab()
+    generation_config.eos_token_id = vocab.get("<end_of_turn>", tokenizer.eos_token_id)
     generation_config.pad_token_id = tokenizer.pad_token_id
     model.generation_config = generation_config
 
@@ -430,22 +465,23 @@ def convert_checkpoint(
     model.save_pretrained(output)
     processor.save_pretrained(output)
     log(
-        f"saved a trust_remote_code TowerVision checkpoint to {output} (generation: bos={generation_config.bos_token_id}, "
-        f"eos={generation_config.eos_token_id} <end_of_turn>); load it with "
+        f"saved a trust_remote_code TowerVision checkpoint to {output} "
+        f"(generation: bos={generation_config.bos_token_id}, "
+        f"eos={generation_config.eos_token_id}); load it with "
         "AutoModelForImageTextToText.from_pretrained(..., trust_remote_code=True)"
     )
     return config
 
 
-def native_config_from_towervision(config: TowerVisionConfig, format: str):
+def native_config_from_towervision(config: TowerVisionConfig, native_format: str):
     """`LlavaNextConfig` / `LlavaOnevisionConfig` with the same computation as `config` (scale aside).
 
     `scale_image_features` is recorded as an extra key so that `convert` restores it.
     """
-    from transformers import LlavaNextConfig, LlavaOnevisionConfig
-
     if not config.use_image_newline:
-        raise ValueError("native llava classes always append image-newline features; use_image_newline=False cannot be exported")
+        raise ValueError(
+            "native llava classes always append image-newline features; use_image_newline=False cannot be exported"
+        )
     text_config = config.text_config.to_dict()
     text_config["tie_word_embeddings"] = config.tie_word_embeddings
     common = {
@@ -460,13 +496,15 @@ def native_config_from_towervision(config: TowerVisionConfig, format: str):
         "tie_word_embeddings": config.tie_word_embeddings,
         "scale_image_features": config.scale_image_features,
     }
-    if format == "llava_next":
+    if native_format == "llava_next":
         native = LlavaNextConfig(**common, use_image_newline_parameter=True)
-    elif format == "llava_onevision":
+    elif native_format == "llava_onevision":
         if config.video_token_id is None:
             raise ValueError("this checkpoint has no <video> token (video_token_id=None): export it as llava_next")
         if config.video_pool_size != 2:
-            raise ValueError(f"LLaVA-OneVision pools video frames 2x2; video_pool_size={config.video_pool_size} cannot be exported")
+            raise ValueError(
+                f"LLaVA-OneVision pools video frames 2x2; video_pool_size={config.video_pool_size} cannot be exported"
+            )
         limit = 9
         while anyres_max_safe_tiles(f"anyres_max_{limit}") < config.max_tiles:
             limit += 1
@@ -474,25 +512,17 @@ def native_config_from_towervision(config: TowerVisionConfig, format: str):
             **common, video_token_index=config.video_token_id, vision_aspect_ratio=f"anyres_max_{limit}"
         )
     else:
-        raise ValueError(f"unknown export format {format!r}; choose llava_next or llava_onevision")
+        raise ValueError(f"unknown export format {native_format!r}; choose llava_next or llava_onevision")
     native.dtype = config.dtype
     return native
 
 
-def build_native_processor(processor, native_config, format: str):
+def build_native_processor(processor, native_config, native_format: str):
     """transformers' own LlavaNext / LlavaOnevision processor with the TowerVision processor's settings."""
-    from transformers import (
-        LlavaNextImageProcessorPil,
-        LlavaNextProcessor,
-        LlavaOnevisionImageProcessorPil,
-        LlavaOnevisionProcessor,
-        LlavaOnevisionVideoProcessor,
-    )
-
     images = processor.image_processor
     tile = images.tile_size
     normalisation = {"image_mean": images.image_mean, "image_std": images.image_std, "resample": images.resample}
-    if format == "llava_next":
+    if native_format == "llava_next":
         image_processor = LlavaNextImageProcessorPil(
             size={"shortest_edge": tile},
             crop_size={"height": tile, "width": tile},
@@ -508,7 +538,10 @@ def build_native_processor(processor, native_config, format: str):
             chat_template=processor.chat_template,
         )
     image_processor = LlavaOnevisionImageProcessorPil(
-        size={"height": tile, "width": tile}, image_grid_pinpoints=images.image_grid_pinpoints, do_pad=True, **normalisation
+        size={"height": tile, "width": tile},
+        image_grid_pinpoints=images.image_grid_pinpoints,
+        do_pad=True,
+        **normalisation,
     )
     videos = processor.video_processor
     video_processor = LlavaOnevisionVideoProcessor(
@@ -551,26 +584,29 @@ def native_key(key: str) -> str:
     raise ValueError(f"tensor {key!r} has no place in a native llava checkpoint")
 
 
-def export_checkpoint(source: str | Path, output: str | Path, format: str, log=print):
+def export_checkpoint(source: str | Path, output: str | Path, native_format: str, log=print):
     """Export a TowerVision checkpoint as a native `llava_next` / `llava_onevision` folder (weights bit-exact).
 
     The folder loads with transformers' native classes and processor, under transformers 5 and 4.x alike (the
     release's file layout); read `NORMALIZER_CAVEAT` for what those classes compute differently.
     """
-    from huggingface_hub import save_torch_state_dict
-    from transformers import AutoProcessor, GenerationConfig, LlavaNextForConditionalGeneration
-    from transformers import LlavaOnevisionForConditionalGeneration
-
     source, output = Path(source), Path(output)
+    model_type = json.loads((source / "config.json").read_text()).get("model_type") if source.is_dir() else None
+    if model_type != TowerVisionConfig.model_type:
+        raise ValueError(f"{source} is not a TowerVision checkpoint (config.json model_type {model_type!r})")
     config = TowerVisionConfig.from_pretrained(source)
     if config.vision_config.model_type not in VISION_MODELS_WITH_WRAPPER:
         raise ValueError(f"exporting a {config.vision_config.model_type!r} vision tower is not supported")
     state_dict = rename_state_dict(load_safetensors_dir(source))
     config.dtype = state_dict[EMBED_KEY].dtype
-    native_config = native_config_from_towervision(config, format)
-    native_class = LlavaNextForConditionalGeneration if format == "llava_next" else LlavaOnevisionForConditionalGeneration
+    native_config = native_config_from_towervision(config, native_format)
+    native_class = (
+        LlavaNextForConditionalGeneration if native_format == "llava_next" else LlavaOnevisionForConditionalGeneration
+    )
     build_model_on_meta(native_class, native_config, state_dict)  # every tensor has its place and shape
-    processor = build_native_processor(AutoProcessor.from_pretrained(source, trust_remote_code=True), native_config, format)
+    processor = build_native_processor(
+        AutoProcessor.from_pretrained(source, trust_remote_code=True), native_config, native_format
+    )
 
     output.mkdir(parents=True, exist_ok=True)
     save_torch_state_dict({native_key(key): tensor for key, tensor in state_dict.items()}, output)
@@ -579,14 +615,14 @@ def export_checkpoint(source: str | Path, output: str | Path, format: str, log=p
         GenerationConfig.from_pretrained(source).save_pretrained(output)
     processor.save_pretrained(output)
     write_legacy_processor_files(output, config.text_config.model_type)
-    if format == "llava_next" and config.video_token_id is not None:
+    if native_format == "llava_next" and config.video_token_id is not None:
         log("note: llava_next has no video input; the <video> token stays in the vocabulary unused")
     log(
-        f"exported {source} as native {format} ({native_class.__name__}, {len(state_dict)} tensors bit-exact, "
+        f"exported {source} as native {native_format} ({native_class.__name__}, {len(state_dict)} tensors bit-exact, "
         f"tie_word_embeddings={config.tie_word_embeddings}) to {output}"
     )
     log(NORMALIZER_CAVEAT.format(factor=config.text_config.hidden_size**0.5))
-    if format == "llava_next":
+    if native_format == "llava_next":
         log(
             "Also: native LlavaNext tiles every image of a multi-image prompt, TowerVision gives each of them one "
             "tile (LLaVA-OneVision rule); single-image prompts and text are processed identically."

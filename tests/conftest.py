@@ -22,3 +22,52 @@ def tiny_config(tiny_tokenizer):
     from towervision_hf.tiny import tiny_config
 
     return tiny_config(tiny_tokenizer)
+
+
+# ---- processing: tiny media written with PyAV -------------------------------------------------------------------
+
+
+def write_test_clip(path, num_frames, width=64, height=48, fps=25, gop=10):
+    """An H.264 clip with B-frames, a keyframe exactly every `gop` frames and every frame different."""
+    import av
+    import numpy as np
+
+    options = {"x264-params": f"keyint={gop}:min-keyint={gop}:scenecut=0:bframes=3"}
+    rows, columns = np.mgrid[0:height, 0:width]
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=fps, options=options)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        for index in range(num_frames):
+            pixels = np.zeros((height, width, 3), np.uint8)
+            pixels[..., 0] = (columns * 4 + index * 3) % 256
+            pixels[..., 1] = (rows * 5 + index) % 256
+            pixels[..., 2] = (index * 7) % 256
+            left = (index * 2) % (width - 12)
+            pixels[height // 3 : 2 * height // 3, left : left + 12] = 255  # a moving box
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(pixels, format="rgb24")))
+        container.mux(stream.encode())
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def video_files(tmp_path_factory):
+    """`clip`: 75-frame H.264 clip (25 fps, B-frames, keyframe every 10); `no_frames`: AVI with a video stream and no frame;
+    `audio_only`: WAV without video stream."""
+    import av
+    import numpy as np
+
+    folder = tmp_path_factory.mktemp("videos")
+    files = {"clip": write_test_clip(folder / "clip.mp4", 75)}
+    files["no_frames"] = str(folder / "no_frames.avi")
+    with av.open(files["no_frames"], "w") as container:
+        stream = container.add_stream("mpeg4", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        container.start_encoding()
+    files["audio_only"] = str(folder / "audio_only.wav")
+    with av.open(files["audio_only"], "w") as container:
+        stream = container.add_stream("pcm_s16le", rate=8000, layout="mono")
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, 800), np.int16), format="s16", layout="mono")
+        frame.sample_rate = 8000
+        container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+    return files

@@ -72,3 +72,11 @@ def tiny_config(tokenizer: GemmaTokenizer | None = None, **overrides) -> TowerVi
         **overrides,
     }
     return TowerVisionConfig(**kwargs)
+
+
+def build_tiny_processor(tokenizer: GemmaTokenizer | None = None):
+    """A TowerVisionProcessor matching `tiny_config`: 56 px tiles of 8 px patches, at most 6 tiles, 4 video frames."""
+    from .processing_towervision import TowerVisionProcessor
+
+    tokenizer = tokenizer or build_tiny_tokenizer()
+    return TowerVisionProcessor.from_model_config(tiny_config(tokenizer), tokenizer)

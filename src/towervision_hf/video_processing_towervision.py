@@ -1,0 +1,263 @@
+# Copyright 2026 The towervision-hf authors. Licensed under the Apache License, Version 2.0.
+"""Video processor for TowerVideo: uniform frame sampling, PyAV decoding that seeks, 384 px frames without tiling."""
+
+import bisect
+import io
+import itertools
+import os
+from fractions import Fraction
+
+import numpy as np
+import torch
+from PIL import Image
+
+from transformers.models.llava_onevision.video_processing_llava_onevision import LlavaOnevisionVideoProcessor
+from transformers.video_utils import VideoMetadata
+
+from .image_processing_towervision import to_rgb_image
+
+
+def is_encoded_video(video) -> bool:
+    """Whether `video` is a file to decode (path or encoded bytes) rather than decoded frames."""
+    return isinstance(video, (str, os.PathLike, bytes, bytearray))
+
+
+def is_frame(frame) -> bool:
+    return isinstance(frame, Image.Image) or (isinstance(frame, (np.ndarray, torch.Tensor)) and frame.ndim == 3)
+
+
+def make_batched_video_inputs(videos) -> list:
+    """Flatten (possibly per-sample nested) video inputs into a list with one entry per video.
+
+    A video is a path, encoded bytes, a `(T, H, W, 3)` array or tensor, or a list of frames (PIL images or
+    `(H, W, 3)` arrays); a 5-D array is a batch of videos. Empty nested lists (samples without video) add nothing.
+    """
+    if is_encoded_video(videos) or (isinstance(videos, (np.ndarray, torch.Tensor)) and videos.ndim == 4):
+        return [videos]
+    if isinstance(videos, (np.ndarray, torch.Tensor)) and videos.ndim == 5:
+        return list(videos)
+    if isinstance(videos, (list, tuple)):
+        if videos and all(is_frame(frame) for frame in videos):
+            return [list(videos)]
+        return [video for item in videos for video in make_batched_video_inputs(item)]
+    raise ValueError(
+        f"Unsupported video input of type {type(videos).__name__}: pass a path, encoded bytes, a (T, H, W, 3) array "
+        "or a list of frames"
+    )
+
+
+def video_name(source) -> str:
+    return f"Video bytes ({len(source)} bytes)" if isinstance(source, (bytes, bytearray)) else f"Video file {source}"
+
+
+def read_video_pyav(source, sample_indices_fn=None) -> tuple[np.ndarray, VideoMetadata]:
+    """Decode the frames chosen by `sample_indices_fn(metadata=...)` (all frames when `None`) with PyAV.
+
+    Frame `i` is the frame shown at time `i / fps` from the start of the stream (for constant-frame-rate video, the
+    `i`-th frame). Only what is needed is decoded: the decoder jumps to the keyframe before a target when the
+    container's index shows one between the current position and the target, and non-reference frames before a
+    target are skipped. If the header over-counts frames, targets past the end get the last decoded frame.
+
+    Returns `(frames, metadata)`: `frames` is `(len(indices), H, W, 3)` uint8 RGB; `metadata` carries
+    `total_num_frames`, `fps`, `duration` (seconds), `width`, `height` and `frames_indices`.
+    Any failure (missing or undecodable file, no video stream, no frame) is a `ValueError` naming the source.
+    """
+    import av
+
+    name = video_name(source)
+    if isinstance(source, (str, os.PathLike)):
+        path = os.fspath(source)
+        if path.startswith(("http://", "https://")):
+            raise ValueError(f"Video URLs are not fetched (no network access here); download it first: {path}")
+        if not os.path.isfile(path):
+            raise ValueError(f"Video file not found: {path}")
+    else:
+        source = io.BytesIO(source)
+    try:
+        container = av.open(source)
+    except (av.FFmpegError, OSError, UnicodeDecodeError) as error:
+        raise ValueError(f"{name} could not be opened as a video: {error}") from error
+    with container:
+        if not container.streams.video:
+            raise ValueError(f"{name} has no video stream")
+        stream = container.streams.video[0]
+        try:
+            metadata = _stream_metadata(container, stream)
+            if metadata.total_num_frames < 1:
+                raise ValueError(f"{name} contains no video frames")
+            indices = np.arange(metadata.total_num_frames) if sample_indices_fn is None else sample_indices_fn(metadata=metadata)
+            indices = np.asarray(indices, dtype=np.int64)
+            frames = _decode_frames(container, stream, indices, Fraction(metadata.fps))
+        except av.FFmpegError as error:
+            raise ValueError(f"{name} could not be decoded: {error}") from error
+    if frames is None:
+        raise ValueError(f"{name} contains no decodable video frames")
+    metadata.frames_indices = indices
+    return frames, metadata
+
+
+def _stream_metadata(container, stream) -> VideoMetadata:
+    """Frame count, rate and size from the headers; the frame count is counted from packets when not stored."""
+    fps = stream.average_rate or stream.guessed_rate or stream.base_rate or Fraction(1)
+    total = stream.frames
+    if not total:
+        total = sum(1 for packet in container.demux(stream) if packet.size)
+        if total:
+            container.seek(0)
+    return VideoMetadata(
+        total_num_frames=int(total),
+        fps=float(fps),
+        duration=float(total / fps),
+        width=stream.codec_context.width,
+        height=stream.codec_context.height,
+        video_backend="pyav",
+    )
+
+
+def _decode_frames(container, stream, indices: np.ndarray, fps: Fraction) -> np.ndarray | None:
+    """RGB frames at `indices`, decoding forward from keyframes (see `read_video_pyav`); `None` if nothing decodes."""
+    reader = _FrameReader(container, stream, fps)
+    frames = None
+    for index in np.unique(indices):
+        frame = reader.frame_at(int(index))
+        if frame is None:
+            return None
+        pixels = frame.to_ndarray(format="rgb24")
+        if frames is None:
+            frames = np.empty((len(indices), *pixels.shape), dtype=np.uint8)
+        frames[indices == index] = pixels
+    return frames
+
+
+class _FrameReader:
+    """Walks a video stream forward to increasing frame indices, seeking only when a keyframe lies in between."""
+
+    def __init__(self, container, stream, fps: Fraction):
+        self.container, self.stream, self.codec = container, stream, stream.codec_context
+        self.ticks_per_frame = 1 / (fps * stream.time_base)
+        self.start = stream.start_time or 0
+        # index timestamps (decode timestamps for some containers): only used to decide when seeking pays off
+        self.keyframes = sorted(entry.timestamp for entry in stream.index_entries if entry.is_keyframe)
+        self.frames = None  # decoded frames in presentation order since the last seek
+        self.last = None  # last decoded frame
+        self.lower = None  # smallest timestamp accepted for the current target
+
+    def frame_at(self, index: int):
+        """The frame shown at `index / fps` (within half a frame), or the last decoded one if the stream ends."""
+        self.lower = self.start + (index - Fraction(1, 2)) * self.ticks_per_frame
+        if self.frames is None or self._keyframe_before_target():
+            self._seek()
+        for frame in self.frames:
+            self.last = frame
+            if frame.pts is None or frame.pts >= self.lower:
+                break
+        return self.last
+
+    def _keyframe_before_target(self) -> bool:
+        if self.last is None or self.last.pts is None:
+            return False
+        position = bisect.bisect_right(self.keyframes, self.last.pts)
+        return position < len(self.keyframes) and self.keyframes[position] <= self.lower
+
+    def _seek(self):
+        """Seek to a keyframe at or before the target. Some indexes hold decode timestamps, so back off until the
+        first decoded frame is not past the target."""
+        target, backoff = self.lower, self.ticks_per_frame
+        while True:
+            self.container.seek(max(int(target), self.start), stream=self.stream, backward=True, any_frame=False)
+            self.frames = self._decode()
+            first = next(self.frames, None)
+            if first is None or first.pts is None or first.pts <= self.lower or target <= self.start:
+                break
+            target, backoff = target - backoff, backoff * 2
+        if first is not None:
+            self.frames = itertools.chain([first], self.frames)
+
+    def _decode(self):
+        for packet in self.container.demux(self.stream):
+            # frames before the target that no other frame references need not be decoded at all
+            before_target = packet.pts is not None and packet.pts < self.lower
+            self.codec.skip_frame = "NONREF" if before_target else "DEFAULT"
+            yield from packet.decode()
+
+
+class TowerVisionVideoProcessor(LlavaOnevisionVideoProcessor):
+    r"""
+    Video processor of TowerVideo: `num_frames` frames sampled uniformly, each resized to `size` (384×384, bicubic,
+    no tiling) and normalised with mean = std = 0.5. For the same frames the output equals transformers'
+    `LlavaOnevisionVideoProcessor` configured the same way.
+
+    Videos may be local paths or encoded bytes (decoded with PyAV, seeking so that only the needed frames are
+    decoded, see `read_video_pyav`), `(T, H, W, 3)` arrays/tensors, or lists of frames (PIL images or arrays).
+
+    Frame sampling (`do_sample_frames=True`, the default): indices `np.linspace(0, total - 1, n).round()` with
+    `n = num_frames`, or, when `fps` is given (it takes precedence over `num_frames`),
+    `n = max(1, int(total / video_fps * fps))`. A clip shorter than `n` frames repeats frames by the same formula
+    rather than failing.
+
+    Returns `pixel_values_videos` `(num_videos, n, 3, H, W)` and, unless `return_metadata=False`, `video_metadata`
+    (one `VideoMetadata` per video: `frames_indices`, `fps`, `duration`, `total_num_frames`, `width`, `height`).
+    Missing, undecodable or empty videos and files without a video stream raise a `ValueError` naming them.
+    """
+
+    image_mean = [0.5, 0.5, 0.5]
+    image_std = [0.5, 0.5, 0.5]
+    size = {"height": 384, "width": 384}
+    do_sample_frames = True
+    num_frames = 32
+    return_metadata = True
+
+    def sample_frames(self, metadata: VideoMetadata, num_frames: int | None = None, fps: float | None = None, **kwargs):
+        """Uniformly spread frame indices (see the class docstring); repeats frames of clips shorter than asked."""
+        total = metadata.total_num_frames
+        if fps is not None:
+            if not metadata.fps:
+                raise ValueError("Sampling by `fps` needs the video's frame rate: pass `video_metadata` with `fps`")
+            num_frames = max(1, int(total / metadata.fps * fps))
+        num_frames = num_frames or self.num_frames
+        return np.linspace(0, total - 1, num_frames).round().astype(np.int64)
+
+    def fetch_videos(self, video_url_or_urls, sample_indices_fn=None):
+        """Decode paths or encoded bytes with PyAV (torchcodec is not needed)."""
+        if isinstance(video_url_or_urls, (list, tuple)):
+            return list(zip(*[self.fetch_videos(video, sample_indices_fn) for video in video_url_or_urls]))
+        return read_video_pyav(video_url_or_urls, sample_indices_fn)
+
+    def _decode_and_sample_videos(self, videos, video_metadata=None, do_sample_frames=None, sample_indices_fn=None):
+        videos = make_batched_video_inputs(videos)
+        if not videos:
+            raise ValueError("No videos were given")
+        if video_metadata is not None:
+            video_metadata = video_metadata if isinstance(video_metadata, (list, tuple)) else [video_metadata]
+            if len(video_metadata) != len(videos):
+                raise ValueError(f"Got {len(videos)} videos but {len(video_metadata)} `video_metadata` entries")
+        decoded, metadata = [], []
+        for position, video in enumerate(videos):
+            if is_encoded_video(video):
+                frames, video_info = self.fetch_videos(video, sample_indices_fn if do_sample_frames else None)
+            else:
+                frames = _frames_array(video, position)
+                video_info = video_metadata[position] if video_metadata is not None else None
+                video_info = VideoMetadata(**video_info) if isinstance(video_info, dict) else video_info
+                video_info = video_info or VideoMetadata(total_num_frames=len(frames))
+                video_info.total_num_frames = len(frames)
+                if do_sample_frames:
+                    video_info.frames_indices = sample_indices_fn(metadata=video_info)
+                    frames = frames[video_info.frames_indices]
+                else:
+                    video_info.frames_indices = np.arange(len(frames))
+            decoded.append(frames)
+            metadata.append(video_info)
+        return decoded, metadata
+
+
+def _frames_array(video, position: int):
+    """A `(T, H, W, C)` or `(T, C, H, W)` array or tensor from decoded frames; empty videos are rejected."""
+    if isinstance(video, (list, tuple)):
+        video = np.stack([np.asarray(to_rgb_image(frame)) for frame in video]) if video else np.zeros((0,))
+    if video.ndim != 4 or len(video) == 0:
+        raise ValueError(f"Video {position} is empty or not a (T, H, W, 3) array: shape {tuple(video.shape)}")
+    return video
+
+
+__all__ = ["TowerVisionVideoProcessor"]

@@ -1,0 +1,158 @@
+"""TowerVisionVideoProcessor: PyAV decoding that seeks, uniform sampling, parity with LlavaOnevisionVideoProcessor."""
+
+import av
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from transformers import LlavaOnevisionVideoProcessor
+from transformers.video_utils import load_video
+
+from towervision_hf import video_processing_towervision
+from towervision_hf.video_processing_towervision import TowerVisionVideoProcessor, read_video_pyav
+
+
+SIDE = 56
+
+
+@pytest.fixture(scope="module")
+def processor():
+    return TowerVisionVideoProcessor(size={"height": SIDE, "width": SIDE}, num_frames=8)
+
+
+@pytest.fixture(scope="module")
+def all_frames(video_files):
+    with av.open(video_files["clip"]) as container:
+        return np.stack([frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)])
+
+
+def reference_processor():
+    return LlavaOnevisionVideoProcessor(size={"height": SIDE, "width": SIDE}, image_mean=[0.5] * 3, image_std=[0.5] * 3)
+
+
+@pytest.mark.parametrize(
+    "indices",
+    [[0], [74], [0, 9, 10, 11, 74], [5, 5, 6, 40, 40, 73], list(range(75)), np.linspace(0, 74, 32).round().astype(int).tolist()],
+)
+def test_seeking_decoder_returns_exactly_the_requested_frames(video_files, all_frames, indices):
+    frames, metadata = read_video_pyav(video_files["clip"], lambda metadata: indices)
+    assert np.array_equal(frames, all_frames[indices])
+    assert metadata.frames_indices.tolist() == indices
+
+
+def test_decoder_matches_transformers_load_video(video_files):
+    indices = [3, 17, 18, 50, 71]
+    expected, _ = load_video(video_files["clip"], backend="pyav", sample_indices_fn=lambda metadata, **kw: indices)
+    frames, _ = read_video_pyav(video_files["clip"], lambda metadata: indices)
+    assert np.array_equal(frames, expected)
+
+
+def test_few_frames_of_a_long_clip_decode_few_frames(video_files, monkeypatch):
+    decoded = []
+    original = video_processing_towervision._FrameReader._decode
+
+    def counting_decode(reader):
+        for frame in original(reader):
+            decoded.append(frame.pts)
+            yield frame
+
+    monkeypatch.setattr(video_processing_towervision._FrameReader, "_decode", counting_decode)
+    frames, _ = read_video_pyav(video_files["clip"], lambda metadata: [9, 39, 69])
+    assert len(frames) == 3
+    assert len(decoded) <= 30  # from the keyframes 0, 30 and 60 only; decoding through frame 69 gives 70 frames
+
+
+def test_metadata_describes_the_clip(processor, video_files):
+    out = processor(video_files["clip"], return_tensors="pt")
+    metadata = out.video_metadata[0]
+    assert (metadata.total_num_frames, metadata.fps, metadata.duration) == (75, 25.0, 3.0)
+    assert (metadata.width, metadata.height) == (64, 48)
+    assert metadata.frames_indices.tolist() == np.linspace(0, 74, 8).round().astype(int).tolist()
+    assert out.pixel_values_videos.shape == (1, 8, 3, SIDE, SIDE)
+
+
+def test_path_output_equals_llava_onevision_on_the_same_frames(processor, video_files, all_frames):
+    out = processor(video_files["clip"], return_tensors="pt")
+    indices = out.video_metadata[0].frames_indices
+    expected = reference_processor()(all_frames[indices], return_tensors="pt")
+    assert torch.equal(out.pixel_values_videos, expected.pixel_values_videos)
+
+
+def test_array_output_equals_llava_onevision_on_the_same_frames(processor, all_frames):
+    video = all_frames[:30]
+    out = processor(video, return_tensors="pt")
+    indices = np.linspace(0, 29, 8).round().astype(int)
+    assert out.video_metadata[0].frames_indices.tolist() == indices.tolist()
+    expected = reference_processor()(video[indices], return_tensors="pt")
+    assert torch.equal(out.pixel_values_videos, expected.pixel_values_videos)
+
+
+def test_every_input_form_gives_the_same_pixels(processor, video_files, all_frames):
+    with open(video_files["clip"], "rb") as file:
+        data = file.read()
+    expected = processor(video_files["clip"], return_tensors="pt").pixel_values_videos
+    indices = np.linspace(0, 74, 8).round().astype(int)
+    frames = all_frames[indices]
+    for video, sample in [(data, True), (all_frames, True), (torch.from_numpy(all_frames.copy()), True)]:
+        assert torch.equal(processor(video, do_sample_frames=sample, return_tensors="pt").pixel_values_videos, expected)
+    pil_frames = [Image.fromarray(frame) for frame in frames]
+    assert torch.equal(processor(pil_frames, do_sample_frames=False, return_tensors="pt").pixel_values_videos, expected)
+
+
+def test_short_clips_repeat_frames_instead_of_failing(processor):
+    video = np.stack([np.full((20, 30, 3), value, np.uint8) for value in range(0, 250, 50)])  # 5 frames
+    out = processor(video, num_frames=12, return_tensors="pt")
+    indices = out.video_metadata[0].frames_indices.tolist()
+    assert indices == np.linspace(0, 4, 12).round().astype(int).tolist()
+    assert indices[0] == 0 and indices[-1] == 4 and len(set(indices)) == 5
+    assert out.pixel_values_videos.shape[1] == 12
+
+
+def test_sampling_by_fps(processor, video_files):
+    out = processor(video_files["clip"], fps=2)  # 3 s at 2 fps: 6 frames, over num_frames
+    assert out.video_metadata[0].frames_indices.tolist() == np.linspace(0, 74, 6).round().astype(int).tolist()
+    with pytest.raises(ValueError, match="needs the video's frame rate"):
+        processor(np.zeros((10, 8, 8, 3), np.uint8), fps=2)
+    with_rate = processor(np.zeros((10, 8, 8, 3), np.uint8), fps=2, video_metadata={"total_num_frames": 10, "fps": 5})
+    assert with_rate.video_metadata[0].frames_indices.tolist() == [0, 3, 6, 9]  # 2 s at 2 fps
+
+
+def test_batches_of_videos(processor, video_files, all_frames):
+    out = processor([[video_files["clip"]], [all_frames[:10], all_frames[10:40]]], return_tensors="pt")
+    assert out.pixel_values_videos.shape == (3, 8, 3, SIDE, SIDE)
+    assert [m.total_num_frames for m in out.video_metadata] == [75, 10, 30]
+
+
+@pytest.mark.parametrize(
+    "name, message",
+    [
+        ("no_frames", "no_frames.avi contains no video frames"),
+        ("audio_only", "audio_only.wav has no video stream"),
+    ],
+)
+def test_unusable_files_raise_value_errors_naming_them(processor, video_files, name, message):
+    with pytest.raises(ValueError, match=message):
+        processor(video_files[name])
+
+
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        ("/nonexistent/clip.mp4", "Video file not found: /nonexistent/clip.mp4"),
+        ("https://example.com/clip.mp4", "Video URLs are not fetched"),
+        (b"\x00\x01 not a video", r"Video bytes \(14 bytes\) could not be opened as a video"),
+        (np.zeros((0, 8, 8, 3), np.uint8), r"Video 0 is empty or not a \(T, H, W, 3\) array"),
+        ([], "No videos were given"),
+        (3.5, "Unsupported video input of type float"),
+    ],
+)
+def test_bad_videos_raise_value_errors(processor, bad, message):
+    with pytest.raises(ValueError, match=message):
+        processor(bad)
+
+
+def test_truncated_file_raises_value_error(processor, video_files):
+    with open(video_files["clip"], "rb") as file:
+        data = file.read()
+    with pytest.raises(ValueError, match="Video bytes .* could not be"):
+        processor(data[: len(data) // 2])

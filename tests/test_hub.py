@@ -534,14 +534,43 @@ def test_push_reports_staging_errors(tmp_path, capsys):
     assert "towervision merge" in capsys.readouterr().err
 
 
+# ---- released checkpoints: `towervision convert` then `towervision push` -------------------------------------------
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+
 @pytest.mark.slow
-def test_push_dry_run_through_the_cli(checkpoint, tmp_path, capsys):
+def test_converted_release_stages_and_passes_the_load_check(tmp_path):
+    from towervision_hf.convert import convert_checkpoint
+
+    convert_checkpoint(FIXTURES / "release_llava_next", tmp_path / "converted")
+    staged = stage_checkpoint(
+        tmp_path / "converted", tmp_path / "staged", repo_id="my-org/TowerVision-2B-remote", base_models=["utter-project/TowerVision-2B"]
+    )
+    assert CODE_FILES <= set(staged.files) and "model.safetensors" in staged.files
+    assert ModelCard.load(staged.path / "README.md").data.base_model == ["utter-project/TowerVision-2B"]
+    result = load_check.run_load_check(staged.path)
+    assert result.passed, result.summary()
+    assert set(result.max_logit_diff) == {"image"}  # image-only release: no video token
+
+
+@pytest.mark.slow
+def test_push_dry_run_of_a_converted_towervideo_through_the_cli(tmp_path, capsys):
     from towervision_hf.cli import main as cli_main
 
+    assert cli_main(["convert", str(FIXTURES / "release_llava_onevision"), str(tmp_path / "converted")]) == 0
     stage_dir = tmp_path / "dry"
-    assert cli_main(["push", str(checkpoint), "--repo-id", REPO_ID, "--private", "--dry-run", "--stage-dir", str(stage_dir)]) == 0
+    argv = ["push", str(tmp_path / "converted"), "--repo-id", "my-org/TowerVideo-2B-remote", "--dry-run"]
+    argv += ["--stage-dir", str(stage_dir), "--pipeline-tag", "video-text-to-text", "--base-model", "utter-project/TowerVideo-2B"]
+    assert cli_main(argv) == 0
     out = capsys.readouterr().out
     assert f"dry run: nothing uploaded; the staged folder is {stage_dir}" in out
     assert re.search(r"model\.safetensors\s+\d+\.\d KiB", out)
-    assert "load check passed under transformers" in out
-    assert (stage_dir / "README.md").is_file() and (stage_dir / "modeling_towervision.py").is_file()
+    assert re.search(r"load check passed under transformers \S+ \(image: .*, video: .*\)", out)
+    card = ModelCard.load(stage_dir / "README.md")
+    assert card.data.pipeline_tag == "video-text-to-text" and card.data.base_model == ["utter-project/TowerVideo-2B"]
+    assert '{"type": "video", "path": "clip.mp4"}' in card.text
+    assert sorted(path.name for path in stage_dir.iterdir()) == sorted(
+        ["README.md", "chat_template.jinja", "config.json", "generation_config.json", "model.safetensors",
+         "processor_config.json", "tokenizer.json", "tokenizer_config.json", *CODE_FILES]
+    )  # fmt: skip

@@ -19,7 +19,7 @@ from towervision_hf.hub import load_check, push, versions
 from towervision_hf.hub.card import card_languages, load_evaluations, render_model_card
 from towervision_hf.hub.remote_code import REMOTE_CODE_MODULES, audit_source, collect_remote_code_files, package_dir
 from towervision_hf.hub.stage import stage_checkpoint
-from towervision_hf.hub.weights import parse_size, read_header, stage_weights, tensor_entries
+from towervision_hf.hub.weights import parse_size, stage_weights, tensor_entries
 from towervision_hf.modeling_towervision import AUTO_MAP
 from towervision_hf.tiny import build_tiny_processor, tiny_config
 
@@ -203,7 +203,9 @@ def test_stage_rejects_weights_that_do_not_match_the_config(checkpoint, tmp_path
     tensors["model.extra.weight"] = torch.zeros(2)
     del tensors["model.image_newline"]
     save_file(tensors, folder / "model.safetensors")
-    with pytest.raises(ValueError, match=r"missing tensors: \['model.image_newline'\].*unexpected tensors: \['model.extra.weight'\]"):
+    with pytest.raises(
+        ValueError, match=r"missing tensors: \['model.image_newline'\].*unexpected tensors: \['model.extra.weight'\]"
+    ):
         stage_checkpoint(folder, repo_id=REPO_ID, processor_source=checkpoint)
 
 
@@ -336,7 +338,13 @@ def test_model_card_for_a_released_size_video_model():
     assert parsed.data.base_model == ["google/siglip2-so400m-patch14-384", "Unbabel/Tower-Plus-9B"]
     assert parsed.data.license == "apache-2.0"
     assert not parsed.data.eval_results
-    for snippet in ('{"type": "video", "path": "clip.mp4"}', "| Videos | 32 frames of 384 px", "9.4B", "bfloat16", "√3584"):
+    for snippet in (
+        '{"type": "video", "path": "clip.mp4"}',
+        "| Videos | 32 frames of 384 px",
+        "9.4B",
+        "bfloat16",
+        "√3584",
+    ):
         assert snippet in parsed.text, snippet
     assert "CC BY-NC-SA" not in parsed.text
 
@@ -378,7 +386,14 @@ def test_load_check_through_auto_classes_and_pipeline(newest_check, reference):
     assert newest_check.passed, newest_check.summary()
     report = newest_check.report
     assert report["towervision_hf_importable"] is False
-    assert set(report["classes"]) >= {"config", "processor", "image_processor", "video_processor", "model", "pipeline_model"}
+    assert set(report["classes"]) >= {
+        "config",
+        "processor",
+        "image_processor",
+        "video_processor",
+        "model",
+        "pipeline_model",
+    }
     assert all(name.startswith("transformers_modules.") for name in report["classes"].values())
     assert report["classes"]["model"].endswith("modeling_towervision.TowerVisionForConditionalGeneration")
     assert set(newest_check.max_logit_diff) == {"image", "video"}
@@ -393,7 +408,11 @@ def test_load_check_catches_remote_code_that_computes_differently(staged, tmp_pa
     modeling = copy / "modeling_towervision.py"
     source = modeling.read_text()
     assert "logits = torch.tanh(logits / softcap) * softcap" in source
-    modeling.write_text(source.replace("logits = torch.tanh(logits / softcap) * softcap", "logits = torch.tanh(logits / softcap) * softcap * 1.01"))
+    modeling.write_text(
+        source.replace(
+            "logits = torch.tanh(logits / softcap) * softcap", "logits = torch.tanh(logits / softcap) * softcap * 1.01"
+        )
+    )
     result = load_check.run_load_check(copy)
     assert not result.passed
     assert any(problem.startswith("image: logits differ by up to") for problem in result.problems), result.problems
@@ -407,7 +426,9 @@ def _install_oldest_or_skip() -> Path:
         unreachable = ("Failed to establish", "Name or service not known", "Temporary failure in name resolution",
                        "Network is unreachable", "No matching distribution", "Could not find a version", "timed out")  # fmt: skip
         if any(text in str(error) for text in unreachable):
-            pytest.skip(f"package registry unreachable, cannot install transformers {versions.MIN_TRANSFORMERS_VERSION}")
+            pytest.skip(
+                f"package registry unreachable, cannot install transformers {versions.MIN_TRANSFORMERS_VERSION}"
+            )
         raise
 
 
@@ -415,7 +436,10 @@ def _install_oldest_or_skip() -> Path:
 def test_oldest_supported_transformers_loads_the_staged_checkpoint(staged, reference, newest_check):
     side = _install_oldest_or_skip()
     oldest = load_check.run_load_check(
-        staged.path, reference=reference, extra_sys_path=[side], expected_transformers=versions.MIN_TRANSFORMERS_VERSION
+        staged.path,
+        reference=reference,
+        extra_sys_path=[side],
+        expected_transformers=versions.MIN_TRANSFORMERS_VERSION,
     )
     assert oldest.passed, oldest.summary()
     assert oldest.report["transformers_file"].startswith(str(side))
@@ -465,7 +489,9 @@ class FakeHfApi:
         self.operations = operations
         for operation in operations:
             if isinstance(operation, CommitOperationAdd):
-                self.uploaded[operation.path_in_repo] = hashlib.sha256(Path(operation.path_or_fileobj).read_bytes()).hexdigest()
+                self.uploaded[operation.path_in_repo] = hashlib.sha256(
+                    Path(operation.path_or_fileobj).read_bytes()
+                ).hexdigest()
         return SimpleNamespace(commit_url=f"https://huggingface.co/{repo_id}/commit/0", pr_url=None)
 
     def names(self):
@@ -479,7 +505,14 @@ def _digest(folder: Path) -> dict[str, str]:
 @pytest.mark.slow
 def test_push_stages_checks_and_uploads_in_one_commit(checkpoint, staged, eval_json, monkeypatch, tmp_path, capsys):
     monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
-    existing = [".gitattributes", "README.md", "Tower.png", "model-00001-of-00009.safetensors", "pytorch_model.bin", "old_helper.py"]
+    existing = [
+        ".gitattributes",
+        "README.md",
+        "Tower.png",
+        "model-00001-of-00009.safetensors",
+        "pytorch_model.bin",
+        "old_helper.py",
+    ]
     api = FakeHfApi(existing=existing, private=False)
     argv = [str(checkpoint), "--repo-id", REPO_ID, "--revision", "v1", "--create-pr", "--commit-message", "Republish"]
     argv += ["--max-shard-size", str(SHARD_LIMIT), "--eval-results", str(eval_json)]
@@ -520,7 +553,9 @@ def test_upload_private_refuses_an_existing_public_repo(staged):
 
 def test_push_refuses_to_upload_what_fails_the_load_check(checkpoint, monkeypatch, capsys):
     monkeypatch.setattr(load_check, "reference_outputs", lambda *args, **kwargs: {})
-    failed = load_check.LoadCheckResult(problems=["image: logits differ by up to 3"], report={"transformers_version": "5.23.0"})
+    failed = load_check.LoadCheckResult(
+        problems=["image: logits differ by up to 3"], report={"transformers_version": "5.23.0"}
+    )
     monkeypatch.setattr(load_check, "run_load_check", lambda *args, **kwargs: failed)
     api = FakeHfApi()
     assert push.main([str(checkpoint), "--repo-id", REPO_ID], api=api) == 1
@@ -545,7 +580,10 @@ def test_converted_release_stages_and_passes_the_load_check(tmp_path):
 
     convert_checkpoint(FIXTURES / "release_llava_next", tmp_path / "converted")
     staged = stage_checkpoint(
-        tmp_path / "converted", tmp_path / "staged", repo_id="my-org/TowerVision-2B-remote", base_models=["utter-project/TowerVision-2B"]
+        tmp_path / "converted",
+        tmp_path / "staged",
+        repo_id="my-org/TowerVision-2B-remote",
+        base_models=["utter-project/TowerVision-2B"],
     )
     assert CODE_FILES <= set(staged.files) and "model.safetensors" in staged.files
     assert ModelCard.load(staged.path / "README.md").data.base_model == ["utter-project/TowerVision-2B"]
@@ -561,7 +599,14 @@ def test_push_dry_run_of_a_converted_towervideo_through_the_cli(tmp_path, capsys
     assert cli_main(["convert", str(FIXTURES / "release_llava_onevision"), str(tmp_path / "converted")]) == 0
     stage_dir = tmp_path / "dry"
     argv = ["push", str(tmp_path / "converted"), "--repo-id", "my-org/TowerVideo-2B-remote", "--dry-run"]
-    argv += ["--stage-dir", str(stage_dir), "--pipeline-tag", "video-text-to-text", "--base-model", "utter-project/TowerVideo-2B"]
+    argv += [
+        "--stage-dir",
+        str(stage_dir),
+        "--pipeline-tag",
+        "video-text-to-text",
+        "--base-model",
+        "utter-project/TowerVideo-2B",
+    ]
     assert cli_main(argv) == 0
     out = capsys.readouterr().out
     assert f"dry run: nothing uploaded; the staged folder is {stage_dir}" in out

@@ -73,8 +73,14 @@ def load_evaluations(paths: list[Path]) -> list[dict]:
             result = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError) as error:
             raise ValueError(f"evaluation results {path} cannot be read as JSON: {error}") from None
-        if not isinstance(result, dict) or not isinstance(result.get("task"), str) or not isinstance(result.get("tables"), dict):
-            raise ValueError(f"evaluation results {path} are not a `towervision eval` result (needs 'task' and 'tables')")
+        if (
+            not isinstance(result, dict)
+            or not isinstance(result.get("task"), str)
+            or not isinstance(result.get("tables"), dict)
+        ):
+            raise ValueError(
+                f"evaluation results {path} are not a `towervision eval` result (needs 'task' and 'tables')"
+            )
         evaluations.append(result)
     return evaluations
 
@@ -113,7 +119,9 @@ def evaluation_sections(evaluations: list[dict]) -> list[dict]:
                     ],
                 }
             )
-        sections.append({"task": result["task"], "description": description, "tables": tables, "notes": result.get("notes") or []})
+        sections.append(
+            {"task": result["task"], "description": description, "tables": tables, "notes": result.get("notes") or []}
+        )
     return sections
 
 
@@ -147,7 +155,9 @@ def training_summary(checkpoint: Path, datasets: list[str]) -> dict[str, str]:
     """What the checkpoint folder tells about its own training run (trainer state, datasets)."""
     summary = {}
     if datasets:
-        summary["training data"] = ", ".join(f"[{d}](https://huggingface.co/datasets/{d})" if is_hub_id(d) else f"`{d}`" for d in datasets)
+        summary["training data"] = ", ".join(
+            f"[{d}](https://huggingface.co/datasets/{d})" if is_hub_id(d) else f"`{d}`" for d in datasets
+        )
     state_path = Path(checkpoint) / "trainer_state.json"
     if state_path.is_file():
         state = json.loads(state_path.read_text(encoding="utf-8"))
@@ -155,7 +165,9 @@ def training_summary(checkpoint: Path, datasets: list[str]) -> dict[str, str]:
             summary["optimizer steps"] = str(state["global_step"])
         if state.get("epoch") is not None:
             summary["epochs"] = f"{state['epoch']:.3g}"
-        losses = [entry["loss"] for entry in state.get("log_history", []) if isinstance(entry.get("loss"), (int, float))]
+        losses = [
+            entry["loss"] for entry in state.get("log_history", []) if isinstance(entry.get("loss"), (int, float))
+        ]
         if losses:
             summary["final logged training loss"] = f"{losses[-1]:.4g}"
         if state.get("train_batch_size"):

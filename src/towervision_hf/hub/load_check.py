@@ -102,7 +102,10 @@ def reference_outputs(staged_dir: Path, max_new_tokens: int = 8) -> dict[str, to
     processor = AutoProcessor.from_pretrained(staged_dir)
     model = TowerVisionForConditionalGeneration.from_pretrained(staged_dir, dtype="auto").eval()
     image_chat = [
-        {"role": "user", "content": [{"type": "image", "image": media["image"]}, {"type": "text", "text": PROMPTS["image"]}]}
+        {
+            "role": "user",
+            "content": [{"type": "image", "image": media["image"]}, {"type": "text", "text": PROMPTS["image"]}],
+        }
     ]
     inputs = {
         "image": processor.apply_chat_template(
@@ -177,7 +180,13 @@ def run_load_check(
             command += ["--sys-path", str(Path(folder).resolve())]
         try:
             process = subprocess.run(
-                command, cwd=work / "cwd", env=_remote_env(work / "modules"), capture_output=True, text=True, timeout=timeout
+                command,
+                check=False,
+                cwd=work / "cwd",
+                env=_remote_env(work / "modules"),
+                capture_output=True,
+                text=True,
+                timeout=timeout,
             )
         except subprocess.TimeoutExpired:
             result.problems.append(f"the remote load did not finish within {timeout:.0f} s")
@@ -191,7 +200,9 @@ def run_load_check(
     return result
 
 
-def _compare(result: LoadCheckResult, reference: dict, modalities: list[str], logits_atol: float, expected_transformers):
+def _compare(
+    result: LoadCheckResult, reference: dict, modalities: list[str], logits_atol: float, expected_transformers
+):
     problems, remote = result.problems, result.remote
     version = result.report["transformers_version"]
     if result.report.get("towervision_hf_importable", True):
@@ -209,7 +220,9 @@ def _compare(result: LoadCheckResult, reference: dict, modalities: list[str], lo
             if theirs is None:
                 problems.append(f"{modality}: the remote processor does not return {name}")
             elif ours.shape != theirs.shape:
-                problems.append(f"{modality}: processor output {name} has shape {tuple(theirs.shape)}, expected {tuple(ours.shape)}")
+                problems.append(
+                    f"{modality}: processor output {name} has shape {tuple(theirs.shape)}, expected {tuple(ours.shape)}"
+                )
             elif ours.is_floating_point():
                 diff = (ours.float() - theirs.float()).abs().max().item() if ours.numel() else 0.0
                 if diff > 1e-5:
@@ -233,4 +246,6 @@ def _compare(result: LoadCheckResult, reference: dict, modalities: list[str], lo
             generated["the pipeline"] = remote["image.pipeline_generated"]
         for source, sequence in generated.items():
             if not torch.equal(sequence, expected):
-                problems.append(f"{modality}: {source} generated {sequence[0].tolist()} instead of {expected[0].tolist()}")
+                problems.append(
+                    f"{modality}: {source} generated {sequence[0].tolist()} instead of {expected[0].tolist()}"
+                )

@@ -23,7 +23,9 @@ from .stage import (
 )
 
 
-STALE_PATTERNS = REGENERATED_FILES + TRAINING_STATE_PATTERNS + ("*.safetensors", "*.bin", "*.pt", "*.pth", "*.index.json")
+STALE_PATTERNS = (
+    REGENERATED_FILES + TRAINING_STATE_PATTERNS + ("*.safetensors", "*.bin", "*.pt", "*.pth", "*.index.json")
+)
 DEFAULT_CACHE_DIR = Path.home() / ".cache" / "towervision-hf"
 MAX_NEW_TOKENS = 8
 
@@ -36,11 +38,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("checkpoint", help="checkpoint folder (training output, `towervision convert` output, ...)")
     parser.add_argument("--repo-id", required=True, help="target Hub repo, ORG/NAME")
-    parser.add_argument("--private", action="store_true", help="create the repo private (refuses a public existing repo)")
+    parser.add_argument(
+        "--private", action="store_true", help="create the repo private (refuses a public existing repo)"
+    )
     parser.add_argument("--revision", default=None, help="branch to commit to (created from main if missing)")
     parser.add_argument("--create-pr", action="store_true", help="open a pull request instead of committing directly")
     parser.add_argument("--commit-message", default=None)
-    parser.add_argument("--dry-run", action="store_true", help="stop after staging and the load check; keep the folder")
+    parser.add_argument(
+        "--dry-run", action="store_true", help="stop after staging and the load check; keep the folder"
+    )
     parser.add_argument("--stage-dir", default=None, help="stage here (must be empty) instead of a temporary folder")
     parser.add_argument(
         "--max-shard-size",
@@ -49,7 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--processor", default=None, help="take the processor from this folder instead of CKPT")
     parser.add_argument("--license", default=None, help="model card license (default cc-by-nc-sa-4.0)")
-    parser.add_argument("--base-model", action="append", default=None, help="Hub id this model derives from (repeatable)")
+    parser.add_argument(
+        "--base-model", action="append", default=None, help="Hub id this model derives from (repeatable)"
+    )
     parser.add_argument("--dataset", action="append", default=None, help="Hub id of its training data (repeatable)")
     parser.add_argument("--pipeline-tag", choices=("image-text-to-text", "video-text-to-text"), default=None)
     parser.add_argument("--eval-results", action="append", default=[], help="`towervision eval` JSON (repeatable)")

@@ -86,12 +86,17 @@ def audit_source(source: str, name: str, siblings: set[str]) -> list[RemoteCodeP
             if node.level == 0:
                 root = (node.module or "").split(".")[0]
                 if root == "towervision_hf":
-                    report(node, f"imports from the towervision_hf package ({node.module}); use `from .module import X`")
+                    report(
+                        node, f"imports from the towervision_hf package ({node.module}); use `from .module import X`"
+                    )
                 elif root in FORBIDDEN_MODULES:
                     report(node, f"imports from {node.module!r} (network, pickle or process access is not allowed)")
             elif node.level > 1 or not node.module:
                 dots = "." * node.level
-                report(node, f"`from {dots}{node.module or ''} import ...`: only `from .module import X` survives flattening")
+                report(
+                    node,
+                    f"`from {dots}{node.module or ''} import ...`: only `from .module import X` survives flattening",
+                )
             elif "." in node.module:
                 report(node, f"`from .{node.module} import ...`: sub-packages do not exist in the flat Hub folder")
             elif node.module not in siblings:

@@ -21,6 +21,21 @@ def class_path(obj) -> str:
     return f"{type(obj).__module__}.{type(obj).__qualname__}"
 
 
+def run_model(model, modality: str, inputs, reference: dict, max_new_tokens: int) -> dict:
+    """Own processor outputs, logits on the in-process side's inputs, greedy generation on the own inputs."""
+    import torch
+
+    prefix = f"{modality}.inputs."
+    tensors = {
+        f"{prefix}{key}": value.contiguous() for key, value in inputs.items() if isinstance(value, torch.Tensor)
+    }
+    theirs = {key.removeprefix(prefix): value for key, value in reference.items() if key.startswith(prefix)}
+    with torch.no_grad():
+        tensors[f"{modality}.logits"] = model(**theirs).logits.float().contiguous()
+    tensors[f"{modality}.generated"] = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
+    return tensors
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", required=True)
@@ -58,25 +73,21 @@ def main(argv=None) -> int:
         "model": class_path(model),
     }
     tensors = {}
-
-    def run(modality, inputs):
-        """Own processor outputs, logits on the in-process inputs, greedy generation on the own inputs."""
-        tensors.update({f"{modality}.inputs.{k}": v.contiguous() for k, v in inputs.items() if isinstance(v, torch.Tensor)})
-        prefix = f"{modality}.inputs."
-        theirs = {key.removeprefix(prefix): value for key, value in reference.items() if key.startswith(prefix)}
-        with torch.no_grad():
-            tensors[f"{modality}.logits"] = model(**theirs).logits.float().contiguous()
-        tensors[f"{modality}.generated"] = model.generate(**inputs, max_new_tokens=args.max_new_tokens, do_sample=False)
-
     image = Image.open(work / "image.png").convert("RGB")
-    image_chat = [{"role": "user", "content": [{"type": "image", "image": image}, {"type": "text", "text": prompts["image"]}]}]
-    run("image", processor.apply_chat_template(image_chat, add_generation_prompt=True, tokenize=True, return_dict=True, return_tensors="pt"))
+    image_chat = [
+        {"role": "user", "content": [{"type": "image", "image": image}, {"type": "text", "text": prompts["image"]}]}
+    ]
+    inputs = processor.apply_chat_template(
+        image_chat, add_generation_prompt=True, tokenize=True, return_dict=True, return_tensors="pt"
+    )
+    tensors.update(run_model(model, "image", inputs, reference, args.max_new_tokens))
     if "video" in prompts:
         report["classes"]["video_processor"] = class_path(processor.video_processor)
         video_chat = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": prompts["video"]}]}]
         text = processor.apply_chat_template(video_chat, add_generation_prompt=True, tokenize=False)
         frames = np.load(work / "video.npy", allow_pickle=False)
-        run("video", processor(text=text, videos=[frames], do_sample_frames=False, return_tensors="pt"))
+        inputs = processor(text=text, videos=[frames], do_sample_frames=False, return_tensors="pt")
+        tensors.update(run_model(model, "video", inputs, reference, args.max_new_tokens))
     del model
 
     pipe = pipeline("image-text-to-text", model=args.model, trust_remote_code=True, dtype="auto")

@@ -109,7 +109,11 @@ def check_weights(config: TowerVisionConfig, entries) -> None:
     optional = {"lm_head.weight"} if config.tie_word_embeddings else set()
     missing = sorted(set(expected) - set(stored) - optional)
     unexpected = sorted(set(stored) - set(expected))
-    wrong_shape = sorted(f"{name} {stored[name]} (expected {expected[name]})" for name in set(stored) & set(expected) if stored[name] != expected[name])
+    wrong_shape = sorted(
+        f"{name} {stored[name]} (expected {expected[name]})"
+        for name in set(stored) & set(expected)
+        if stored[name] != expected[name]
+    )
     problems = []
     if missing:
         problems.append(f"missing tensors: {missing[:10]}{' ...' if len(missing) > 10 else ''}")
@@ -142,7 +146,9 @@ def check_auto_maps(staged: Path, code_files: set[str]) -> None:
             for ref in filter(None, references):
                 module, _, class_name = ref.rpartition(".")
                 source = staged / f"{module}.py"
-                if f"{module}.py" not in code_files or f"class {class_name}(" not in source.read_text(encoding="utf-8"):
+                if f"{module}.py" not in code_files or f"class {class_name}(" not in source.read_text(
+                    encoding="utf-8"
+                ):
                     problems.append(f"{where} maps {auto_class} to {ref}, which no shipped file defines")
     if problems:
         raise ValueError("incomplete auto_map: " + "; ".join(problems))

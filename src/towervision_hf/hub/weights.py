@@ -67,7 +67,9 @@ def weight_files(checkpoint: Path) -> list[str]:
         return files
     if (checkpoint / SAFE_WEIGHTS_NAME).is_file():
         return [SAFE_WEIGHTS_NAME]
-    others = sorted(path.name for path in checkpoint.glob("*.bin")) + sorted(path.name for path in checkpoint.glob("*.pt"))
+    others = sorted(path.name for path in checkpoint.glob("*.bin")) + sorted(
+        path.name for path in checkpoint.glob("*.pt")
+    )
     hint = f" (found {others}: only safetensors weights are published)" if others else ""
     raise ValueError(f"{checkpoint} holds no {SAFE_WEIGHTS_NAME} or {SAFE_WEIGHTS_INDEX_NAME}{hint}")
 

@@ -40,6 +40,16 @@ def test_seeking_decoder_returns_exactly_the_requested_frames(video_files, all_f
     assert metadata.frames_indices.tolist() == indices
 
 
+@pytest.mark.parametrize("source", ["path", "bytes"])
+def test_parallel_decoding_is_exact(video_files, all_frames, monkeypatch, source):
+    monkeypatch.setattr(video_processing_towervision.os, "cpu_count", lambda: 3)  # 3 threads of 10 targets
+    indices = np.linspace(0, 74, 30).round().astype(int).tolist()
+    with open(video_files["clip"], "rb") as file:
+        video = video_files["clip"] if source == "path" else file.read()
+    frames, _ = read_video_pyav(video, lambda metadata: indices)
+    assert np.array_equal(frames, all_frames[indices])
+
+
 def test_decoder_matches_transformers_load_video(video_files):
     indices = [3, 17, 18, 50, 71]
     expected, _ = load_video(video_files["clip"], backend="pyav", sample_indices_fn=lambda metadata, **kw: indices)

@@ -118,7 +118,9 @@ def bench_video(repeats: int, workdir: str):
     frames, metadata = read_video_pyav(path, sampler)
     indices = metadata.frames_indices
     expected, _ = load_video(path, backend="pyav", sample_indices_fn=lambda metadata, **kwargs: indices)
-    print(f"video: 32 of {metadata.total_num_frames} frames ({metadata.duration:.0f} s at {metadata.fps:.0f} fps), best of {repeats}")
+    print(
+        f"video: 32 of {metadata.total_num_frames} frames ({metadata.duration:.0f} s at {metadata.fps:.0f} fps), best of {repeats}"
+    )
     print(f"  read_video_pyav (seeking)          {ours * 1000:7.1f} ms")
     print(f"  transformers load_video (pyav)     {reference * 1000:7.1f} ms")
     print(f"  speed-up x{reference / ours:.2f}   frames identical to load_video's: {np.array_equal(frames, expected)}")

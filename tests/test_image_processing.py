@@ -75,7 +75,9 @@ def test_batch_is_padded_with_zero_patches_like_the_release(processor):
 def test_other_normalisation_stays_exact():
     image = random_image(130, 90)
     expected = release_processor(mean=CLIP_MEAN, std=CLIP_STD)(image, return_tensors="pt")
-    ours = TowerVisionImageProcessor(tile_size=TILE, image_mean=CLIP_MEAN, image_std=CLIP_STD)(image, return_tensors="pt")
+    ours = TowerVisionImageProcessor(tile_size=TILE, image_mean=CLIP_MEAN, image_std=CLIP_STD)(
+        image, return_tensors="pt"
+    )
     assert torch.equal(ours.pixel_values, expected.pixel_values)
 
 
@@ -187,7 +189,11 @@ def test_do_pad_false_returns_one_tensor_per_image(processor):
 def test_saved_config_round_trips(processor, tmp_path):
     processor.save_pretrained(tmp_path)
     loaded = TowerVisionImageProcessor.from_pretrained(tmp_path)
-    assert (loaded.tile_size, loaded.max_tiles, loaded.image_grid_pinpoints) == (TILE, 6, processor.image_grid_pinpoints)
+    assert (loaded.tile_size, loaded.max_tiles, loaded.image_grid_pinpoints) == (
+        TILE,
+        6,
+        processor.image_grid_pinpoints,
+    )
     image = random_image(70, 20)
     assert torch.equal(loaded(image).pixel_values, processor(image).pixel_values)
 

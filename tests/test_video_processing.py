@@ -27,12 +27,21 @@ def all_frames(video_files):
 
 
 def reference_processor():
-    return LlavaOnevisionVideoProcessor(size={"height": SIDE, "width": SIDE}, image_mean=[0.5] * 3, image_std=[0.5] * 3)
+    return LlavaOnevisionVideoProcessor(
+        size={"height": SIDE, "width": SIDE}, image_mean=[0.5] * 3, image_std=[0.5] * 3
+    )
 
 
 @pytest.mark.parametrize(
     "indices",
-    [[0], [74], [0, 9, 10, 11, 74], [5, 5, 6, 40, 40, 73], list(range(75)), np.linspace(0, 74, 32).round().astype(int).tolist()],
+    [
+        [0],
+        [74],
+        [0, 9, 10, 11, 74],
+        [5, 5, 6, 40, 40, 73],
+        list(range(75)),
+        np.linspace(0, 74, 32).round().astype(int).tolist(),
+    ],
 )
 def test_seeking_decoder_returns_exactly_the_requested_frames(video_files, all_frames, indices):
     frames, metadata = read_video_pyav(video_files["clip"], lambda metadata: indices)
@@ -104,9 +113,13 @@ def test_every_input_form_gives_the_same_pixels(processor, video_files, all_fram
     indices = np.linspace(0, 74, 8).round().astype(int)
     frames = all_frames[indices]
     for video, sample in [(data, True), (all_frames, True), (torch.from_numpy(all_frames.copy()), True)]:
-        assert torch.equal(processor(video, do_sample_frames=sample, return_tensors="pt").pixel_values_videos, expected)
+        assert torch.equal(
+            processor(video, do_sample_frames=sample, return_tensors="pt").pixel_values_videos, expected
+        )
     pil_frames = [Image.fromarray(frame) for frame in frames]
-    assert torch.equal(processor(pil_frames, do_sample_frames=False, return_tensors="pt").pixel_values_videos, expected)
+    assert torch.equal(
+        processor(pil_frames, do_sample_frames=False, return_tensors="pt").pixel_values_videos, expected
+    )
 
 
 def test_short_clips_repeat_frames_instead_of_failing(processor):

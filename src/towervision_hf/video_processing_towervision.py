@@ -14,9 +14,14 @@ import torch
 from PIL import Image
 
 from transformers.models.llava_onevision.video_processing_llava_onevision import LlavaOnevisionVideoProcessor
+from transformers.utils import is_av_available
 from transformers.video_utils import VideoMetadata
 
 from .image_processing_towervision import to_rgb_image
+
+
+if is_av_available():  # only needed to decode video files; arrays and frame lists work without it
+    import av
 
 
 MIN_FRAMES_PER_THREAD = 8  # fewer targets than this per thread are not worth a second container
@@ -69,8 +74,8 @@ def read_video_pyav(source, sample_indices_fn=None) -> tuple[np.ndarray, VideoMe
     `total_num_frames`, `fps`, `duration` (seconds), `width`, `height` and `frames_indices`.
     Any failure (missing or undecodable file, no video stream, no frame) is a `ValueError` naming the source.
     """
-    import av
-
+    if not is_av_available():
+        raise ImportError("Decoding video files needs PyAV: `pip install av`")
     name = video_name(source)
     if isinstance(source, (str, os.PathLike)):
         path = os.fspath(source)
@@ -93,7 +98,11 @@ def read_video_pyav(source, sample_indices_fn=None) -> tuple[np.ndarray, VideoMe
             metadata, fps = _stream_metadata(container, stream)
             if metadata.total_num_frames < 1:
                 raise ValueError(f"{name} contains no video frames")
-            indices = np.arange(metadata.total_num_frames) if sample_indices_fn is None else sample_indices_fn(metadata=metadata)
+            indices = (
+                np.arange(metadata.total_num_frames)
+                if sample_indices_fn is None
+                else sample_indices_fn(metadata=metadata)
+            )
             indices = np.asarray(indices, dtype=np.int64)
             targets = np.unique(indices)
             seekable = any(entry.is_keyframe for entry in stream.index_entries)
@@ -230,7 +239,9 @@ class TowerVisionVideoProcessor(LlavaOnevisionVideoProcessor):
     num_frames = 32
     return_metadata = True
 
-    def sample_frames(self, metadata: VideoMetadata, num_frames: int | None = None, fps: float | None = None, **kwargs):
+    def sample_frames(
+        self, metadata: VideoMetadata, num_frames: int | None = None, fps: float | None = None, **kwargs
+    ):
         """Uniformly spread frame indices (see the class docstring); repeats frames of clips shorter than asked."""
         total = metadata.total_num_frames
         if fps is not None:

@@ -228,3 +228,10 @@ def test_decompression_bombs_are_refused(processor, monkeypatch):
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 64x64 > 2 x 1000 pixels: PIL refuses to decode
     with pytest.raises(ValueError, match="too large to decode safely"):
         processor(data)
+
+
+def test_a_file_that_is_not_an_image_raises_value_error(processor, tmp_path):
+    path = tmp_path / "notes.png"
+    path.write_text("not an image")
+    with pytest.raises(ValueError, match=f"Image file {path} could not be decoded as an image"):
+        processor(str(path))

@@ -179,3 +179,10 @@ def test_truncated_file_raises_value_error(processor, video_files):
         data = file.read()
     with pytest.raises(ValueError, match="Video bytes .* could not be"):
         processor(data[: len(data) // 2])
+
+
+def test_a_file_that_is_not_a_video_raises_value_error(processor, tmp_path):
+    path = tmp_path / "notes.mp4"
+    path.write_text("not a video")
+    with pytest.raises(ValueError, match=f"Video file {path} could not be opened as a video"):
+        processor(str(path))

@@ -95,6 +95,25 @@ class TowerVisionProcessor(ProcessorMixin):
             chat_template=chat_template or DEFAULT_CHAT_TEMPLATE,
         )
 
+    @classmethod
+    def from_model_config(cls, config, tokenizer, **kwargs) -> "TowerVisionProcessor":
+        """The processor matching a `TowerVisionConfig`: its tile size, grid pinpoints, patch size, frame count,
+        video pooling and newline setting, around `tokenizer` (which must know `<image>` / `<video>`)."""
+        tile_size = config.tile_size
+        return cls(
+            image_processor=TowerVisionImageProcessor(
+                tile_size=tile_size, image_grid_pinpoints=config.image_grid_pinpoints, max_tiles=config.max_tiles
+            ),
+            tokenizer=tokenizer,
+            video_processor=TowerVisionVideoProcessor(
+                size={"height": tile_size, "width": tile_size}, num_frames=config.num_frames
+            ),
+            patch_size=config.vision_config.patch_size,
+            video_pool_size=config.video_pool_size,
+            use_image_newline=config.use_image_newline,
+            **kwargs,
+        )
+
     def __call__(self, images=None, text=None, videos=None, **kwargs) -> BatchFeature:
         texts = [text] if isinstance(text, str) else text
         bos = self.tokenizer.bos_token

@@ -76,19 +76,7 @@ def tiny_config(tokenizer: GemmaTokenizer | None = None, **overrides) -> TowerVi
 
 def build_tiny_processor(tokenizer: GemmaTokenizer | None = None):
     """A TowerVisionProcessor matching `tiny_config`: 56 px tiles of 8 px patches, at most 6 tiles, 4 video frames."""
-    from .image_processing_towervision import TowerVisionImageProcessor
     from .processing_towervision import TowerVisionProcessor
-    from .video_processing_towervision import TowerVisionVideoProcessor
 
     tokenizer = tokenizer or build_tiny_tokenizer()
-    config = tiny_config(tokenizer)
-    return TowerVisionProcessor(
-        image_processor=TowerVisionImageProcessor(tile_size=config.tile_size, max_tiles=config.max_tiles),
-        tokenizer=tokenizer,
-        video_processor=TowerVisionVideoProcessor(
-            size={"height": config.tile_size, "width": config.tile_size}, num_frames=config.num_frames
-        ),
-        patch_size=config.vision_config.patch_size,
-        video_pool_size=config.video_pool_size,
-        use_image_newline=config.use_image_newline,
-    )
+    return TowerVisionProcessor.from_model_config(tiny_config(tokenizer), tokenizer)

@@ -1,0 +1,175 @@
+"""`towervision data {build,translate,filter,synth,sample}`."""
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from .report import BuildReport
+
+
+def _build(args) -> int:
+    from .mixture import build, load_recipe
+
+    recipe = load_recipe(args.recipe, args.set)
+    if args.cache_dir:
+        recipe.media["cache_dir"] = args.cache_dir
+    if args.no_fetch:
+        recipe.media["fetch"] = False
+    if args.workers is not None:
+        recipe.media["workers"] = args.workers
+    build(recipe, args.out, stage=args.stage, streaming=args.streaming, limit=args.limit)
+    return 0
+
+
+def _read_rows(source: str):
+    """Schema rows from a local JSONL file/folder or a `save_to_disk` folder."""
+    from .jsonl import read_jsonl
+
+    path = Path(source)
+    if path.is_dir() and (path / "state.json").exists():
+        from datasets import load_from_disk
+
+        return list(load_from_disk(str(path)))
+    return list(read_jsonl(path))
+
+
+def _finish(report: BuildReport, out: Path) -> None:
+    report.save(out / "report.json")
+    print(report.format_table())
+
+
+def _translate(args) -> int:
+    from .jsonl import write_jsonl
+    from .translate import make_backend, translate_rows
+
+    rows = _read_rows(args.source)[: args.limit]
+    backend = make_backend(args.model, args.backend, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens)
+    report = BuildReport("translate", model=args.model, mode=args.mode, assign=args.assign, seed=args.seed)
+    translated = translate_rows(rows, args.langs.split(","), backend, mode=args.mode, assign=args.assign,
+                                seed=args.seed, keep_english=args.keep_english, model_name=args.model, report=report)
+    out = Path(args.out)
+    write_jsonl(translated, out)
+    _finish(report, out)
+    return 0
+
+
+def _filter(args) -> int:
+    from .jsonl import read_jsonl, write_jsonl
+    from .quality import CometKiwiScorer, score_rows, split_by_threshold
+
+    source = Path(args.input)
+    files = [source]
+    if source.is_dir():  # a translate output, or a filter output (kept and rejected rows, to re-threshold)
+        files = sorted(source.glob("data*.jsonl")) + sorted(source.glob("rejected*.jsonl"))
+    rows = [row for file in files for row in read_jsonl(file)]
+
+    def scorer(sources, translations):  # loads COMET only when some rows still need scores
+        return CometKiwiScorer(args.qe, batch_size=args.batch_size, gpus=args.gpus)(sources, translations)
+
+    rows = score_rows(rows, scorer, args.qe, rescore=args.rescore)
+    report = BuildReport("filter", qe=args.qe, threshold=args.threshold)
+    kept, rejected = split_by_threshold(rows, args.threshold, report)
+    out = Path(args.out)
+    write_jsonl(kept, out, "data.jsonl")
+    write_jsonl(rejected, out, "rejected.jsonl")
+    _finish(report, out)
+    return 0
+
+
+def _synth(args) -> int:
+    from .jsonl import write_jsonl
+    from .synth import ChatClient, synthesize_captions
+
+    client = ChatClient(args.endpoint, api_key=os.environ.get(args.api_key_env))
+    report = BuildReport("synth", model=args.model, endpoint=args.endpoint)
+    rows = synthesize_captions(args.images, client, args.model, seed=args.seed,
+                               families=args.families.split(",") if args.families else None, limit=args.limit,
+                               report=report)
+    out = Path(args.out)
+    write_jsonl(rows, out)
+    _finish(report, out)
+    return 0
+
+
+def _sample(args) -> int:
+    from .sample import generate_sample_source, load_sample
+
+    counts = generate_sample_source(args.out)
+    for stage in counts:
+        report = BuildReport(f"sample/stage{stage}")
+        load_sample(stage, root=args.out, report=report)
+        print(report.format_table())
+        skipped = {source: dict(reasons) for source, reasons in report.skipped.items() if reasons}
+        if skipped:
+            print(f"stage {stage}: rows did not load back: {json.dumps(skipped)}", file=sys.stderr)
+            return 1
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="towervision data", description="Build, translate, filter and synthesise "
+                                     "VisionBlocks-style training data.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    build = commands.add_parser("build", help="build a mixture recipe into save_to_disk folders with counts")
+    build.add_argument("recipe", help="recipe YAML, e.g. recipes/data/visionblocks.yaml")
+    build.add_argument("--out", required=True, help="output folder (one sub-folder per stage when building several)")
+    build.add_argument("--stage", help="build only this stage")
+    build.add_argument("--streaming", action="store_true", help="stream Hub sources instead of downloading them")
+    build.add_argument("--limit", type=int, help="stop each stage after this many rows")
+    build.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a recipe key, e.g. languages=core, switches.video=english (repeatable)")
+    build.add_argument("--cache-dir", help="URL media cache (default ~/.cache/towervision/media)")
+    build.add_argument("--no-fetch", action="store_true", help="keep image URLs unresolved in the output")
+    build.add_argument("--workers", type=int, help="threads fetching URL media")
+    build.set_defaults(run=_build)
+
+    translate = commands.add_parser("translate", help="translate rows with Tower+")
+    translate.add_argument("--source", required=True, help="local JSONL file/folder or save_to_disk folder")
+    translate.add_argument("--langs", required=True, help="comma-separated target codes, e.g. de,pt-PT,ko")
+    translate.add_argument("--model", default="Unbabel/Tower-Plus-9B")
+    translate.add_argument("--out", required=True)
+    translate.add_argument("--mode", choices=("caption", "conversation"), default="conversation")
+    translate.add_argument("--assign", choices=("each", "uniform"), default="each",
+                           help="each: every row into every language; uniform: each row into one language")
+    translate.add_argument("--keep-english", type=float, default=0.0,
+                           help="with --assign uniform, the fraction of rows kept in English (0.5 for video)")
+    translate.add_argument("--seed", type=int, default=0)
+    translate.add_argument("--backend", choices=("auto", "transformers", "vllm"), default="auto")
+    translate.add_argument("--batch-size", type=int, default=16)
+    translate.add_argument("--max-new-tokens", type=int, default=1024)
+    translate.add_argument("--limit", type=int)
+    translate.set_defaults(run=_translate)
+
+    quality = commands.add_parser("filter", help="score translations with COMETKiwi and keep those above a threshold")
+    quality.add_argument("input", help="a translate or filter output folder (or one JSONL file)")
+    quality.add_argument("--qe", default="Unbabel/wmt22-cometkiwi-da")
+    quality.add_argument("--threshold", type=float, default=0.85)
+    quality.add_argument("--out", required=True)
+    quality.add_argument("--rescore", action="store_true", help="score again even where scores are stored")
+    quality.add_argument("--batch-size", type=int, default=64)
+    quality.add_argument("--gpus", type=int)
+    quality.set_defaults(run=_filter)
+
+    synth = commands.add_parser("synth", help="synthetic captions from an OpenAI-compatible endpoint")
+    synth.add_argument("--images", required=True, help="folder of images")
+    synth.add_argument("--endpoint", required=True, help="base URL, e.g. http://localhost:8000/v1")
+    synth.add_argument("--model", required=True)
+    synth.add_argument("--out", required=True)
+    synth.add_argument("--families", help="comma-separated system-prompt families (default: all)")
+    synth.add_argument("--api-key-env", default="OPENAI_API_KEY", help="environment variable holding the API key")
+    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--limit", type=int)
+    synth.set_defaults(run=_synth)
+
+    sample = commands.add_parser("sample", help="generate the embedded multilingual sample")
+    sample.add_argument("--out", required=True)
+    sample.set_defaults(run=_sample)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    return args.run(args)

@@ -1,0 +1,239 @@
+"""Mixture recipes: sources per stage, weights, ablation switches, deterministic interleaving and the build.
+
+Recipe YAML (see recipes/data/visionblocks.yaml)::
+
+    name: visionblocks
+    seed: 0
+    languages: all                 # all | core | [codes] | "de,fr"
+    switches: {video: half_translated}
+    media: {fetch: true, embed_local: false, workers: 8, cache_dir: null}
+    stages:
+      vision:
+        sources:
+          - name: pixmo_docs_charts  # unique; becomes the rows' `source`
+            adapter: pixmo_docs      # sources.ADAPTERS
+            samples: 117000          # rows taken at most (the paper's count); default interleaving weight
+            weight: 2.0              # optional interleaving weight (default: samples)
+            when: {video: english}   # optional: only when every listed switch has this value
+            params: {config: charts} # adapter keyword arguments
+
+Interleaving draws the next source with probability proportional to its weight among the sources not yet exhausted
+(random.Random(seed)), so the first rows of a build follow the weights and a full build uses every row once.
+"""
+
+import random
+import shutil
+import tempfile
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from .fetch import UrlFetcher
+from .languages import resolve_language_set
+from .report import BuildReport
+from .schema import to_features
+from .sources import iter_samples, make_adapter
+
+
+@dataclass
+class SourceSpec:
+    name: str
+    adapter: str
+    params: dict = field(default_factory=dict)
+    samples: int | None = None
+    weight: float | None = None
+    when: dict = field(default_factory=dict)
+
+    @property
+    def mixture_weight(self) -> float:
+        return float(self.weight if self.weight is not None else self.samples)
+
+
+@dataclass
+class Recipe:
+    name: str
+    stages: dict[str, list[SourceSpec]]
+    seed: int = 0
+    languages: tuple[str, ...] = ()
+    switches: dict = field(default_factory=dict)
+    media: dict = field(default_factory=dict)
+
+    def active_sources(self, stage: str) -> list[SourceSpec]:
+        """The stage's sources whose `when` conditions hold under the current switches."""
+        if stage not in self.stages:
+            raise ValueError(f"recipe {self.name!r} has no stage {stage!r}; stages: {list(self.stages)}")
+        return [
+            source for source in self.stages[stage]
+            if all(self.switches.get(switch) == value for switch, value in source.when.items())
+        ]
+
+
+_MEDIA_DEFAULTS = {"fetch": True, "embed_local": False, "workers": 8, "cache_dir": None}
+
+
+def _apply_override(config: dict, assignment: str) -> None:
+    key, separator, value = assignment.partition("=")
+    if not separator or not key:
+        raise ValueError(f"override {assignment!r} is not KEY=VALUE (e.g. languages=core, switches.video=english)")
+    *parents, leaf = key.split(".")
+    target = config
+    for parent in parents:
+        target = target.setdefault(parent, {})
+        if not isinstance(target, dict):
+            raise ValueError(f"override {assignment!r}: {parent!r} is not a mapping in the recipe")
+    parsed = yaml.safe_load(value)
+    # YAML 1.1 reads on/off/yes/no as booleans; only true/false are meant as such on the command line
+    target[leaf] = value if isinstance(parsed, bool) and value.strip().lower() not in ("true", "false") else parsed
+
+
+def _source_spec(recipe_name: str, stage: str, entry: dict, switches: dict) -> SourceSpec:
+    where = f"recipe {recipe_name!r}, stage {stage!r}"
+    if not isinstance(entry, dict) or "name" not in entry or "adapter" not in entry:
+        raise ValueError(f"{where}: every source needs a name and an adapter, got {entry!r:.120}")
+    unknown = set(entry) - {"name", "adapter", "params", "samples", "weight", "when"}
+    if unknown:
+        raise ValueError(f"{where}, source {entry['name']!r}: unknown keys {sorted(unknown)}")
+    spec = SourceSpec(
+        name=entry["name"], adapter=entry["adapter"], params=dict(entry.get("params") or {}),
+        samples=entry.get("samples"), weight=entry.get("weight"), when=dict(entry.get("when") or {}),
+    )
+    if spec.samples is None and spec.weight is None:
+        raise ValueError(f"{where}, source {spec.name!r}: give `samples` (row count) or `weight`")
+    if spec.mixture_weight <= 0:
+        raise ValueError(f"{where}, source {spec.name!r}: the weight must be positive")
+    for switch, value in spec.when.items():
+        if switch not in switches:
+            raise ValueError(f"{where}, source {spec.name!r}: `when` names unknown switch {switch!r}")
+    return spec
+
+
+def load_recipe(path, overrides=()) -> Recipe:
+    """Read a recipe YAML, apply `overrides` (`"key.sub=value"` strings, values parsed as YAML) and check it."""
+    with open(path, encoding="utf-8") as handle:
+        config = yaml.safe_load(handle)
+    if not isinstance(config, dict):
+        raise ValueError(f"recipe {path}: expected a mapping at the top level")
+    for assignment in overrides:
+        _apply_override(config, assignment)
+    name = config.get("name") or Path(path).stem
+    switches = dict(config.get("switches") or {})
+    raw_stages = config.get("stages") or ({"default": {"sources": config["sources"]}} if "sources" in config else None)
+    if not raw_stages:
+        raise ValueError(f"recipe {path}: needs `stages` (or a top-level `sources` list)")
+    stages = {}
+    for stage, body in raw_stages.items():
+        entries = body.get("sources") if isinstance(body, dict) else None
+        if not entries:
+            raise ValueError(f"recipe {path}: stage {stage!r} has no sources")
+        stages[stage] = [_source_spec(name, stage, entry, switches) for entry in entries]
+        names = [spec.name for spec in stages[stage]]
+        if len(set(names)) != len(names):
+            raise ValueError(f"recipe {path}: stage {stage!r} has duplicate source names {names}")
+    unknown_media = set(config.get("media") or {}) - set(_MEDIA_DEFAULTS)
+    if unknown_media:
+        raise ValueError(f"recipe {path}: unknown media options {sorted(unknown_media)}")
+    return Recipe(
+        name=name,
+        stages=stages,
+        seed=int(config.get("seed", 0)),
+        languages=resolve_language_set(config.get("languages", "all")),
+        switches=switches,
+        media={**_MEDIA_DEFAULTS, **(config.get("media") or {})},
+    )
+
+
+def mixture_samples(recipe: Recipe, stage: str, report: BuildReport, streaming: bool = False,
+                    limit: int | None = None, fetcher=None):
+    """Rows of one stage, interleaved by weight with `random.Random(recipe.seed)`; at most `limit` rows.
+
+    `fetcher` resolves image URLs (default: a `UrlFetcher` on the recipe's cache when `media.fetch` is on).
+    """
+    if fetcher is None and recipe.media["fetch"]:
+        fetcher = UrlFetcher(recipe.media["cache_dir"])
+    specs = recipe.active_sources(stage)
+    streams = [
+        iter_samples(
+            make_adapter(spec.adapter, spec.name, seed=recipe.seed, streaming=streaming, **spec.params),
+            report, languages=set(recipe.languages), fetcher=fetcher, embed_local=recipe.media["embed_local"],
+            max_samples=spec.samples, workers=int(recipe.media["workers"]),
+        )
+        for spec in specs
+    ]
+    weights = [spec.mixture_weight for spec in specs]
+    rng = random.Random(recipe.seed)
+    active, emitted = list(range(len(specs))), 0
+    try:
+        while active and (limit is None or emitted < limit):
+            choice = rng.choices(active, weights=[weights[i] for i in active])[0]
+            try:
+                row = next(streams[choice])
+            except StopIteration:
+                active.remove(choice)
+                continue
+            yield row
+            emitted += 1
+    finally:
+        for stream in streams:
+            stream.close()
+
+
+def build(recipe: Recipe, out, stage: str | None = None, streaming: bool = False, limit: int | None = None,
+          fetcher=None, echo=print) -> dict[str, BuildReport]:
+    """Build one stage (or every stage, into `out/<stage>`) as `save_to_disk` folders with a `counts.json` each."""
+    from datasets import Dataset
+
+    out = Path(out)
+    stages = [stage] if stage else list(recipe.stages)
+    reports = {}
+    for name in stages:
+        target = out if stage or len(stages) == 1 else out / name
+        report = BuildReport(f"{recipe.name}/{name}", seed=recipe.seed, language_set=list(recipe.languages),
+                             switches=recipe.switches, limit=limit)
+
+        rows = mixture_samples(recipe, name, report, streaming=streaming, limit=limit, fetcher=fetcher)
+        first = next(rows, None)
+
+        def generate():
+            yield first
+            yield from rows
+
+        with tempfile.TemporaryDirectory(prefix=".build-", dir=out.parent if out.parent.exists() else None) as cache:
+            if first is None:  # every row skipped or filtered: an empty dataset, and the report says why
+                dataset = Dataset.from_dict({column: [] for column in to_features()}, features=to_features())
+            else:
+                dataset = Dataset.from_generator(generate, features=to_features(), cache_dir=cache,
+                                                 fingerprint=uuid.uuid4().hex)
+            if target.exists():
+                shutil.rmtree(target)
+            dataset.save_to_disk(str(target), num_shards=None if len(dataset) else 1)  # 0 shards do not load back
+            del dataset
+        report.save(target / "counts.json")
+        echo(report.format_table())
+        if first is None:
+            echo(f"warning: stage {name!r} of {recipe.name!r} produced no rows; see the skipped counts above")
+        reports[name] = report
+    return reports
+
+
+def load_mixture(recipe, stage: str | None = None, streaming: bool = True, limit: int | None = None,
+                 overrides=(), fetcher=None, report: BuildReport | None = None):
+    """The mixture of `recipe` (a path or a Recipe) as an `IterableDataset`, streamed straight into training.
+
+    Each iteration (epoch) replays the same seeded mixture; counts go to `report` when given.
+    """
+    from datasets import IterableDataset
+
+    recipe = recipe if isinstance(recipe, Recipe) else load_recipe(recipe, overrides)
+    if stage is None:
+        if len(recipe.stages) != 1:
+            raise ValueError(f"recipe {recipe.name!r} has stages {list(recipe.stages)}: pass stage=")
+        stage = next(iter(recipe.stages))
+    recipe.active_sources(stage)
+
+    def generate():
+        counts = report if report is not None else BuildReport(f"{recipe.name}/{stage}")
+        yield from mixture_samples(recipe, stage, counts, streaming=streaming, limit=limit, fetcher=fetcher)
+
+    return IterableDataset.from_generator(generate, features=to_features())

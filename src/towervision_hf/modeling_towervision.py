@@ -1,0 +1,473 @@
+# Copyright 2026 The towervision-hf authors. Licensed under the Apache License, Version 2.0.
+"""TowerVision / TowerVideo: SigLIP vision tower + 2-layer MLP projector + Gemma2 (Tower+) language model.
+
+Weight names and feature layout are those of transformers' LLaVA-NeXT (anyres tiling, unpadding, image newline)
+and LLaVA-OneVision (one tile per image in multi-image samples, 2x2-pooled video frames), so state dicts load 1:1.
+Two behaviours of the released checkpoints are reproduced on top (see `TowerVisionConfig`):
+
+* `scale_image_features`: projected image/video features, newline rows included, are multiplied by
+  `sqrt(text_config.hidden_size)` in the embedding dtype before they replace the placeholder tokens. Before
+  transformers 5.4 Gemma2 applied this normalizer to the whole `inputs_embeds`; it now lives in the text embedding.
+* `text_config.final_logit_softcapping`: `tanh(logits / cap) * cap` on the LM head output, as Gemma2ForCausalLM.
+
+Only stable public transformers API is used, so this file also travels to the Hub as remote code.
+"""
+
+import itertools
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from transformers import AutoModel, GenerationMixin, PreTrainedModel
+from transformers.activations import ACT2FN
+from transformers.cache_utils import Cache
+from transformers.modeling_outputs import BaseModelOutputWithPast, ModelOutput
+
+from .configuration_towervision import TowerVisionConfig
+from .tiling_towervision import anyres_grid_shape, pooled_side, unpad_slices
+
+
+# `auto_map` written into every saved checkpoint, so that `trust_remote_code` loading works with each Auto class.
+AUTO_MAP = {
+    "AutoConfig": "configuration_towervision.TowerVisionConfig",
+    "AutoModel": "modeling_towervision.TowerVisionModel",
+    "AutoModelForImageTextToText": "modeling_towervision.TowerVisionForConditionalGeneration",
+    "AutoModelForMultimodalLM": "modeling_towervision.TowerVisionForConditionalGeneration",
+}
+
+
+@dataclass
+class TowerVisionModelOutputWithPast(BaseModelOutputWithPast):
+    r"""
+    Output of [`TowerVisionModel`].
+
+    image_hidden_states (`torch.FloatTensor` of shape `(num_image_tokens, hidden_size)`, *optional*):
+        The embeddings that replaced the `<image>` tokens (projected, packed and, if configured, scaled).
+    video_hidden_states (`torch.FloatTensor` of shape `(num_video_tokens, hidden_size)`, *optional*):
+        The embeddings that replaced the `<video>` tokens.
+    """
+
+    image_hidden_states: torch.FloatTensor | None = None
+    video_hidden_states: torch.FloatTensor | None = None
+
+
+@dataclass
+class TowerVisionCausalLMOutputWithPast(ModelOutput):
+    r"""
+    Output of [`TowerVisionForConditionalGeneration`].
+
+    loss (`torch.FloatTensor` of shape `(1,)`, *optional*, returned when `labels` is given):
+        Next-token cross-entropy computed on the softcapped logits.
+    logits (`torch.FloatTensor` of shape `(batch_size, sequence_length, vocab_size)`):
+        LM head output after Gemma2's final-logit softcapping.
+    """
+
+    loss: torch.FloatTensor | None = None
+    logits: torch.FloatTensor | None = None
+    past_key_values: Cache | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    attentions: tuple[torch.FloatTensor, ...] | None = None
+    image_hidden_states: torch.FloatTensor | None = None
+    video_hidden_states: torch.FloatTensor | None = None
+
+
+class TowerVisionMultiModalProjector(nn.Module):
+    """Linear(vision_hidden * n_feature_layers -> text_hidden) -> activation -> Linear(text_hidden -> text_hidden)."""
+
+    def __init__(self, config: TowerVisionConfig):
+        super().__init__()
+        num_feature_layers = len(config.vision_feature_layer) if isinstance(config.vision_feature_layer, list) else 1
+        text_hidden = config.text_config.hidden_size
+        self.linear_1 = nn.Linear(
+            config.vision_config.hidden_size * num_feature_layers, text_hidden, bias=config.multimodal_projector_bias
+        )
+        self.act = ACT2FN[config.projector_hidden_act]
+        self.linear_2 = nn.Linear(text_hidden, text_hidden, bias=config.multimodal_projector_bias)
+
+    def forward(self, image_features: torch.Tensor) -> torch.Tensor:
+        return self.linear_2(self.act(self.linear_1(image_features)))
+
+
+class TowerVisionPreTrainedModel(PreTrainedModel):
+    config_class = TowerVisionConfig
+    config: TowerVisionConfig
+    base_model_prefix = "model"
+    input_modalities = ("image", "video", "text")
+    supports_gradient_checkpointing = True
+    _skip_keys_device_placement = ["past_key_values"]
+    _supports_flash_attn = True
+    _supports_sdpa = True
+    _supports_flex_attn = True
+    _supports_attention_backend = True
+
+    @torch.no_grad()
+    def _init_weights(self, module):
+        super()._init_weights(module)
+        if isinstance(module, TowerVisionModel) and module.image_newline is not None:
+            nn.init.normal_(module.image_newline, mean=0.0, std=1 / math.sqrt(self.config.text_config.hidden_size))
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """Save as transformers does, with every TowerVision Auto class in `config.auto_map` when exporting code."""
+        if self.is_remote_code():
+            self.config.auto_map = {**AUTO_MAP, **(getattr(self.config, "auto_map", None) or {})}
+        return super().save_pretrained(save_directory, *args, **kwargs)
+
+
+class TowerVisionModel(TowerVisionPreTrainedModel):
+    """Vision tower, projector and Gemma2 backbone without LM head; merges image/video features into the text."""
+
+    def __init__(self, config: TowerVisionConfig):
+        super().__init__(config)
+        self.vision_tower = AutoModel.from_config(config.vision_config)
+        self.multi_modal_projector = TowerVisionMultiModalProjector(config)
+        text_hidden = config.text_config.hidden_size
+        if config.use_image_newline:
+            self.image_newline = nn.Parameter(torch.randn(text_hidden) / math.sqrt(text_hidden))
+        else:
+            self.register_parameter("image_newline", None)
+        self.language_model = AutoModel.from_config(config.text_config)
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.language_model.get_input_embeddings()
+
+    def set_input_embeddings(self, value: nn.Module):
+        self.language_model.set_input_embeddings(value)
+
+    def _tile_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """Vision tower + projector: `(num_tiles, 3, T, T)` -> `(num_tiles, patches_per_side**2, text_hidden)`."""
+        config = self.config
+        pixel_values = pixel_values.to(self.vision_tower.dtype)
+        hidden_states = self.vision_tower(pixel_values, output_hidden_states=True, return_dict=True).hidden_states
+        if isinstance(config.vision_feature_layer, list):
+            selected = torch.cat([hidden_states[layer] for layer in config.vision_feature_layer], dim=-1)
+        else:
+            selected = hidden_states[config.vision_feature_layer]
+        if config.vision_feature_select_strategy == "default":
+            selected = selected[:, 1:]
+        if selected.shape[1] != config.patches_per_side**2:
+            raise ValueError(
+                f"vision_feature_select_strategy={config.vision_feature_select_strategy!r} leaves {selected.shape[1]} "
+                f"features per tile, expected {config.patches_per_side}x{config.patches_per_side} (SigLIP has no CLS "
+                "token: use 'full')"
+            )
+        return self.multi_modal_projector(selected)
+
+    def _to_embedding_space(self, features: torch.Tensor) -> torch.Tensor:
+        """Cast to the text-embedding dtype and apply the trained `sqrt(hidden_size)` scale when configured.
+
+        The scale is rounded to the embedding dtype first, exactly like Gemma2's scaled word embedding.
+        """
+        embed_dtype = self.get_input_embeddings().weight.dtype
+        features = features.to(embed_dtype)
+        if self.config.scale_image_features:
+            features = features * torch.tensor(self.config.text_config.hidden_size**0.5, dtype=embed_dtype).item()
+        return features
+
+    def get_image_features(
+        self,
+        pixel_values: torch.Tensor,
+        image_sizes: torch.Tensor,
+        batch_num_images: torch.Tensor | None = None,
+    ) -> list[torch.Tensor]:
+        """Embeddings that replace the `<image>` tokens, one `(num_tokens_i, text_hidden)` tensor per image.
+
+        Args:
+            pixel_values (`torch.Tensor` of shape `(num_images, max_patches, 3, tile_size, tile_size)`):
+                Per image: the thumbnail, then the tiles row by row; padded with zeros up to `max_patches`.
+            image_sizes (`torch.Tensor` of shape `(num_images, 2)`):
+                Original `(height, width)` of every image.
+            batch_num_images (`torch.Tensor` of shape `(batch_size,)`, *optional*):
+                Images per sample. An image of a sample with more than one image uses only its thumbnail
+                (LLaVA-OneVision rule); `None` tiles every image.
+
+        Returns:
+            `list[torch.Tensor]`: thumbnail features, then the unpadded tile grid with a newline ending every feature
+            row (a thumbnail-only image gets one newline), in the text-embedding dtype, scaled by
+            `sqrt(text_config.hidden_size)` when `config.scale_image_features`.
+        """
+        config = self.config
+        if pixel_values.dim() != 5:
+            raise ValueError(
+                f"pixel_values must have shape (num_images, max_patches, 3, height, width), got {tuple(pixel_values.shape)}"
+            )
+        image_sizes = [tuple(size) for size in image_sizes.tolist()]
+        if len(image_sizes) != pixel_values.shape[0]:
+            raise ValueError(f"image_sizes has {len(image_sizes)} entries but pixel_values has {pixel_values.shape[0]} images")
+        if batch_num_images is None:
+            tiled = [True] * len(image_sizes)
+        else:
+            counts = [int(n) for n in batch_num_images]
+            if sum(counts) != len(image_sizes):
+                raise ValueError(f"batch_num_images {counts} adds up to {sum(counts)} images, pixel_values has {len(image_sizes)}")
+            tiled = [count == 1 for count in counts for _ in range(count)]
+
+        grids = [
+            anyres_grid_shape(size, config.image_grid_pinpoints, config.tile_size) if is_tiled else None
+            for size, is_tiled in zip(image_sizes, tiled)
+        ]
+        num_patches = [1 + grid[0] * grid[1] if grid else 1 for grid in grids]
+        if max(num_patches) > pixel_values.shape[1]:
+            raise ValueError(
+                f"pixel_values holds {pixel_values.shape[1]} patches per image, but image_sizes needs up to {max(num_patches)}"
+            )
+        patches = torch.cat([image[:count] for image, count in zip(pixel_values, num_patches)])  # (total, 3, T, T)
+        features = self._tile_features(patches).split(num_patches)  # per image: (num_patches_i, pps*pps, hidden)
+
+        pps = config.patches_per_side
+        image_features = []
+        for feature, size, grid in zip(features, image_sizes, grids):
+            if grid is None:
+                packed = feature[0]  # (pps*pps, hidden)
+                if self.image_newline is not None:
+                    packed = torch.cat([packed, self.image_newline[None].to(packed.dtype)])
+            else:
+                rows, cols = grid
+                thumbnail, tiles = feature[0], feature[1:]
+                # (rows*cols, pps*pps, hidden) -> (rows*pps, cols*pps, hidden): one feature map over the whole grid
+                tiles = tiles.view(rows, cols, pps, pps, -1).permute(0, 2, 1, 3, 4).reshape(rows * pps, cols * pps, -1)
+                row_slice, col_slice = unpad_slices(size, rows * pps, cols * pps)
+                tiles = tiles[row_slice, col_slice]  # (height, width, hidden) without the letterbox padding
+                if self.image_newline is not None:
+                    newline = self.image_newline.to(tiles.dtype).expand(tiles.shape[0], 1, -1)
+                    tiles = torch.cat([tiles, newline], dim=1)  # (height, width + 1, hidden)
+                packed = torch.cat([thumbnail, tiles.flatten(0, 1)])
+            image_features.append(self._to_embedding_space(packed))
+        return image_features
+
+    def get_video_features(self, pixel_values_videos: torch.Tensor) -> torch.Tensor:
+        """Embeddings that replace the `<video>` tokens.
+
+        Args:
+            pixel_values_videos (`torch.Tensor` of shape `(num_videos, num_frames, 3, tile_size, tile_size)`):
+                Frames of every video, resized to one tile.
+
+        Returns:
+            `torch.Tensor` of shape `(num_videos, num_frames * pooled_side**2 + 1, text_hidden)`: every frame's
+            feature map pooled `video_pool_size`x`video_pool_size` (bilinear, ceil), then one newline per video;
+            in the text-embedding dtype, scaled like the image features.
+        """
+        if pixel_values_videos.dim() != 5:
+            raise ValueError(
+                "pixel_values_videos must have shape (num_videos, num_frames, 3, height, width), "
+                f"got {tuple(pixel_values_videos.shape)}"
+            )
+        num_videos, num_frames = pixel_values_videos.shape[:2]
+        features = self._tile_features(pixel_values_videos.flatten(0, 1))  # (videos*frames, pps*pps, hidden)
+        pps = self.config.patches_per_side
+        side = pooled_side(pps, self.config.video_pool_size)
+        # (videos*frames, pps*pps, hidden) -> (videos*frames, hidden, pps, pps) -> pooled (.., hidden, side, side)
+        features = features.view(-1, pps, pps, features.shape[-1]).permute(0, 3, 1, 2)
+        features = nn.functional.interpolate(features, size=(side, side), mode="bilinear")
+        features = features.permute(0, 2, 3, 1).reshape(num_videos, num_frames * side * side, -1)
+        if self.image_newline is not None:
+            newline = self.image_newline.to(features.dtype).expand(num_videos, 1, -1)
+            features = torch.cat([features, newline], dim=1)  # (videos, frames*side*side + 1, hidden)
+        return self._to_embedding_space(features)
+
+    def _merge(self, input_ids, inputs_embeds, per_item: list[torch.Tensor], modality: str):
+        """Scatter `per_item` features into the `<modality>` placeholders, after checking they line up exactly.
+
+        Returns the concatenated features and the new `inputs_embeds`.
+        """
+        token_id = getattr(self.config, f"{modality}_token_id")
+        if input_ids is not None:
+            mask = input_ids == token_id
+        else:
+            token_embedding = self.get_input_embeddings()(torch.tensor(token_id, device=inputs_embeds.device))
+            mask = (inputs_embeds == token_embedding).all(-1)
+        lengths = [item.shape[0] for item in per_item]
+        num_tokens, num_features = int(mask.sum()), sum(lengths)
+        if num_tokens != num_features:
+            raise ValueError(
+                f"{modality.capitalize()} features and {modality} tokens do not match, tokens: {num_tokens}, "
+                f"features: {num_features} (each {modality} needs exactly as many <{modality}> tokens as it has "
+                "features: were the prompts truncated or built with another processor?)"
+            )
+        # Every run of consecutive placeholders must end on an item boundary (runs never cross samples).
+        seen = mask.flatten().cumsum(0)
+        run_ends = mask & ~nn.functional.pad(mask[:, 1:], (0, 1))
+        if not set(seen[run_ends.flatten()].tolist()) <= set(itertools.accumulate(lengths)):
+            raise ValueError(
+                f"The <{modality}> tokens are not grouped per {modality}: a run of placeholders ends inside the "
+                f"features of one {modality} (feature lengths {lengths}), so placeholders and pixels are misaligned"
+            )
+        features = torch.cat(per_item).to(inputs_embeds.device, inputs_embeds.dtype)
+        inputs_embeds = inputs_embeds.masked_scatter(mask.unsqueeze(-1).to(inputs_embeds.device), features)
+        return features, inputs_embeds
+
+    def _check_no_placeholders(self, input_ids, modality: str, pixels_name: str):
+        token_id = getattr(self.config, f"{modality}_token_id")
+        if input_ids is not None and token_id is not None and (num_tokens := int((input_ids == token_id).sum())):
+            raise ValueError(f"input_ids contain {num_tokens} <{modality}> tokens but {pixels_name} was not given")
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        pixel_values: torch.FloatTensor | None = None,
+        image_sizes: torch.LongTensor | None = None,
+        pixel_values_videos: torch.FloatTensor | None = None,
+        image_sizes_videos: torch.LongTensor | None = None,
+        batch_num_images: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        past_key_values: Cache | None = None,
+        inputs_embeds: torch.FloatTensor | None = None,
+        use_cache: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> TowerVisionModelOutputWithPast | tuple:
+        r"""
+        Embed the text, replace `<image>` / `<video>` placeholders by the visual embeddings and run the LM.
+
+        Args:
+            pixel_values, image_sizes, batch_num_images: see [`~TowerVisionModel.get_image_features`].
+            pixel_values_videos: see [`~TowerVisionModel.get_video_features`].
+            image_sizes_videos (`torch.LongTensor`, *optional*):
+                Frame sizes returned by video processors; frames are not tiled, so they are not needed.
+            **kwargs: forwarded to the language model (e.g. `output_hidden_states`, `output_attentions`).
+        """
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("Pass exactly one of input_ids or inputs_embeds")
+        if inputs_embeds is None:
+            inputs_embeds = self.get_input_embeddings()(input_ids)
+        # Placeholders need pixels at prefill; while decoding, a generated placeholder id is just a token.
+        prefill = past_key_values is None or past_key_values.get_seq_length() == 0
+
+        image_features = video_features = None
+        if pixel_values is not None:
+            if image_sizes is None:
+                raise ValueError("pixel_values was given without image_sizes")
+            image_features, inputs_embeds = self._merge(
+                input_ids, inputs_embeds, self.get_image_features(pixel_values, image_sizes, batch_num_images), "image"
+            )
+        elif prefill:
+            self._check_no_placeholders(input_ids, "image", "pixel_values")
+        if pixel_values_videos is not None:
+            if self.config.video_token_id is None:
+                raise ValueError("pixel_values_videos was given but this model has no video_token_id")
+            video_features, inputs_embeds = self._merge(
+                input_ids, inputs_embeds, list(self.get_video_features(pixel_values_videos)), "video"
+            )
+        elif prefill:
+            self._check_no_placeholders(input_ids, "video", "pixel_values_videos")
+
+        outputs = self.language_model(
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            past_key_values=past_key_values,
+            inputs_embeds=inputs_embeds,
+            use_cache=use_cache,
+            return_dict=True,
+            **kwargs,
+        )
+        output = TowerVisionModelOutputWithPast(
+            last_hidden_state=outputs.last_hidden_state,
+            past_key_values=outputs.past_key_values,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+            image_hidden_states=image_features,
+            video_hidden_states=video_features,
+        )
+        return output if return_dict is not False else output.to_tuple()
+
+
+class TowerVisionForConditionalGeneration(TowerVisionPreTrainedModel, GenerationMixin):
+    """[`TowerVisionModel`] with a (tied) LM head and Gemma2's final-logit softcapping; supports `generate`."""
+
+    _tied_weights_keys = {"lm_head.weight": "model.language_model.embed_tokens.weight"}
+
+    def __init__(self, config: TowerVisionConfig):
+        super().__init__(config)
+        self.model = TowerVisionModel(config)
+        self.lm_head = nn.Linear(config.text_config.hidden_size, config.text_config.vocab_size, bias=False)
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.model.get_input_embeddings()
+
+    def set_input_embeddings(self, value: nn.Module):
+        self.model.set_input_embeddings(value)
+
+    def get_output_embeddings(self) -> nn.Module:
+        return self.lm_head
+
+    def set_output_embeddings(self, new_embeddings: nn.Module):
+        self.lm_head = new_embeddings
+
+    def get_image_features(self, pixel_values, image_sizes, batch_num_images=None) -> list[torch.Tensor]:
+        """See [`TowerVisionModel.get_image_features`]."""
+        return self.model.get_image_features(pixel_values, image_sizes, batch_num_images)
+
+    def get_video_features(self, pixel_values_videos) -> torch.Tensor:
+        """See [`TowerVisionModel.get_video_features`]."""
+        return self.model.get_video_features(pixel_values_videos)
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        pixel_values: torch.FloatTensor | None = None,
+        image_sizes: torch.LongTensor | None = None,
+        pixel_values_videos: torch.FloatTensor | None = None,
+        image_sizes_videos: torch.LongTensor | None = None,
+        batch_num_images: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        past_key_values: Cache | None = None,
+        inputs_embeds: torch.FloatTensor | None = None,
+        labels: torch.LongTensor | None = None,
+        use_cache: bool | None = None,
+        logits_to_keep: int | torch.Tensor = 0,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> TowerVisionCausalLMOutputWithPast | tuple:
+        r"""
+        Run [`TowerVisionModel`], the LM head and Gemma2's final-logit softcapping.
+
+        Args:
+            labels (`torch.LongTensor` of shape `(batch_size, sequence_length)`, *optional*):
+                Token ids for the next-token loss (unshifted; `-100` is ignored), computed on the softcapped logits.
+            logits_to_keep (`int` or `torch.Tensor`, *optional*, defaults to 0):
+                Compute logits only for the last `logits_to_keep` positions (0 = all), or for the given indices.
+            Other arguments: see [`TowerVisionModel.forward`].
+        """
+        outputs = self.model(
+            input_ids=input_ids,
+            pixel_values=pixel_values,
+            image_sizes=image_sizes,
+            pixel_values_videos=pixel_values_videos,
+            image_sizes_videos=image_sizes_videos,
+            batch_num_images=batch_num_images,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            past_key_values=past_key_values,
+            inputs_embeds=inputs_embeds,
+            use_cache=use_cache,
+            **kwargs,
+        )
+        kept = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
+        logits = self.lm_head(outputs.last_hidden_state[:, kept, :])
+        softcap = self.config.text_config.final_logit_softcapping
+        if softcap is not None:
+            logits = torch.tanh(logits / softcap) * softcap
+
+        loss = None
+        if labels is not None:
+            loss = self.loss_function(
+                logits=logits, labels=labels, vocab_size=self.config.text_config.vocab_size, **kwargs
+            )
+        output = TowerVisionCausalLMOutputWithPast(
+            loss=loss,
+            logits=logits,
+            past_key_values=outputs.past_key_values,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+            image_hidden_states=outputs.image_hidden_states,
+            video_hidden_states=outputs.video_hidden_states,
+        )
+        return output if return_dict is not False else output.to_tuple()
+
+
+__all__ = ["TowerVisionPreTrainedModel", "TowerVisionModel", "TowerVisionForConditionalGeneration"]

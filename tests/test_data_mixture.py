@@ -1,0 +1,187 @@
+"""Mixture recipes: weighted seeded interleaving, switches, language sets, the build and its counts report."""
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import yaml
+from datasets import IterableDataset, load_from_disk
+
+from towervision_hf.data.cli import main
+from towervision_hf.data.jsonl import write_jsonl
+from towervision_hf.data.mixture import build, load_mixture, load_recipe, mixture_samples
+from towervision_hf.data.report import BuildReport
+from towervision_hf.data.schema import make_sample, message, to_features, to_trl_example, validate_sample
+
+
+RECIPES = Path(__file__).resolve().parents[1] / "recipes" / "data"
+
+
+def text_rows(prefix, count, languages=("en",)):
+    return [make_sample(f"{prefix}-{i}", prefix, languages[i % len(languages)],
+                        [message("user", f"question {i}"), message("assistant", f"answer {i}")]) for i in range(count)]
+
+
+@pytest.fixture(scope="module")
+def sources(tmp_path_factory):
+    root = tmp_path_factory.mktemp("sources")
+    write_jsonl(text_rows("a", 1200), root / "a")
+    write_jsonl(text_rows("b", 1200, ("de", "nb")), root / "b")
+    write_jsonl(text_rows("c", 1200, ("ko",)), root / "c")
+    return root
+
+
+def write_recipe(tmp_path, sources, **changes):
+    recipe = {
+        "name": "toy",
+        "seed": 3,
+        "languages": "all",
+        "switches": {"extra": "off"},
+        "media": {"fetch": False},
+        "stages": {"main": {"sources": [
+            {"name": "a", "adapter": "local", "weight": 5, "params": {"path": str(sources / "a")}},
+            {"name": "b", "adapter": "local", "weight": 3, "params": {"path": str(sources / "b")}},
+            {"name": "c", "adapter": "local", "weight": 2, "params": {"path": str(sources / "c")}},
+            {"name": "d", "adapter": "local", "samples": 10, "when": {"extra": "on"},
+             "params": {"path": str(sources / "a")}},
+        ]}},
+    }
+    recipe.update(changes)
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    return path
+
+
+def take(recipe, limit, stage="main"):
+    report = BuildReport()
+    rows = list(mixture_samples(recipe, stage, report, limit=limit))
+    return rows, report
+
+
+def test_interleaving_follows_the_weights_within_sampling_error(tmp_path, sources):
+    recipe = load_recipe(write_recipe(tmp_path, sources))
+    limit = 1000
+    rows, report = take(recipe, limit)
+    assert len(rows) == limit
+    counts = {source: sum(row["source"] == source for row in rows) for source in "abc"}
+    for source, share in {"a": 0.5, "b": 0.3, "c": 0.2}.items():
+        sigma = math.sqrt(limit * share * (1 - share))
+        assert abs(counts[source] - limit * share) < 4 * sigma, counts
+    # every source keeps its own order, and the report counts exactly the rows taken
+    assert [row["id"] for row in rows if row["source"] == "a"] == [f"a-{i}" for i in range(counts["a"])]
+    assert {source: data["kept"] for source, data in report.to_dict()["sources"].items()} == counts
+
+
+def test_interleaving_is_deterministic_per_seed(tmp_path, sources):
+    first = [row["id"] for row in take(load_recipe(write_recipe(tmp_path, sources)), 200)[0]]
+    again = [row["id"] for row in take(load_recipe(write_recipe(tmp_path, sources)), 200)[0]]
+    other = [row["id"] for row in take(load_recipe(write_recipe(tmp_path, sources), ["seed=4"]), 200)[0]]
+    assert first == again and first != other
+
+
+def test_exhausted_sources_drop_out_and_a_full_build_uses_every_row(tmp_path, sources):
+    recipe = load_recipe(write_recipe(tmp_path, sources), ["switches.extra=on"])
+    rows, report = take(recipe, None)
+    assert len(rows) == 3 * 1200 + 10
+    assert sum(row["source"] == "d" for row in rows) == 10  # `samples` caps a source
+
+
+def test_language_sets_and_switches(tmp_path, sources):
+    recipe = load_recipe(write_recipe(tmp_path, sources), ["languages=core"])
+    rows, report = take(recipe, None)
+    assert {row["language"] for row in rows} == {"en", "de", "ko"}
+    b = report.to_dict()["sources"]["b"]
+    assert b["skipped"] == {"language_not_selected": 600} and b["kept"] == 600
+    assert "d" not in report.to_dict()["sources"]  # switched off
+
+    recipe = load_recipe(write_recipe(tmp_path, sources), ["languages=[nb]"])
+    assert {row["language"] for row in take(recipe, None)[0]} == {"nb"}
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [("switches", "KEY=VALUE"), ("seed.x=1", "not a mapping"), ("languages=xx", "'xx'")],
+)
+def test_bad_overrides_are_explained(tmp_path, sources, override, message):
+    with pytest.raises(ValueError, match=message):
+        load_recipe(write_recipe(tmp_path, sources), [override])
+
+
+def test_recipe_errors_name_the_source(tmp_path, sources):
+    bad_when = {"stages": {"main": {"sources": [
+        {"name": "a", "adapter": "local", "weight": 1, "when": {"nope": 1}, "params": {"path": str(sources / "a")}}]}}}
+    with pytest.raises(ValueError, match="source 'a': `when` names unknown switch 'nope'"):
+        load_recipe(write_recipe(tmp_path, sources, **bad_when))
+    no_weight = {"stages": {"main": {"sources": [{"name": "a", "adapter": "local", "params": {}}]}}}
+    with pytest.raises(ValueError, match="give `samples`"):
+        load_recipe(write_recipe(tmp_path, sources, **no_weight))
+    with pytest.raises(ValueError, match="has no stage 'video'"):
+        load_recipe(write_recipe(tmp_path, sources)).active_sources("video")
+
+
+def test_build_writes_a_dataset_and_the_counts_report(tmp_path, sources, capsys):
+    recipe_path = write_recipe(tmp_path, sources)
+    out = tmp_path / "built"
+    assert main(["build", str(recipe_path), "--out", str(out), "--limit", "300", "--set", "languages=core"]) == 0
+    dataset = load_from_disk(str(out))
+    assert len(dataset) == 300 and dataset.features == to_features()
+    counts = json.loads((out / "counts.json").read_text())
+    assert counts["total"] == 300 and counts["limit"] == 300 and counts["seed"] == 3
+    assert sum(source["kept"] for source in counts["sources"].values()) == 300
+    assert sum(language["rows"] for language in counts["languages"].values()) == 300
+    for source in counts["sources"].values():
+        assert source["read"] == source["kept"] + sum(source["skipped"].values())
+    printed = capsys.readouterr().out
+    assert "toy/main: 300 rows" in printed and "language_not_selected=" in printed
+
+
+def test_sample_recipe_builds_every_stage_in_the_training_schema(tmp_path):
+    out = tmp_path / "sample"
+    reports = build(load_recipe(RECIPES / "sample.yaml"), out, echo=lambda text: None)
+    assert set(reports) == {"alignment", "vision", "video"}
+    for stage, expected in {"alignment": 12, "vision": 32, "video": 16}.items():
+        dataset = load_from_disk(str(out / stage))
+        assert len(dataset) == expected
+        assert all(validate_sample(row) == [] for row in dataset)
+    vision = load_from_disk(str(out / "vision"))
+    multi_image = next(row for row in vision if len(row["images"]) == 2)
+    assert [image.size for image in to_trl_example(multi_image)["images"]][0] == (64, 64)
+    assert all(row["images"][0]["bytes"] for row in vision if row["images"])  # embedded: the folder is portable
+
+
+def test_load_mixture_streams_the_recipe(tmp_path, sources):
+    dataset = load_mixture(write_recipe(tmp_path, sources), limit=7)
+    assert isinstance(dataset, IterableDataset)
+    first, second = list(dataset), list(dataset)
+    assert len(first) == 7 and first == second  # every epoch replays the same mixture
+    with pytest.raises(ValueError, match="pass stage="):
+        load_mixture(RECIPES / "sample.yaml")
+
+
+def test_visionblocks_recipe_sources_and_ablation_switches():
+    recipe = load_recipe(RECIPES / "visionblocks.yaml")
+    assert len(recipe.languages) == 21 and [s.name for s in recipe.active_sources("alignment")] == ["pixmo_cap"]
+    assert [s.name for s in recipe.active_sources("video")] == ["llava_video_translated"]
+    ablation = load_recipe(RECIPES / "visionblocks.yaml", [
+        "languages=core", "switches.video=english", "switches.alignment_captions=translated"])
+    assert len(ablation.languages) == 10
+    assert [s.name for s in ablation.active_sources("alignment")] == ["pixmo_cap", "pixmo_cap_translated"]
+    assert [s.adapter for s in ablation.active_sources("video")] == ["llava_video"] * 3
+    adapters = {spec.adapter for specs in recipe.stages.values() for spec in specs}
+    assert {"pixmo_cap", "pixmo_qa", "pixmo_docs", "vqa", "llava", "cultural_ground", "chat", "llava_video",
+            "local"} <= adapters
+    total = sum(spec.samples for stage in recipe.stages for spec in recipe.active_sources(stage))
+    assert 5_500_000 < total < 6_500_000  # the paper's ~6M rows
+
+
+def test_a_build_where_every_row_is_filtered_is_empty_and_explained(tmp_path, sources):
+    out = tmp_path / "empty"
+    messages = []
+    recipe = load_recipe(write_recipe(tmp_path, sources), ["languages=[hi]"])
+    reports = build(recipe, out, limit=50, echo=messages.append)
+    assert len(load_from_disk(str(out))) == 0
+    counts = json.loads((out / "counts.json").read_text())
+    assert counts["total"] == 0 and counts["language_set"] == ["hi"]
+    assert counts["sources"]["a"]["skipped"] == {"language_not_selected": 1200}
+    assert reports["main"].total == 0 and "produced no rows" in messages[-1]

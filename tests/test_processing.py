@@ -368,3 +368,20 @@ def test_auto_processor_loads_the_saved_remote_code(processor, tmp_path):
     assert sorted(remote.files) == sorted(local.keys())
     for key in local:
         assert np.array_equal(remote[key], local[key]), key
+
+
+def test_placeholders_match_the_model_features():
+    """The tiny model raises unless every sample has exactly as many placeholders as it produces features."""
+    from towervision_hf.init_model import build_tiny
+
+    model, processor = build_tiny()
+    batch = processor(
+        text=["<image>\nOne.", "<image><image> Two.", "<video> A clip."],
+        images=[random_image(30, 200), random_image(50, 50), random_image(10, 90)],
+        videos=[np.zeros((7, 20, 30, 3), np.uint8)],
+        padding=True,
+        return_tensors="pt",
+    )
+    with torch.no_grad():
+        logits = model(**batch).logits
+    assert logits.shape[:2] == batch.input_ids.shape

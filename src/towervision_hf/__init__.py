@@ -17,4 +17,9 @@ TowerVisionConfig.register_for_auto_class()
 TowerVisionModel.register_for_auto_class("AutoModel")
 TowerVisionForConditionalGeneration.register_for_auto_class("AutoModelForImageTextToText")
 
-__all__ = ["TowerVisionConfig", "TowerVisionForConditionalGeneration", "TowerVisionModel", "TowerVisionPreTrainedModel"]
+__all__ = [
+    "TowerVisionConfig",
+    "TowerVisionForConditionalGeneration",
+    "TowerVisionModel",
+    "TowerVisionPreTrainedModel",
+]

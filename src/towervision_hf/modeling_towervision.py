@@ -406,6 +406,30 @@ class TowerVisionForConditionalGeneration(TowerVisionPreTrainedModel, Generation
     def set_output_embeddings(self, new_embeddings: nn.Module):
         self.lm_head = new_embeddings
 
+    def prepare_inputs_for_generation(
+        self,
+        *args,
+        pixel_values=None,
+        image_sizes=None,
+        pixel_values_videos=None,
+        image_sizes_videos=None,
+        is_first_iteration=False,
+        **kwargs,
+    ):
+        """Pass pixels only on the first step (or without cache): afterwards their features are in the KV cache.
+
+        transformers >= 5.23 drops them by itself; earlier 5.x `generate` forwards every kwarg at every step.
+        """
+        model_inputs = super().prepare_inputs_for_generation(*args, is_first_iteration=is_first_iteration, **kwargs)
+        if is_first_iteration or not kwargs.get("use_cache", True):
+            model_inputs.update(
+                pixel_values=pixel_values,
+                image_sizes=image_sizes,
+                pixel_values_videos=pixel_values_videos,
+                image_sizes_videos=image_sizes_videos,
+            )
+        return model_inputs
+
     def get_image_features(self, pixel_values, image_sizes, batch_num_images=None) -> list[torch.Tensor]:
         """See [`TowerVisionModel.get_image_features`]."""
         return self.model.get_image_features(pixel_values, image_sizes, batch_num_images)

@@ -15,6 +15,9 @@ from PIL import Image
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from transformers import (
+    AutoModel,
+    AutoModelForImageTextToText,
+    AutoModelForMultimodalLM,
     Gemma2ForCausalLM,
     LlavaNextConfig,
     LlavaNextForConditionalGeneration,
@@ -27,7 +30,7 @@ from transformers import (
     LlavaOnevisionVideoProcessor,
 )
 
-from towervision_hf import TowerVisionForConditionalGeneration
+from towervision_hf import TowerVisionForConditionalGeneration, TowerVisionModel
 from towervision_hf.tiling_towervision import anyres_grid_shape
 from towervision_hf.tiny import TINY_PATCH_SIZE, TINY_TILE_SIZE, tiny_config
 
@@ -400,7 +403,8 @@ def test_save_pretrained_ties_head_and_exports_code(model, images_inputs, tmp_pa
     auto_map = json.loads((tmp_path / "config.json").read_text())["auto_map"]
     assert {"AutoConfig", "AutoModel", "AutoModelForImageTextToText"} <= set(auto_map)
 
-    loaded = TowerVisionForConditionalGeneration.from_pretrained(tmp_path, attn_implementation="eager").eval()
+    loaded = AutoModelForImageTextToText.from_pretrained(tmp_path, attn_implementation="eager").eval()
+    assert type(loaded) is TowerVisionForConditionalGeneration
     assert loaded.lm_head.weight is loaded.model.language_model.embed_tokens.weight
     with torch.no_grad():
         assert torch.equal(loaded(**images_inputs).logits, model(**images_inputs).logits)
@@ -424,6 +428,11 @@ generated = model.generate(**inputs, max_new_tokens=5, do_sample=False)
 save_file({"logits": logits, "generated": generated}, sys.argv[3])
 print(type(config).__name__, type(backbone).__name__, type(model).__module__)
 """
+
+
+def test_auto_classes_resolve_in_process(config):
+    assert AutoModel.from_config(copy.deepcopy(config)).__class__ is TowerVisionModel
+    assert AutoModelForMultimodalLM.from_config(copy.deepcopy(config)).__class__ is TowerVisionForConditionalGeneration
 
 
 @pytest.mark.slow

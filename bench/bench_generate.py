@@ -44,6 +44,12 @@ def parse_args(argv=None):
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
+    parser.add_argument(
+        "--clock",
+        default="wall",
+        choices=["wall", "cpu"],
+        help="'cpu' times this process's CPU use: steadier on a busy shared machine (use with --threads 1)",
+    )
     return parser.parse_args(argv)
 
 
@@ -80,14 +86,14 @@ def build_config(args, tokenizer) -> TowerVisionConfig:
     )
 
 
-def timed(fn, model, device):
+def timed(fn, model, device, clock):
     if device.startswith("cuda"):
         torch.cuda.synchronize()
-    start = time.perf_counter()
+    start = clock()
     result = fn(model)
     if device.startswith("cuda"):
         torch.cuda.synchronize()
-    return time.perf_counter() - start, result
+    return clock() - start, result
 
 
 def main(argv=None):
@@ -136,7 +142,8 @@ def main(argv=None):
         f"config: tile {args.tile}px / patch {args.patch} ({rows}x{cols} tiles + thumbnail), "
         f"vision {args.vision_hidden}x"
         f"{args.vision_layers}, text {args.text_hidden}x{args.text_layers}, {args.dtype} on {args.device}, "
-        f"{torch.get_num_threads()} threads; prompt {prompt_length} tokens, {args.new_tokens} new tokens"
+        f"{torch.get_num_threads()} threads, {args.clock} clock; prompt {prompt_length} tokens, "
+        f"{args.new_tokens} new tokens"
     )
 
     def generate(model):
@@ -148,12 +155,13 @@ def main(argv=None):
         with torch.no_grad():
             return model(**inputs, logits_to_keep=1)
 
+    clock = time.process_time if args.clock == "cpu" else time.perf_counter
     timings = {name: {"prefill": [], "generate": []} for name in models}
     outputs = {}
     for round_index in range(args.repeats + 1):  # round 0 warms up
         for name, model in models.items():
-            prefill_s, _ = timed(prefill, model, args.device)
-            generate_s, outputs[name] = timed(generate, model, args.device)
+            prefill_s, _ = timed(prefill, model, args.device, clock)
+            generate_s, outputs[name] = timed(generate, model, args.device, clock)
             if round_index:
                 timings[name]["prefill"].append(prefill_s)
                 timings[name]["generate"].append(generate_s)

@@ -5,7 +5,8 @@ alternate for `--repeats` rounds after a warm-up round; the best (minimum) time 
 by other processes on a shared machine, and the ratio is taken on it (> 1 means TowerVision is faster). Medians are
 printed too. Random weights, offline, CPU by default:
 
-    PYTHONPATH=src python bench/bench_generate.py                  # small-but-not-tiny config, < 1 min on 2 cores
+    PYTHONPATH=src python bench/bench_generate.py                         # small-but-not-tiny, ~1 min on 2 idle cores
+    PYTHONPATH=src python bench/bench_generate.py --threads 1 --clock cpu  # steadier when other jobs share the CPU
     PYTHONPATH=src python bench/bench_generate.py --tile 224 --text-hidden 1024 --text-layers 8 --repeats 3
 """
 

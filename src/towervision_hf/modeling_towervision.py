@@ -19,7 +19,6 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-
 from transformers import AutoModel, GenerationMixin, PreTrainedModel
 from transformers.activations import ACT2FN
 from transformers.cache_utils import Cache
@@ -191,17 +190,24 @@ class TowerVisionModel(TowerVisionPreTrainedModel):
         config = self.config
         if pixel_values.dim() != 5:
             raise ValueError(
-                f"pixel_values must have shape (num_images, max_patches, 3, height, width), got {tuple(pixel_values.shape)}"
+                "pixel_values must have shape (num_images, max_patches, 3, height, width), "
+                f"got {tuple(pixel_values.shape)}"
             )
-        image_sizes = [tuple(size) for size in image_sizes.tolist()]
+        if torch.is_tensor(image_sizes):
+            image_sizes = image_sizes.tolist()
+        image_sizes = [tuple(size) for size in image_sizes]
         if len(image_sizes) != pixel_values.shape[0]:
-            raise ValueError(f"image_sizes has {len(image_sizes)} entries but pixel_values has {pixel_values.shape[0]} images")
+            raise ValueError(
+                f"image_sizes has {len(image_sizes)} entries but pixel_values has {pixel_values.shape[0]} images"
+            )
         if batch_num_images is None:
             tiled = [True] * len(image_sizes)
         else:
             counts = [int(n) for n in batch_num_images]
             if sum(counts) != len(image_sizes):
-                raise ValueError(f"batch_num_images {counts} adds up to {sum(counts)} images, pixel_values has {len(image_sizes)}")
+                raise ValueError(
+                    f"batch_num_images {counts} adds up to {sum(counts)} images, pixel_values has {len(image_sizes)}"
+                )
             tiled = [count == 1 for count in counts for _ in range(count)]
 
         grids = [
@@ -211,7 +217,8 @@ class TowerVisionModel(TowerVisionPreTrainedModel):
         num_patches = [1 + grid[0] * grid[1] if grid else 1 for grid in grids]
         if max(num_patches) > pixel_values.shape[1]:
             raise ValueError(
-                f"pixel_values holds {pixel_values.shape[1]} patches per image, but image_sizes needs up to {max(num_patches)}"
+                f"pixel_values holds {pixel_values.shape[1]} patches per image, "
+                f"but image_sizes needs up to {max(num_patches)}"
             )
         patches = torch.cat([image[:count] for image, count in zip(pixel_values, num_patches)])  # (total, 3, T, T)
         features = self._tile_features(patches).split(num_patches)  # per image: (num_patches_i, pps*pps, hidden)
@@ -337,6 +344,8 @@ class TowerVisionModel(TowerVisionPreTrainedModel):
         prefill = past_key_values is None or past_key_values.get_seq_length() == 0
 
         image_features = video_features = None
+        if pixel_values is not None and pixel_values.shape[0] == 0:  # a collated batch without images
+            pixel_values = None
         if pixel_values is not None:
             if image_sizes is None:
                 raise ValueError("pixel_values was given without image_sizes")
@@ -396,6 +405,30 @@ class TowerVisionForConditionalGeneration(TowerVisionPreTrainedModel, Generation
 
     def set_output_embeddings(self, new_embeddings: nn.Module):
         self.lm_head = new_embeddings
+
+    def prepare_inputs_for_generation(
+        self,
+        *args,
+        pixel_values=None,
+        image_sizes=None,
+        pixel_values_videos=None,
+        image_sizes_videos=None,
+        is_first_iteration=False,
+        **kwargs,
+    ):
+        """Pass pixels only on the first step (or without cache): afterwards their features are in the KV cache.
+
+        transformers >= 5.23 drops them by itself; earlier 5.x `generate` forwards every kwarg at every step.
+        """
+        model_inputs = super().prepare_inputs_for_generation(*args, is_first_iteration=is_first_iteration, **kwargs)
+        if is_first_iteration or not kwargs.get("use_cache", True):
+            model_inputs.update(
+                pixel_values=pixel_values,
+                image_sizes=image_sizes,
+                pixel_values_videos=pixel_values_videos,
+                image_sizes_videos=image_sizes_videos,
+            )
+        return model_inputs
 
     def get_image_features(self, pixel_values, image_sizes, batch_num_images=None) -> list[torch.Tensor]:
         """See [`TowerVisionModel.get_image_features`]."""
@@ -470,4 +503,4 @@ class TowerVisionForConditionalGeneration(TowerVisionPreTrainedModel, Generation
         return output if return_dict is not False else output.to_tuple()
 
 
-__all__ = ["TowerVisionPreTrainedModel", "TowerVisionModel", "TowerVisionForConditionalGeneration"]
+__all__ = ["TowerVisionForConditionalGeneration", "TowerVisionModel", "TowerVisionPreTrainedModel"]

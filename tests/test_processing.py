@@ -385,3 +385,28 @@ def test_placeholders_match_the_model_features():
     with torch.no_grad():
         logits = model(**batch).logits
     assert logits.shape[:2] == batch.input_ids.shape
+
+
+@pytest.mark.parametrize("max_tiles", [1, 2, 4])
+def test_lowered_max_tiles_drives_the_model(max_tiles):
+    """`processor(..., max_tiles=k)` gives the same features as a model whose own budget is k tiles."""
+    from towervision_hf.init_model import build_tiny
+    from towervision_hf.modeling_towervision import TowerVisionForConditionalGeneration
+    from towervision_hf.tiling_towervision import restrict_pinpoints
+
+    model, processor = build_tiny()
+    batch = processor(text="<image>\nWhat?", images=[random_image(60, 330)], max_tiles=max_tiles, return_tensors="pt")
+    config = model.config
+    budget_config = type(config).from_dict(
+        {
+            **config.to_dict(),
+            "image_grid_pinpoints": restrict_pinpoints(config.image_grid_pinpoints, max_tiles, config.tile_size),
+        }
+    )
+    budget_model = TowerVisionForConditionalGeneration(budget_config).eval()
+    budget_model.load_state_dict(model.state_dict())
+    inputs = {key: value for key, value in batch.items() if key != "image_max_tiles"}
+    with torch.no_grad():
+        assert torch.equal(model.eval()(**batch).logits, budget_model(**inputs).logits)
+        generated = model.generate(**batch, max_new_tokens=3, do_sample=False)
+    assert generated.shape[1] == batch.input_ids.shape[1] + 3

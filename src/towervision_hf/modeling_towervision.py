@@ -25,7 +25,7 @@ from transformers.cache_utils import Cache
 from transformers.modeling_outputs import BaseModelOutputWithPast, ModelOutput
 
 from .configuration_towervision import TowerVisionConfig
-from .tiling_towervision import anyres_grid_shape, pooled_side, unpad_slices
+from .tiling_towervision import anyres_grid_shape, pooled_side, restrict_pinpoints, unpad_slices
 
 
 # `auto_map` written into every saved checkpoint, so that `trust_remote_code` loading works with each Auto class.
@@ -170,6 +170,7 @@ class TowerVisionModel(TowerVisionPreTrainedModel):
         pixel_values: torch.Tensor,
         image_sizes: torch.Tensor,
         batch_num_images: torch.Tensor | None = None,
+        image_max_tiles: torch.Tensor | None = None,
     ) -> list[torch.Tensor]:
         """Embeddings that replace the `<image>` tokens, one `(num_tokens_i, text_hidden)` tensor per image.
 
@@ -181,6 +182,9 @@ class TowerVisionModel(TowerVisionPreTrainedModel):
             batch_num_images (`torch.Tensor` of shape `(batch_size,)`, *optional*):
                 Images per sample. An image of a sample with more than one image uses only its thumbnail
                 (LLaVA-OneVision rule); `None` tiles every image.
+            image_max_tiles (`torch.Tensor` of shape `(num_images,)`, *optional*):
+                Tile budget the processor was called with (`max_tiles` lowered at call time); the grid of each image is
+                then chosen among the pinpoints with at most that many tiles, as the processor did.
 
         Returns:
             `list[torch.Tensor]`: thumbnail features, then the unpadded tile grid with a newline ending every feature
@@ -210,9 +214,18 @@ class TowerVisionModel(TowerVisionPreTrainedModel):
                 )
             tiled = [count == 1 for count in counts for _ in range(count)]
 
+        if image_max_tiles is None:
+            pinpoints = [config.image_grid_pinpoints] * len(image_sizes)
+        else:
+            if len(image_max_tiles) != len(image_sizes):
+                raise ValueError(f"image_max_tiles has {len(image_max_tiles)} entries for {len(image_sizes)} images")
+            pinpoints = [
+                restrict_pinpoints(config.image_grid_pinpoints, int(max_tiles), config.tile_size)
+                for max_tiles in image_max_tiles
+            ]
         grids = [
-            anyres_grid_shape(size, config.image_grid_pinpoints, config.tile_size) if is_tiled else None
-            for size, is_tiled in zip(image_sizes, tiled)
+            anyres_grid_shape(size, candidates, config.tile_size) if is_tiled else None
+            for size, candidates, is_tiled in zip(image_sizes, pinpoints, tiled)
         ]
         num_patches = [1 + grid[0] * grid[1] if grid else 1 for grid in grids]
         if max(num_patches) > pixel_values.shape[1]:
@@ -318,6 +331,7 @@ class TowerVisionModel(TowerVisionPreTrainedModel):
         pixel_values_videos: torch.FloatTensor | None = None,
         image_sizes_videos: torch.LongTensor | None = None,
         batch_num_images: torch.LongTensor | None = None,
+        image_max_tiles: torch.LongTensor | None = None,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
         past_key_values: Cache | None = None,
@@ -330,7 +344,8 @@ class TowerVisionModel(TowerVisionPreTrainedModel):
         Embed the text, replace `<image>` / `<video>` placeholders by the visual embeddings and run the LM.
 
         Args:
-            pixel_values, image_sizes, batch_num_images: see [`~TowerVisionModel.get_image_features`].
+            pixel_values, image_sizes, batch_num_images, image_max_tiles: see
+                [`~TowerVisionModel.get_image_features`].
             pixel_values_videos: see [`~TowerVisionModel.get_video_features`].
             image_sizes_videos (`torch.LongTensor`, *optional*):
                 Frame sizes returned by video processors; frames are not tiled, so they are not needed.
@@ -349,9 +364,8 @@ class TowerVisionModel(TowerVisionPreTrainedModel):
         if pixel_values is not None:
             if image_sizes is None:
                 raise ValueError("pixel_values was given without image_sizes")
-            image_features, inputs_embeds = self._merge(
-                input_ids, inputs_embeds, self.get_image_features(pixel_values, image_sizes, batch_num_images), "image"
-            )
+            image_features = self.get_image_features(pixel_values, image_sizes, batch_num_images, image_max_tiles)
+            image_features, inputs_embeds = self._merge(input_ids, inputs_embeds, image_features, "image")
         elif prefill:
             self._check_no_placeholders(input_ids, "image", "pixel_values")
         if pixel_values_videos is not None:
@@ -430,9 +444,11 @@ class TowerVisionForConditionalGeneration(TowerVisionPreTrainedModel, Generation
             )
         return model_inputs
 
-    def get_image_features(self, pixel_values, image_sizes, batch_num_images=None) -> list[torch.Tensor]:
+    def get_image_features(
+        self, pixel_values, image_sizes, batch_num_images=None, image_max_tiles=None
+    ) -> list[torch.Tensor]:
         """See [`TowerVisionModel.get_image_features`]."""
-        return self.model.get_image_features(pixel_values, image_sizes, batch_num_images)
+        return self.model.get_image_features(pixel_values, image_sizes, batch_num_images, image_max_tiles)
 
     def get_video_features(self, pixel_values_videos) -> torch.Tensor:
         """See [`TowerVisionModel.get_video_features`]."""
@@ -446,6 +462,7 @@ class TowerVisionForConditionalGeneration(TowerVisionPreTrainedModel, Generation
         pixel_values_videos: torch.FloatTensor | None = None,
         image_sizes_videos: torch.LongTensor | None = None,
         batch_num_images: torch.LongTensor | None = None,
+        image_max_tiles: torch.LongTensor | None = None,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
         past_key_values: Cache | None = None,
@@ -473,6 +490,7 @@ class TowerVisionForConditionalGeneration(TowerVisionPreTrainedModel, Generation
             pixel_values_videos=pixel_values_videos,
             image_sizes_videos=image_sizes_videos,
             batch_num_images=batch_num_images,
+            image_max_tiles=image_max_tiles,
             attention_mask=attention_mask,
             position_ids=position_ids,
             past_key_values=past_key_values,

@@ -43,6 +43,12 @@ def checkpoint(tmp_path_factory, tiny_tokenizer):
         (folder / name).write_bytes(b"\x80\x04K\x01.")  # a pickle
     state = {"global_step": 120, "epoch": 1.0, "train_batch_size": 4, "log_history": [{"loss": 2.5}, {"loss": 1.75}]}
     (folder / "trainer_state.json").write_text(json.dumps(state))
+    summary = {
+        "global_step": 120,
+        "skipped_over_length": 3,
+        "trainable_parameters": {"vision": 0, "projector": 2112, "language": 0},
+    }
+    (folder / "train_summary.json").write_text(json.dumps(summary))  # written by `towervision train`
     (folder / ".env").write_text("HF_TOKEN=hf_not_a_real_token\n")
     (folder / "hf_token").write_text("hf_not_a_real_token\n")
     (folder / "checkpoint-60").mkdir()
@@ -106,6 +112,7 @@ def test_staged_folder_holds_exactly_the_model_files(staged, checkpoint):
     for name in CREDENTIALS:
         assert staged.skipped[name] == "credentials are never uploaded"
     assert staged.skipped["checkpoint-60/"] == "sub-folders are not uploaded"
+    assert staged.skipped["train_summary.json"] == "not part of a model checkpoint"
     listing = staged.listing()
     assert "model.safetensors.index.json" in listing and "hf_token: credentials are never uploaded" in listing
 
@@ -312,6 +319,8 @@ def test_model_card_body(staged):
         "LLaVA-Video-178K",
         "- optimizer steps: 120",
         "- final logged training loss: 1.75",
+        "- trained parameters: vision frozen, projector 2.11K, language frozen",
+        "- samples skipped as longer than max_length: 3",
         "[my-org/tiny-vqa](https://huggingface.co/datasets/my-org/tiny-vqa)",
         "[my-org/TowerVision-tiny](https://huggingface.co/my-org/TowerVision-tiny)",
         "### multi30k",

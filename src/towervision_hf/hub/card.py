@@ -152,7 +152,11 @@ def evaluation_metadata(evaluations: list[dict], pipeline_tag: str) -> list[Eval
 
 
 def training_summary(checkpoint: Path, datasets: list[str]) -> dict[str, str]:
-    """What the checkpoint folder tells about its own training run (trainer state, datasets)."""
+    """What the checkpoint folder tells about its own training run.
+
+    Reads `trainer_state.json` (transformers' Trainer) and `train_summary.json` (`towervision train`: steps,
+    trainable parameters per module group, samples skipped for length).
+    """
     summary = {}
     if datasets:
         summary["training data"] = ", ".join(
@@ -172,6 +176,18 @@ def training_summary(checkpoint: Path, datasets: list[str]) -> dict[str, str]:
             summary["final logged training loss"] = f"{losses[-1]:.4g}"
         if state.get("train_batch_size"):
             summary["per-device batch size"] = str(state["train_batch_size"])
+    run_path = Path(checkpoint) / "train_summary.json"
+    if run_path.is_file():
+        run = json.loads(run_path.read_text(encoding="utf-8"))
+        if isinstance(run.get("global_step"), int):
+            summary.setdefault("optimizer steps", str(run["global_step"]))
+        groups = run.get("trainable_parameters")
+        if isinstance(groups, dict) and groups:
+            summary["trained parameters"] = ", ".join(
+                f"{group} {format_count(count)}" if count else f"{group} frozen" for group, count in groups.items()
+            )
+        if run.get("skipped_over_length"):
+            summary["samples skipped as longer than max_length"] = str(run["skipped_over_length"])
     return summary
 
 

@@ -29,6 +29,9 @@ from safetensors.torch import load_file, save_file
 WORKER = Path(__file__).resolve().with_name("remote_worker.py")
 PROMPTS = {"image": "Describe this image in one sentence.", "video": "What happens in this video?"}
 MAX_VIDEO_FRAMES = 4
+# Logits of the last positions only (vocabulary 256k: a whole prompt's logits would take gigabytes); every position
+# attends to the image / video features, so these see any difference in them.
+LOGITS_TO_KEEP = 32
 
 
 @dataclass
@@ -121,7 +124,7 @@ def reference_outputs(staged_dir: Path, max_new_tokens: int = 8) -> dict[str, to
         batch = {key: value for key, value in batch.items() if isinstance(value, torch.Tensor)}
         tensors.update({f"{modality}.inputs.{key}": value.contiguous() for key, value in batch.items()})
         with torch.no_grad():
-            tensors[f"{modality}.logits"] = model(**batch).logits.float()
+            tensors[f"{modality}.logits"] = model(**batch, logits_to_keep=LOGITS_TO_KEEP).logits.float()
         tensors[f"{modality}.generated"] = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False)
     return tensors
 
@@ -175,7 +178,7 @@ def run_load_check(
         save_file({k: v for k, v in reference.items() if ".inputs." in k}, work / "reference_inputs.safetensors")
         (work / "cwd").mkdir()
         command = [python or sys.executable, "-I", str(WORKER), "--model", str(staged_dir), "--work", str(work)]
-        command += ["--max-new-tokens", str(max_new_tokens)]
+        command += ["--max-new-tokens", str(max_new_tokens), "--logits-to-keep", str(LOGITS_TO_KEEP)]
         for folder in extra_sys_path or []:
             command += ["--sys-path", str(Path(folder).resolve())]
         try:

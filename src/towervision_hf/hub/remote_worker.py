@@ -21,7 +21,7 @@ def class_path(obj) -> str:
     return f"{type(obj).__module__}.{type(obj).__qualname__}"
 
 
-def run_model(model, modality: str, inputs, reference: dict, max_new_tokens: int) -> dict:
+def run_model(model, modality: str, inputs, reference: dict, max_new_tokens: int, logits_to_keep: int) -> dict:
     """Own processor outputs, logits on the in-process side's inputs, greedy generation on the own inputs."""
     import torch
 
@@ -31,7 +31,7 @@ def run_model(model, modality: str, inputs, reference: dict, max_new_tokens: int
     }
     theirs = {key.removeprefix(prefix): value for key, value in reference.items() if key.startswith(prefix)}
     with torch.no_grad():
-        tensors[f"{modality}.logits"] = model(**theirs).logits.float().contiguous()
+        tensors[f"{modality}.logits"] = model(**theirs, logits_to_keep=logits_to_keep).logits.float().contiguous()
     tensors[f"{modality}.generated"] = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
     return tensors
 
@@ -41,6 +41,7 @@ def main(argv=None) -> int:
     parser.add_argument("--model", required=True)
     parser.add_argument("--work", required=True, help="folder with the check's image.png, video.npy, prompts.json")
     parser.add_argument("--max-new-tokens", type=int, required=True)
+    parser.add_argument("--logits-to-keep", type=int, required=True, help="compare the logits of the last N positions")
     parser.add_argument("--sys-path", action="append", default=[], help="folders put first on sys.path")
     args = parser.parse_args(argv)
     for folder in reversed(args.sys_path):
@@ -80,14 +81,14 @@ def main(argv=None) -> int:
     inputs = processor.apply_chat_template(
         image_chat, add_generation_prompt=True, tokenize=True, return_dict=True, return_tensors="pt"
     )
-    tensors.update(run_model(model, "image", inputs, reference, args.max_new_tokens))
+    tensors.update(run_model(model, "image", inputs, reference, args.max_new_tokens, args.logits_to_keep))
     if "video" in prompts:
         report["classes"]["video_processor"] = class_path(processor.video_processor)
         video_chat = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": prompts["video"]}]}]
         text = processor.apply_chat_template(video_chat, add_generation_prompt=True, tokenize=False)
         frames = np.load(work / "video.npy", allow_pickle=False)
         inputs = processor(text=text, videos=[frames], do_sample_frames=False, return_tensors="pt")
-        tensors.update(run_model(model, "video", inputs, reference, args.max_new_tokens))
+        tensors.update(run_model(model, "video", inputs, reference, args.max_new_tokens, args.logits_to_keep))
     del model
 
     pipe = pipeline("image-text-to-text", model=args.model, trust_remote_code=True, dtype="auto")

@@ -10,6 +10,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+import transformers
 from huggingface_hub import CommitOperationAdd, CommitOperationDelete, ModelCard
 from safetensors.torch import load_file, save_file
 
@@ -513,6 +514,8 @@ def _digest(folder: Path) -> dict[str, str]:
 
 @pytest.mark.slow
 def test_push_stages_checks_and_uploads_in_one_commit(checkpoint, staged, eval_json, monkeypatch, tmp_path, capsys):
+    _install_oldest_or_skip()
+    monkeypatch.setattr(push, "DEFAULT_CACHE_DIR", REPO_ROOT / ".cache")  # the side install of the version test
     monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
     existing = [
         ".gitattributes",
@@ -524,8 +527,12 @@ def test_push_stages_checks_and_uploads_in_one_commit(checkpoint, staged, eval_j
     ]
     api = FakeHfApi(existing=existing, private=False)
     argv = [str(checkpoint), "--repo-id", REPO_ID, "--revision", "v1", "--create-pr", "--commit-message", "Republish"]
-    argv += ["--max-shard-size", str(SHARD_LIMIT), "--eval-results", str(eval_json)]
+    argv += ["--max-shard-size", str(SHARD_LIMIT), "--eval-results", str(eval_json), "--check-oldest-transformers"]
     assert push.main(argv, api=api) == 0
+    out = capsys.readouterr().out
+    minimum = versions.MIN_TRANSFORMERS_VERSION
+    assert f"load check passed under transformers {transformers.__version__}" in out
+    assert f"load check passed under transformers {minimum}" in out
 
     assert api.names() == ["create_repo", "create_branch", "list_repo_files", "create_commit"]
     assert api.calls[0] == ("create_repo", REPO_ID, {"repo_type": "model", "private": False, "exist_ok": True})
@@ -534,13 +541,13 @@ def test_push_stages_checks_and_uploads_in_one_commit(checkpoint, staged, eval_j
     commit = api.calls[3][2]
     assert commit["commit_message"] == "Republish"
     assert commit["revision"] == "v1" and commit["create_pr"] is True
-    assert "transformers 5." in commit["commit_description"]
+    assert commit["commit_description"].endswith(f"under transformers {transformers.__version__}, {minimum}.")
     deleted = {op.path_in_repo for op in api.operations if isinstance(op, CommitOperationDelete)}
     assert deleted == {"model-00001-of-00009.safetensors", "pytorch_model.bin", "old_helper.py"}
     # the uploaded files are exactly the staged folder (the fixture staged the same checkpoint the same way)
     assert api.uploaded == _digest(staged.path)
     assert not set(api.uploaded) & set(TRAINING_STATE + CREDENTIALS)
-    assert "uploaded: https://huggingface.co/my-org/TowerVision-tiny-ft/commit/0" in capsys.readouterr().out
+    assert "uploaded: https://huggingface.co/my-org/TowerVision-tiny-ft/commit/0" in out
     assert not list(tmp_path.glob("towervision-stage-*"))  # the temporary staging folder is removed
 
 

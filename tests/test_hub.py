@@ -567,6 +567,16 @@ def test_upload_private_refuses_an_existing_public_repo(staged):
     assert "create_commit" not in api.names()
 
 
+def test_push_reports_a_refused_upload(checkpoint, monkeypatch, capsys):
+    monkeypatch.setattr(load_check, "reference_outputs", lambda *args, **kwargs: {})
+    passed = load_check.LoadCheckResult(report={"transformers_version": "5.23.0"})
+    monkeypatch.setattr(load_check, "run_load_check", lambda *args, **kwargs: passed)
+    api = FakeHfApi(private=False)
+    assert push.main([str(checkpoint), "--repo-id", REPO_ID, "--private"], api=api) == 2
+    assert "already exists and is public" in capsys.readouterr().err
+    assert "create_commit" not in api.names()
+
+
 def test_push_refuses_to_upload_what_fails_the_load_check(checkpoint, monkeypatch, capsys):
     monkeypatch.setattr(load_check, "reference_outputs", lambda *args, **kwargs: {})
     failed = load_check.LoadCheckResult(

@@ -173,16 +173,20 @@ def main(argv: list[str] | None = None, api=None) -> int:
 
         api = HfApi()
     versions = ", ".join(result.report["transformers_version"] for result in results)
-    commit = upload_staged(
-        api,
-        staged,
-        args.repo_id,
-        private=args.private,
-        revision=args.revision,
-        create_pr=args.create_pr,
-        commit_message=args.commit_message or f"Upload {Path(args.checkpoint).name} with towervision push",
-        commit_description=f"Staged by `towervision push`; loads with trust_remote_code under transformers {versions}.",
-    )
+    try:
+        commit = upload_staged(
+            api,
+            staged,
+            args.repo_id,
+            private=args.private,
+            revision=args.revision,
+            create_pr=args.create_pr,
+            commit_message=args.commit_message or f"Upload {Path(args.checkpoint).name} with towervision push",
+            commit_description=f"Staged by `towervision push`; loads with trust_remote_code under transformers {versions}.",
+        )
+    except ValueError as error:
+        print(f"towervision push: {error}; the staged folder is {staged.path}", file=sys.stderr)
+        return 2
     print(f"uploaded: {getattr(commit, 'pr_url', None) or getattr(commit, 'commit_url', commit)}")
     if args.stage_dir is None:
         shutil.rmtree(staged.path, ignore_errors=True)

@@ -1,0 +1,417 @@
+# Copyright 2026 The towervision-hf authors. Licensed under the Apache License, Version 2.0.
+"""Train one TowerVision stage with TRL's `SFTTrainer`.
+
+    towervision train recipes/towervision-2b/stage1_projector.yaml
+    towervision train recipes/towervision-2b/stage2_vision.yaml --model_name_or_path outputs/towervision-2b/stage1
+    accelerate launch --config_file recipes/accelerate/fsdp2.yaml -m towervision_hf.train \
+        recipes/towervision-9b/stage2_vision.yaml
+    towervision train recipes/towervision-2b/stage2_vision.yaml --use_peft --lora_r 64
+    towervision merge outputs/towervision-2b/stage2-lora outputs/towervision-2b/stage2-merged
+
+A recipe is a flat YAML of `SFTConfig`, `ModelConfig` (TRL), `DataArguments` and `StageArguments` fields; any of them
+can be overridden on the command line (`--key value`). The stage's model, processor and code files end up in
+`output_dir`, ready for `AutoModelForImageTextToText.from_pretrained(..., trust_remote_code=True)` and for the next
+stage's `--model_name_or_path` (a LoRA run saves an adapter: `towervision merge` it first).
+"""
+
+import argparse
+import json
+import math
+import os
+import sys
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+import torch
+from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
+from transformers.trainer_utils import get_last_checkpoint
+from trl import ModelConfig, SFTConfig, TrlParser, get_peft_config, get_quantization_config
+
+from .training import TowerVisionCollator, TowerVisionSFTTrainer, VisionFeatureCache, apply_module_learning_rates
+from .training.trainer import MODULE_GROUPS, module_group, restore_image_newline
+
+
+# LoRA goes on the language model's attention and MLP projections only: SigLIP has q/k/v_proj too.
+LM_LORA_TARGETS = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
+# Kept in full precision under QLoRA: trained in full (vision tower, projector) or read by the fused LM head.
+QLORA_SKIP_MODULES = ["vision_tower", "multi_modal_projector", "lm_head"]
+TINY_MODEL = "tiny"
+
+
+@dataclass
+class DataArguments:
+    """Where the training rows come from; every source yields rows in the sample schema (`towervision_hf.data`)."""
+
+    dataset: str = field(
+        default="sample:1",
+        metadata={
+            "help": "`sample:1|2|3` (the embedded sample), a data recipe YAML (streamed, see `dataset_stage`), a "
+            "folder written by `towervision data build`, or a `datasets` id / data file in the sample schema."
+        },
+    )
+    dataset_stage: str | None = field(
+        default=None, metadata={"help": "Stage of a data recipe: alignment, vision or video."}
+    )
+    dataset_split: str = field(default="train", metadata={"help": "Split of a `datasets` id or DatasetDict folder."})
+    max_samples: int | None = field(default=None, metadata={"help": "Use only the first N rows."})
+    shuffle_buffer: int = field(
+        default=10_000, metadata={"help": "Shuffle buffer of a streamed data recipe (reseeded every epoch); 0 = off."}
+    )
+
+
+@dataclass
+class StageArguments:
+    """What one stage trains and how its inputs are shaped."""
+
+    vision_lr: float | None = field(
+        default=None, metadata={"help": "Learning rate of the vision tower; 0 freezes it, unset = learning_rate."}
+    )
+    projector_lr: float | None = field(
+        default=None, metadata={"help": "Learning rate of the projector and image newline; 0 freezes them."}
+    )
+    language_lr: float | None = field(
+        default=None, metadata={"help": "Learning rate of the language model (and its tied head); 0 freezes it."}
+    )
+    max_tiles: int | None = field(
+        default=None,
+        metadata={
+            "help": "Most tiles per image (plus the thumbnail), written into model config and processor; unset = keep."
+        },
+    )
+    num_frames: int | None = field(
+        default=None,
+        metadata={"help": "Frames sampled per video, written into model config and processor; unset = keep."},
+    )
+    vision_feature_cache: str | None = field(
+        default=None,
+        metadata={
+            "help": "Folder of a disk cache of frozen vision-tower features (needs vision_lr 0, no FSDP/ZeRO-3)."
+        },
+    )
+    over_length: str = field(
+        default="skip",
+        metadata={
+            "help": "Samples over max_length: skip (dropped and counted) or error.",
+            "choices": ["skip", "error"],
+        },
+    )
+    model_code: str = field(
+        default="package",
+        metadata={
+            "help": "package: this package's classes; checkpoint: the checkpoint's own remote code "
+            "(needs trust_remote_code).",
+            "choices": ["package", "checkpoint"],
+        },
+    )
+
+    @property
+    def learning_rates(self) -> dict[str, float | None]:
+        return {"vision": self.vision_lr, "projector": self.projector_lr, "language": self.language_lr}
+
+
+def resolve_recipe(recipe: str) -> str:
+    """A recipe path, or the name of a recipe shipped with the package (`tiny/stage1_projector.yaml`)."""
+    if os.path.isfile(recipe):
+        return recipe
+    packaged = resources.files("towervision_hf") / "recipes" / recipe
+    if packaged.is_file():
+        return str(packaged)
+    raise ValueError(
+        f"recipe {recipe!r} is neither a file nor a recipe shipped with towervision_hf (e.g. tiny/stage1_projector.yaml)"
+    )
+
+
+def parse_args(argv: list[str]) -> tuple[DataArguments, StageArguments, SFTConfig, ModelConfig]:
+    """`RECIPE [--key value ...]` (or `--config RECIPE ...`) into the four argument dataclasses."""
+    argv = list(argv)
+    if argv and not argv[0].startswith("-"):
+        argv = ["--config", resolve_recipe(argv[0]), *argv[1:]]
+    parser = TrlParser((DataArguments, StageArguments, SFTConfig, ModelConfig))
+    return parser.parse_args_and_config(argv)
+
+
+def _torch_dtype(name: str | None):
+    return name if name in (None, "auto") else getattr(torch, name)
+
+
+def qlora_quantization_config(model_args: ModelConfig):
+    """bitsandbytes 4-/8-bit config for `--load_in_4bit` / `--load_in_8bit` (QLoRA, CUDA only), or None.
+
+    Only the language model is quantized: the vision tower, the projector (trained in full) and the LM head (read
+    by TRL's fused loss) stay in `dtype`.
+    """
+    quantization_config = get_quantization_config(model_args)
+    if quantization_config is not None:
+        quantization_config.llm_int8_skip_modules = QLORA_SKIP_MODULES
+    return quantization_config
+
+
+def load_model_and_processor(model_args: ModelConfig, stage_args: StageArguments, training_args: SFTConfig):
+    """The model and processor named by `model_args.model_name_or_path` (`tiny` builds the tiny test model)."""
+    path = model_args.model_name_or_path
+    if path is None:
+        raise ValueError("model_name_or_path is not set (a checkpoint folder, a Hub id, or `tiny`)")
+    if path == TINY_MODEL:
+        from .init_model import build_tiny
+
+        return build_tiny(seed=training_args.seed)
+
+    kwargs = {
+        "revision": model_args.model_revision,
+        "trust_remote_code": training_args.trust_remote_code,
+        "dtype": _torch_dtype(model_args.dtype),
+    }
+    if model_args.attn_implementation is not None:
+        kwargs["attn_implementation"] = model_args.attn_implementation
+    quantization_config = qlora_quantization_config(model_args)
+    if quantization_config is not None:
+        from accelerate import PartialState
+
+        kwargs["quantization_config"] = quantization_config
+        kwargs["device_map"] = {"": PartialState().local_process_index}
+    if stage_args.model_code == "checkpoint":
+        if not training_args.trust_remote_code:
+            raise ValueError("model_code: checkpoint runs the checkpoint's own code; pass --trust_remote_code true")
+        from transformers.dynamic_module_utils import get_class_from_dynamic_module
+
+        config = AutoConfig.from_pretrained(path, revision=model_args.model_revision, trust_remote_code=True)
+        class_reference = (getattr(config, "auto_map", None) or {}).get("AutoModelForImageTextToText")
+        if class_reference is None:
+            raise ValueError(f"{path} has no AutoModelForImageTextToText in config.auto_map: it ships no remote code")
+        model_class = get_class_from_dynamic_module(class_reference, path, revision=model_args.model_revision)
+        model = model_class.from_pretrained(path, **kwargs)
+    else:
+        model = AutoModelForImageTextToText.from_pretrained(path, **kwargs)
+    processor = AutoProcessor.from_pretrained(
+        path, revision=model_args.model_revision, trust_remote_code=training_args.trust_remote_code
+    )
+    return model, processor
+
+
+def apply_stage_layout(model, processor, stage_args: StageArguments) -> None:
+    """Write the stage's image grid (`max_tiles`) and frame count (`num_frames`) into the model config and the
+    processor alike, so that they agree during training and in the saved checkpoint (stage 1 saves a one-tile
+    model, stage 2 widens it back to 6 tiles, and the final checkpoint samples the frames it was trained on)."""
+    from .tiling_towervision import default_grid_pinpoints
+
+    config = model.config
+    if stage_args.max_tiles is not None:
+        pinpoints = default_grid_pinpoints(stage_args.max_tiles, config.tile_size)
+        config.max_tiles, config.image_grid_pinpoints = stage_args.max_tiles, pinpoints
+        processor.image_processor.max_tiles = stage_args.max_tiles
+        processor.image_processor.image_grid_pinpoints = pinpoints
+    if stage_args.num_frames is not None:
+        config.num_frames = processor.video_processor.num_frames = stage_args.num_frames
+
+
+def load_train_dataset(data_args: DataArguments, seed: int = 0):
+    """The training rows (a `Dataset`, or a shuffled `IterableDataset` for a data recipe)."""
+    import datasets
+
+    name = data_args.dataset
+    if name.startswith("sample:"):
+        from .data import load_sample
+
+        dataset = load_sample(int(name.split(":", 1)[1]))
+    elif name.endswith((".yaml", ".yml")):
+        from .data.mixture import load_mixture
+
+        dataset = load_mixture(name, stage=data_args.dataset_stage)
+        if data_args.shuffle_buffer:
+            dataset = dataset.shuffle(seed=seed, buffer_size=data_args.shuffle_buffer)
+    elif any((Path(name) / marker).is_file() for marker in ("dataset_info.json", "dataset_dict.json")):
+        dataset = datasets.load_from_disk(name)
+        if isinstance(dataset, datasets.DatasetDict):
+            dataset = dataset[data_args.dataset_split]
+    else:
+        dataset = datasets.load_dataset(name, split=data_args.dataset_split)
+    if data_args.max_samples is not None:
+        if isinstance(dataset, datasets.IterableDataset):
+            dataset = dataset.take(data_args.max_samples)
+        else:
+            dataset = dataset.select(range(min(data_args.max_samples, len(dataset))))
+    return dataset
+
+
+def recipe_steps(data_args: DataArguments, training_args: SFTConfig) -> int:
+    """Optimizer steps for `num_train_epochs` over a streamed data recipe, from its sources' sample counts."""
+    from accelerate import PartialState
+
+    from .data.mixture import load_recipe
+
+    recipe = load_recipe(data_args.dataset)
+    stage = data_args.dataset_stage or next(iter(recipe.stages))
+    rows = sum(source.samples for source in recipe.active_sources(stage))
+    if data_args.max_samples is not None:
+        rows = min(rows, data_args.max_samples)
+    global_batch = (
+        training_args.per_device_train_batch_size
+        * training_args.gradient_accumulation_steps
+        * PartialState().num_processes
+    )
+    return max(1, math.ceil(rows * training_args.num_train_epochs / global_batch))
+
+
+def apply_lora(model, model_args: ModelConfig, stage_args: StageArguments):
+    """Wrap `model` with LoRA on the language model; projector (and a trained vision tower) fully trained and saved.
+
+    The image newline is a bare parameter that peft cannot put in `modules_to_save`: it stays trainable with the
+    projector and the trainer saves it beside the adapter (`image_newline.safetensors`; `towervision merge` and
+    resuming restore it).
+    """
+    from peft import get_peft_model, prepare_model_for_kbit_training
+
+    rates = stage_args.learning_rates
+    peft_config = get_peft_config(model_args)
+    if model_args.lora_target_modules is None:
+        peft_config.target_modules = LM_LORA_TARGETS
+    modules_to_save = list(model_args.lora_modules_to_save or [])
+    for group, module in (("projector", "multi_modal_projector"), ("vision", "vision_tower")):
+        if rates[group] != 0 and module not in modules_to_save:
+            modules_to_save.append(module)
+    peft_config.modules_to_save = modules_to_save or None
+    if getattr(model, "is_loaded_in_4bit", False) or getattr(model, "is_loaded_in_8bit", False):
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    model = get_peft_model(model, peft_config)
+    model.get_base_model().model.image_newline.requires_grad_(rates["projector"] != 0)
+    return model
+
+
+def trainable_parameters(model) -> dict[str, int]:
+    counts = dict.fromkeys(MODULE_GROUPS, 0)
+    for name, param in model.named_parameters():
+        if param.requires_grad:
+            counts[module_group(name)] += param.numel()
+    return counts
+
+
+def is_sharded(training_args: SFTConfig) -> bool:
+    """Whether parameters are sharded across ranks (FSDP, DeepSpeed ZeRO-3): every rank must run every module."""
+    fsdp = bool(training_args.fsdp) or os.environ.get("ACCELERATE_USE_FSDP", "false").lower() in ("1", "true")
+    plugin = training_args.deepspeed_plugin
+    return fsdp or (plugin is not None and plugin.zero_stage == 3)
+
+
+def build_trainer(data_args, stage_args, training_args, model_args) -> TowerVisionSFTTrainer:
+    """Model, processor, data and collator for one stage, wired into a [`TowerVisionSFTTrainer`]."""
+    # Our collator reads the raw schema rows: keep every column and let it tokenize on the fly.
+    training_args.remove_unused_columns = False
+    training_args.dataset_kwargs = {**(training_args.dataset_kwargs or {}), "skip_prepare_dataset": True}
+    sharded = is_sharded(training_args)
+    model, processor = load_model_and_processor(model_args, stage_args, training_args)
+    apply_stage_layout(model, processor, stage_args)
+    apply_module_learning_rates(model, stage_args.learning_rates)
+    if model_args.use_peft:
+        model = apply_lora(model, model_args, stage_args)
+    feature_cache = None
+    if stage_args.vision_feature_cache:
+        if sharded:
+            raise ValueError(
+                "vision_feature_cache skips the vision tower, which FSDP / ZeRO-3 must run on every rank; use DDP"
+            )
+        feature_cache = VisionFeatureCache(stage_args.vision_feature_cache).attach(model)
+    train_dataset = load_train_dataset(data_args, seed=training_args.seed)
+    if data_args.dataset.endswith((".yaml", ".yml")):
+        if training_args.max_steps <= 0:
+            training_args.max_steps = recipe_steps(data_args, training_args)
+        # Every process reads the stream and keeps its own batches: dispatching from the main process would
+        # concatenate batches of different sequence lengths and tile counts.
+        training_args.accelerator_config.dispatch_batches = False
+    collator = TowerVisionCollator(
+        processor,
+        max_length=training_args.max_length,
+        over_length=stage_args.over_length,
+        include_vision_in_every_batch=sharded,
+    )
+    trainer = TowerVisionSFTTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=train_dataset,
+        processing_class=processor,
+        data_collator=collator,
+        module_learning_rates=stage_args.learning_rates,
+    )
+    trainer.feature_cache = feature_cache
+    return trainer
+
+
+def resolve_resume(training_args: SFTConfig) -> str | None:
+    """`resume_from_checkpoint`: a checkpoint folder, or `last` / `true` for the newest one in output_dir."""
+    resume = training_args.resume_from_checkpoint
+    if resume is None or str(resume).lower() in ("false", ""):
+        return None
+    if str(resume).lower() in ("last", "true"):
+        last = get_last_checkpoint(training_args.output_dir) if os.path.isdir(training_args.output_dir) else None
+        if last is None:
+            raise ValueError(f"resume_from_checkpoint={resume!r} but {training_args.output_dir} holds no checkpoint-*")
+        return last
+    return resume
+
+
+def run(argv: list[str]) -> TowerVisionSFTTrainer:
+    """Parse, train and save one stage; returns the trainer (state, log history, model)."""
+    data_args, stage_args, training_args, model_args = parse_args(argv)
+    trainer = build_trainer(data_args, stage_args, training_args, model_args)
+    trainer.train(resume_from_checkpoint=resolve_resume(training_args))
+    trainer.save_model(training_args.output_dir)
+    if trainer.is_world_process_zero():
+        summary = {
+            "global_step": trainer.state.global_step,
+            "skipped_over_length": trainer.skipped_over_length,
+            "trainable_parameters": trainable_parameters(trainer.model),
+        }
+        if trainer.feature_cache is not None:
+            cache = trainer.feature_cache
+            summary["vision_feature_cache"] = {"folder": str(cache.folder), "hits": cache.hits, "misses": cache.misses}
+        with open(os.path.join(training_args.output_dir, "train_summary.json"), "w") as handle:
+            json.dump(summary, handle, indent=2)
+        if trainer.skipped_over_length:
+            print(f"skipped {trainer.skipped_over_length} samples longer than max_length={training_args.max_length}")
+        print(f"saved to {os.path.abspath(training_args.output_dir)}")
+    return trainer
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`towervision train RECIPE [--key value ...]`."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(__doc__)
+        if argv:
+            TrlParser((DataArguments, StageArguments, SFTConfig, ModelConfig)).print_help()
+        return 0
+    run(argv)
+    return 0
+
+
+def merge_main(argv: list[str] | None = None) -> int:
+    """`towervision merge ADAPTER_DIR OUT [--base MODEL]`: fold a LoRA adapter (and its image newline) into a plain
+    checkpoint that loads with `AutoModelForImageTextToText` + trust_remote_code."""
+    parser = argparse.ArgumentParser(prog="towervision merge", description=merge_main.__doc__)
+    parser.add_argument("adapter_dir", help="output_dir of a --use_peft run (adapter_config.json, adapter weights)")
+    parser.add_argument("out", help="folder for the merged checkpoint")
+    parser.add_argument("--base", help="base model (default: base_model_name_or_path of the adapter config)")
+    parser.add_argument("--dtype", default="auto", choices=["auto", "bfloat16", "float16", "float32"])
+    args = parser.parse_args(argv)
+    from peft import PeftConfig, PeftModel
+
+    base = args.base or PeftConfig.from_pretrained(args.adapter_dir).base_model_name_or_path
+    if not base or base == TINY_MODEL:
+        raise ValueError(f"the adapter in {args.adapter_dir} names no loadable base model; pass --base")
+    # the stage's config (saved beside the adapter) carries its image grid and frame count
+    config_dir = args.adapter_dir if (Path(args.adapter_dir) / "config.json").is_file() else base
+    config = AutoConfig.from_pretrained(config_dir, trust_remote_code=True)
+    model = AutoModelForImageTextToText.from_pretrained(
+        base, config=config, dtype=_torch_dtype(args.dtype), trust_remote_code=True
+    )
+    model = PeftModel.from_pretrained(model, args.adapter_dir).merge_and_unload()
+    restore_image_newline(model, args.adapter_dir)
+    model.save_pretrained(args.out)
+    processor_source = args.adapter_dir if (Path(args.adapter_dir) / "processor_config.json").is_file() else base
+    AutoProcessor.from_pretrained(processor_source, trust_remote_code=True).save_pretrained(args.out)
+    print(f"merged {args.adapter_dir} into {base}: {os.path.abspath(args.out)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,146 @@
+"""`SFTTrainer` for TowerVision: per-module learning rates (vision / projector / language, 0 = frozen), logging of
+the samples the collator skipped, and the image newline saved next to LoRA adapters."""
+
+import os
+import re
+
+import torch
+from safetensors.torch import load_file, save_file
+from trl import SFTTrainer
+
+from .collator import SKIPPED_KEY
+
+
+# Optimizer groups: the projector group holds the image newline, the language group the LM (and its tied head).
+MODULE_GROUPS = ("language", "projector", "vision")
+NEWLINE_FILE = "image_newline.safetensors"
+_VISION = re.compile(r"(^|\.)vision_tower\.")
+_PROJECTOR = re.compile(r"(^|\.)(multi_modal_projector\.|image_newline$)")
+
+
+def module_group(parameter_name: str) -> str:
+    """`"vision"`, `"projector"` or `"language"` for a parameter name (plain, peft- or FSDP-prefixed)."""
+    if _VISION.search(parameter_name):
+        return "vision"
+    if _PROJECTOR.search(parameter_name):
+        return "projector"
+    return "language"
+
+
+def apply_module_learning_rates(model: torch.nn.Module, learning_rates: dict[str, float | None]) -> dict[str, int]:
+    """Freeze every parameter whose group has learning rate 0 and unfreeze the others; trainable counts per group."""
+    trainable = dict.fromkeys(MODULE_GROUPS, 0)
+    for name, param in model.named_parameters():
+        group = module_group(name)
+        param.requires_grad_(learning_rates.get(group) != 0)
+        trainable[group] += param.numel() if param.requires_grad else 0
+    return trainable
+
+
+def find_image_newline(model: torch.nn.Module) -> torch.nn.Parameter | None:
+    for name, param in model.named_parameters():
+        if name.endswith("model.image_newline"):
+            return param
+    return None
+
+
+class TowerVisionSFTTrainer(SFTTrainer):
+    r"""
+    [`~trl.SFTTrainer`] with TowerVision's per-module learning rates.
+
+    Args:
+        module_learning_rates (`dict[str, float | None]`, *optional*):
+            Learning rate per group of [`MODULE_GROUPS`]; `None` (or a missing group) uses `args.learning_rate`.
+            Frozen groups (rate 0) must already have `requires_grad=False` (see [`apply_module_learning_rates`]).
+        *args, **kwargs: passed to [`~trl.SFTTrainer`].
+
+    Also logs `skipped_over_length` (samples the [`TowerVisionCollator`] dropped so far, over all processes) and, with
+    a peft model, saves the stage's model config and the trained image newline (a bare parameter peft cannot save,
+    as `image_newline.safetensors`) beside the adapter, and restores the newline when resuming.
+    """
+
+    def __init__(self, *args, module_learning_rates: dict[str, float | None] | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.module_learning_rates = dict(module_learning_rates or {})
+        self.skipped_over_length = 0
+
+    def create_optimizer(self, model=None):
+        if self.optimizer is not None:
+            return self.optimizer
+        opt_model = self.model if model is None else model
+        decay_parameters = set(self.get_decay_parameter_names(opt_model))
+        grouped: dict[tuple[str, bool], list[torch.nn.Parameter]] = {}
+        for name, param in opt_model.named_parameters():
+            if param.requires_grad:
+                grouped.setdefault((module_group(name), name in decay_parameters), []).append(param)
+        optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, opt_model)
+        if {"params", "model", "optimizer_dict"} & set(optimizer_kwargs):
+            raise ValueError(
+                f"optim={self.args.optim!r} builds its own parameter groups; per-module learning rates need another optimizer"
+            )
+        param_groups = [
+            {
+                "params": params,
+                "weight_decay": self.args.weight_decay if decay else 0.0,
+                "lr": self._group_learning_rate(group),
+                "name": f"{group}{'' if decay else '_no_decay'}",
+            }
+            for group in MODULE_GROUPS
+            for (name, decay), params in grouped.items()
+            if name == group
+        ]
+        self.optimizer = optimizer_cls(param_groups, **optimizer_kwargs)
+        return self.optimizer
+
+    def _group_learning_rate(self, group: str) -> float:
+        rate = self.module_learning_rates.get(group)
+        return self.args.learning_rate if rate is None else rate
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        skipped = inputs.pop(SKIPPED_KEY, None)
+        if skipped is not None and model.training:
+            skipped = torch.as_tensor(skipped, device=self.accelerator.device).reshape(1)
+            self.skipped_over_length += int(self.accelerator.gather_for_metrics(skipped).sum())
+        return super().compute_loss(
+            model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch
+        )
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        if self.model.training:
+            logs["skipped_over_length"] = self.skipped_over_length
+            if self.optimizer is not None and "loss" in logs:
+                for group in self.optimizer.param_groups:
+                    if not group.get("name", "").endswith("_no_decay"):
+                        logs[f"learning_rate_{group['name']}"] = group["lr"]
+        super().log(logs, start_time)
+
+    def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
+        super()._save(output_dir, state_dict=state_dict)
+        model = self.accelerator.unwrap_model(self.model)
+        if not (self.args.should_save and hasattr(model, "peft_config")):
+            return
+        # A LoRA run saves an adapter: the stage's config (image grid, frames) and the trained newline go beside it.
+        output_dir = output_dir if output_dir is not None else self.args.output_dir
+        model.get_base_model().config.save_pretrained(output_dir)
+        newline = find_image_newline(model)
+        if newline is not None and newline.requires_grad:
+            if state_dict is not None:
+                newline = next(
+                    (value for key, value in state_dict.items() if key.endswith("model.image_newline")), newline
+                )
+            save_file({"image_newline": newline.detach().cpu().contiguous()}, os.path.join(output_dir, NEWLINE_FILE))
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
+        super()._load_from_checkpoint(resume_from_checkpoint, model=model)
+        restore_image_newline(model if model is not None else self.model, resume_from_checkpoint)
+
+
+def restore_image_newline(model: torch.nn.Module, directory) -> bool:
+    """Copy `directory/image_newline.safetensors` (saved beside a LoRA adapter) into the model; False if absent."""
+    path = os.path.join(directory, NEWLINE_FILE)
+    newline = find_image_newline(model)
+    if not os.path.isfile(path) or newline is None:
+        return False
+    with torch.no_grad():
+        newline.copy_(load_file(path)["image_newline"].to(newline.device, newline.dtype))
+    return True

@@ -75,7 +75,9 @@ def test_batch_is_padded_with_zero_patches_like_the_release(processor):
 def test_other_normalisation_stays_exact():
     image = random_image(130, 90)
     expected = release_processor(mean=CLIP_MEAN, std=CLIP_STD)(image, return_tensors="pt")
-    ours = TowerVisionImageProcessor(tile_size=TILE, image_mean=CLIP_MEAN, image_std=CLIP_STD)(image, return_tensors="pt")
+    ours = TowerVisionImageProcessor(tile_size=TILE, image_mean=CLIP_MEAN, image_std=CLIP_STD)(
+        image, return_tensors="pt"
+    )
     assert torch.equal(ours.pixel_values, expected.pixel_values)
 
 
@@ -187,7 +189,11 @@ def test_do_pad_false_returns_one_tensor_per_image(processor):
 def test_saved_config_round_trips(processor, tmp_path):
     processor.save_pretrained(tmp_path)
     loaded = TowerVisionImageProcessor.from_pretrained(tmp_path)
-    assert (loaded.tile_size, loaded.max_tiles, loaded.image_grid_pinpoints) == (TILE, 6, processor.image_grid_pinpoints)
+    assert (loaded.tile_size, loaded.max_tiles, loaded.image_grid_pinpoints) == (
+        TILE,
+        6,
+        processor.image_grid_pinpoints,
+    )
     image = random_image(70, 20)
     assert torch.equal(loaded(image).pixel_values, processor(image).pixel_values)
 
@@ -222,3 +228,10 @@ def test_decompression_bombs_are_refused(processor, monkeypatch):
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 64x64 > 2 x 1000 pixels: PIL refuses to decode
     with pytest.raises(ValueError, match="too large to decode safely"):
         processor(data)
+
+
+def test_a_file_that_is_not_an_image_raises_value_error(processor, tmp_path):
+    path = tmp_path / "notes.png"
+    path.write_text("not an image")
+    with pytest.raises(ValueError, match=f"Image file {path} could not be decoded as an image"):
+        processor(str(path))

@@ -15,6 +15,9 @@ from PIL import Image
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from transformers import (
+    AutoModel,
+    AutoModelForImageTextToText,
+    AutoModelForMultimodalLM,
     Gemma2ForCausalLM,
     LlavaNextConfig,
     LlavaNextForConditionalGeneration,
@@ -27,7 +30,7 @@ from transformers import (
     LlavaOnevisionVideoProcessor,
 )
 
-from towervision_hf import TowerVisionForConditionalGeneration
+from towervision_hf import TowerVisionForConditionalGeneration, TowerVisionModel
 from towervision_hf.tiling_towervision import anyres_grid_shape
 from towervision_hf.tiny import TINY_PATCH_SIZE, TINY_TILE_SIZE, tiny_config
 
@@ -107,7 +110,9 @@ def llava_next(model, config):
 @pytest.fixture(scope="module")
 def llava_onevision(model, config):
     native = LlavaOnevisionConfig(
-        image_token_index=config.image_token_id, video_token_index=config.video_token_id, **native_config_kwargs(config)
+        image_token_index=config.image_token_id,
+        video_token_index=config.video_token_id,
+        **native_config_kwargs(config),
     )
     reference = LlavaOnevisionForConditionalGeneration._from_config(native, attn_implementation="eager").eval()
     reference.load_state_dict(model.state_dict())
@@ -125,7 +130,10 @@ def next_processor(tokenizer, config):
         do_center_crop=False,
     )
     return LlavaNextProcessor(
-        image_processor=image_processor, tokenizer=tokenizer, patch_size=TINY_PATCH_SIZE, vision_feature_select_strategy="full"
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        patch_size=TINY_PATCH_SIZE,
+        vision_feature_select_strategy="full",
     )
 
 
@@ -145,7 +153,9 @@ def onevision_processor(tokenizer, config):
 
 def image_batch(processor, sizes, seed=0):
     images = [random_image(h, w, seed + i) for i, (h, w) in enumerate(sizes)]
-    prompts = ["<bos>Look: <image> what is it?", "<bos><image>\nDescribe this picture in detail, please."][: len(images)]
+    prompts = ["<bos>Look: <image> what is it?", "<bos><image>\nDescribe this picture in detail, please."][
+        : len(images)
+    ]
     return processor(images=images, text=prompts, return_tensors="pt", padding=True)
 
 
@@ -269,7 +279,9 @@ def test_loss_is_computed_on_softcapped_logits_like_trl_fused_head(model, images
         raw_logits = hidden @ big.lm_head.weight.T
 
     def shifted_cross_entropy(logits):
-        return torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1), labels[:, 1:].flatten(), ignore_index=-100)
+        return torch.nn.functional.cross_entropy(
+            logits[:, :-1].flatten(0, 1), labels[:, 1:].flatten(), ignore_index=-100
+        )
 
     assert torch.allclose(loss, shifted_cross_entropy(softcap(raw_logits)), atol=TOLERANCE)
     assert (loss - shifted_cross_entropy(raw_logits)).abs() > 1.0
@@ -280,8 +292,9 @@ def test_loss_is_computed_on_softcapped_logits_like_trl_fused_head(model, images
     assert torch.allclose(fused_loss, loss, atol=TOLERANCE)
 
 
-def test_training_step_reaches_projector_and_newline(model, images_inputs):
+def test_training_step_with_checkpointing_reaches_projector_and_newline(model, images_inputs):
     trainable = build_model(model.config, model.state_dict()).train()
+    trainable.activation_checkpointing_enable()  # TRL checkpoints activations by default
     labels = images_inputs["input_ids"].masked_fill(images_inputs["attention_mask"] == 0, -100)
     trainable(**images_inputs, labels=labels, use_cache=False).loss.backward()
     assert trainable.model.image_newline.grad.abs().sum() > 0
@@ -333,12 +346,19 @@ def error_cases(images_inputs, multi_image_inputs, video_inputs, config):
             {"input_ids": image_ids, "attention_mask": images_inputs["attention_mask"]},
             rf"{num_features} <image> tokens but pixel_values was not given",
         ),
-        "image_sizes length": ({**images_inputs, "image_sizes": images_inputs["image_sizes"][:1]}, "image_sizes has 1 entries"),
+        "image_sizes length": (
+            {**images_inputs, "image_sizes": images_inputs["image_sizes"][:1]},
+            "image_sizes has 1 entries",
+        ),
         "images swapped between samples": ({**images_inputs, **flipped}, "not grouped per image"),
-        "batch_num_images total": ({**multi_image_inputs, "batch_num_images": torch.tensor([1, 1])}, "adds up to 2 images"),
+        "batch_num_images total": (
+            {**multi_image_inputs, "batch_num_images": torch.tensor([1, 1])},
+            "adds up to 2 images",
+        ),
         "missing video token": (
             without_first_placeholder(video_inputs, config.video_token_id),
-            rf"^Video features and video tokens do not match, tokens: {num_video_features - 1}, features: {num_video_features}",
+            rf"^Video features and video tokens do not match, tokens: {num_video_features - 1}, "
+            rf"features: {num_video_features}",
         ),
     }
 
@@ -377,11 +397,14 @@ def test_save_pretrained_ties_head_and_exports_code(model, images_inputs, tmp_pa
         saved = set(weights.keys())
     assert "lm_head.weight" not in saved
     assert {"model.image_newline", "model.multi_modal_projector.linear_2.weight"} <= saved
-    assert {"configuration_towervision.py", "modeling_towervision.py", "tiling_towervision.py"} <= set(os.listdir(tmp_path))
+    assert {"configuration_towervision.py", "modeling_towervision.py", "tiling_towervision.py"} <= set(
+        os.listdir(tmp_path)
+    )
     auto_map = json.loads((tmp_path / "config.json").read_text())["auto_map"]
     assert {"AutoConfig", "AutoModel", "AutoModelForImageTextToText"} <= set(auto_map)
 
-    loaded = TowerVisionForConditionalGeneration.from_pretrained(tmp_path, attn_implementation="eager").eval()
+    loaded = AutoModelForImageTextToText.from_pretrained(tmp_path, attn_implementation="eager").eval()
+    assert type(loaded) is TowerVisionForConditionalGeneration
     assert loaded.lm_head.weight is loaded.model.language_model.embed_tokens.weight
     with torch.no_grad():
         assert torch.equal(loaded(**images_inputs).logits, model(**images_inputs).logits)
@@ -407,6 +430,11 @@ print(type(config).__name__, type(backbone).__name__, type(model).__module__)
 """
 
 
+def test_auto_classes_resolve_in_process(config):
+    assert AutoModel.from_config(copy.deepcopy(config)).__class__ is TowerVisionModel
+    assert AutoModelForMultimodalLM.from_config(copy.deepcopy(config)).__class__ is TowerVisionForConditionalGeneration
+
+
 @pytest.mark.slow
 def test_remote_code_loads_without_package(model, images_inputs, tmp_path):
     model.save_pretrained(tmp_path / "checkpoint")
@@ -415,7 +443,13 @@ def test_remote_code_loads_without_package(model, images_inputs, tmp_path):
     env.update(HF_HUB_OFFLINE="1", HF_MODULES_CACHE=str(tmp_path / "modules"))
     args = [str(tmp_path / name) for name in ("checkpoint", "inputs.safetensors", "outputs.safetensors")]
     result = subprocess.run(
-        [sys.executable, "-c", REMOTE_SCRIPT, *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
+        [sys.executable, "-c", REMOTE_SCRIPT, *args],
+        check=False,
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert result.returncode == 0, result.stderr
     config_name, backbone_name, module = result.stdout.split()[-3:]

@@ -27,17 +27,36 @@ def all_frames(video_files):
 
 
 def reference_processor():
-    return LlavaOnevisionVideoProcessor(size={"height": SIDE, "width": SIDE}, image_mean=[0.5] * 3, image_std=[0.5] * 3)
+    return LlavaOnevisionVideoProcessor(
+        size={"height": SIDE, "width": SIDE}, image_mean=[0.5] * 3, image_std=[0.5] * 3
+    )
 
 
 @pytest.mark.parametrize(
     "indices",
-    [[0], [74], [0, 9, 10, 11, 74], [5, 5, 6, 40, 40, 73], list(range(75)), np.linspace(0, 74, 32).round().astype(int).tolist()],
+    [
+        [0],
+        [74],
+        [0, 9, 10, 11, 74],
+        [5, 5, 6, 40, 40, 73],
+        list(range(75)),
+        np.linspace(0, 74, 32).round().astype(int).tolist(),
+    ],
 )
 def test_seeking_decoder_returns_exactly_the_requested_frames(video_files, all_frames, indices):
     frames, metadata = read_video_pyav(video_files["clip"], lambda metadata: indices)
     assert np.array_equal(frames, all_frames[indices])
     assert metadata.frames_indices.tolist() == indices
+
+
+@pytest.mark.parametrize("source", ["path", "bytes"])
+def test_parallel_decoding_is_exact(video_files, all_frames, monkeypatch, source):
+    monkeypatch.setattr(video_processing_towervision.os, "cpu_count", lambda: 3)  # 3 threads of 10 targets
+    indices = np.linspace(0, 74, 30).round().astype(int).tolist()
+    with open(video_files["clip"], "rb") as file:
+        video = video_files["clip"] if source == "path" else file.read()
+    frames, _ = read_video_pyav(video, lambda metadata: indices)
+    assert np.array_equal(frames, all_frames[indices])
 
 
 def test_decoder_matches_transformers_load_video(video_files):
@@ -94,9 +113,13 @@ def test_every_input_form_gives_the_same_pixels(processor, video_files, all_fram
     indices = np.linspace(0, 74, 8).round().astype(int)
     frames = all_frames[indices]
     for video, sample in [(data, True), (all_frames, True), (torch.from_numpy(all_frames.copy()), True)]:
-        assert torch.equal(processor(video, do_sample_frames=sample, return_tensors="pt").pixel_values_videos, expected)
+        assert torch.equal(
+            processor(video, do_sample_frames=sample, return_tensors="pt").pixel_values_videos, expected
+        )
     pil_frames = [Image.fromarray(frame) for frame in frames]
-    assert torch.equal(processor(pil_frames, do_sample_frames=False, return_tensors="pt").pixel_values_videos, expected)
+    assert torch.equal(
+        processor(pil_frames, do_sample_frames=False, return_tensors="pt").pixel_values_videos, expected
+    )
 
 
 def test_short_clips_repeat_frames_instead_of_failing(processor):
@@ -156,3 +179,10 @@ def test_truncated_file_raises_value_error(processor, video_files):
         data = file.read()
     with pytest.raises(ValueError, match="Video bytes .* could not be"):
         processor(data[: len(data) // 2])
+
+
+def test_a_file_that_is_not_a_video_raises_value_error(processor, tmp_path):
+    path = tmp_path / "notes.mp4"
+    path.write_text("not a video")
+    with pytest.raises(ValueError, match=f"Video file {path} could not be opened as a video"):
+        processor(str(path))

@@ -2,8 +2,10 @@
 """Image processor for TowerVision: LLaVA-NeXT anyres tiling (<= `max_tiles` tiles + a global thumbnail).
 
 The released checkpoints were preprocessed by transformers 4.52's PIL-based `LlavaNextImageProcessor`; transformers
-5.x reproduces it as `LlavaNextImageProcessorPil`. This processor gives the same pixel values (bicubic resizes done
-by Pillow on 8-bit images, everything else in torch with the same float32 arithmetic) several times faster.
+5.x reproduces it as `LlavaNextImageProcessorPil`. This processor gives the same pixel values, bit for bit, several
+times faster: the bicubic resizes run in Pillow on 8-bit images exactly as there, the padding and tiling are array
+views, rescaling and normalisation use the same float32 operations, and images are processed in parallel threads
+(Pillow and numpy release the GIL).
 """
 
 import io
@@ -63,7 +65,7 @@ def to_rgb_image(image) -> Image.Image:
     """An RGB PIL image from a PIL image, a numpy array or a torch tensor (HWC, CHW or HW).
 
     * EXIF orientation is applied; an animated image contributes its first frame.
-    * Transparency (RGBA, LA, PA, P/L/RGB with a transparent colour) is composited on white, as transformers'
+    * Transparency (RGBA, LA, PA, P or L with a transparent colour) is composited on white, as transformers'
       `convert_to_rgb` does; CMYK, YCbCr, LAB, HSV, 1, L and P go through PIL's `convert("RGB")`.
     * 16-bit images (PIL modes I;16*, I, numpy uint16) are scaled to 8 bits (value / 257, rounded); 32-bit float
       images (mode F) are clipped to [0, 255].
@@ -151,7 +153,7 @@ class TowerVisionImageProcessor(TorchvisionBackend):
 
     Outputs: `pixel_values` `(num_images, max_patches, 3, tile_size, tile_size)` float32, zero-padded on the patch
     axis; `image_sizes` `(num_images, 2)` as (height, width) after EXIF orientation; `batch_num_images`
-    `(num_samples_with_images,)`; and `image_max_tiles` `(num_images,)` when `max_tiles` was given at call time.
+    `(num_samples_with_images,)`; and `image_max_tiles` `(num_images,)` when a call lowers `max_tiles`.
 
     Inputs may be PIL images, numpy arrays or torch tensors (HWC, CHW or HW), or local paths / encoded bytes (see
     `to_rgb_image` for mode conversions). Undecodable, empty or oversized images raise a `ValueError` naming them.
@@ -242,7 +244,9 @@ class TowerVisionImageProcessor(TorchvisionBackend):
         new_height, new_width = resize_within((image.height, image.width), (rows * tile, cols * tile))
         top, left = (rows * tile - new_height) // 2, (cols * tile - new_width) // 2
         canvas = np.zeros((rows * tile, cols * tile, 3), dtype=np.uint8)
-        canvas[top : top + new_height, left : left + new_width] = image.resize((new_width, new_height), resample=resample)
+        canvas[top : top + new_height, left : left + new_width] = image.resize(
+            (new_width, new_height), resample=resample
+        )
         # (rows * T, cols * T, 3) -> (rows, T, cols, T, 3): tile (r, c) is [r, :, c], taken in row-major order
         canvas = canvas.reshape(rows, tile, cols, tile, 3)
         thumbnail = np.asarray(image.resize((tile, tile), resample=resample))

@@ -19,14 +19,13 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-
 from transformers import AutoModel, GenerationMixin, PreTrainedModel
 from transformers.activations import ACT2FN
 from transformers.cache_utils import Cache
 from transformers.modeling_outputs import BaseModelOutputWithPast, ModelOutput
 
 from .configuration_towervision import TowerVisionConfig
-from .tiling_towervision import anyres_grid_shape, pooled_side, unpad_slices
+from .tiling_towervision import anyres_grid_shape, pooled_side, restrict_pinpoints, unpad_slices
 
 
 # `auto_map` written into every saved checkpoint, so that `trust_remote_code` loading works with each Auto class.
@@ -171,6 +170,7 @@ class TowerVisionModel(TowerVisionPreTrainedModel):
         pixel_values: torch.Tensor,
         image_sizes: torch.Tensor,
         batch_num_images: torch.Tensor | None = None,
+        image_max_tiles: torch.Tensor | None = None,
     ) -> list[torch.Tensor]:
         """Embeddings that replace the `<image>` tokens, one `(num_tokens_i, text_hidden)` tensor per image.
 
@@ -182,6 +182,9 @@ class TowerVisionModel(TowerVisionPreTrainedModel):
             batch_num_images (`torch.Tensor` of shape `(batch_size,)`, *optional*):
                 Images per sample. An image of a sample with more than one image uses only its thumbnail
                 (LLaVA-OneVision rule); `None` tiles every image.
+            image_max_tiles (`torch.Tensor` of shape `(num_images,)`, *optional*):
+                Tile budget the processor was called with (`max_tiles` lowered at call time); the grid of each image is
+                then chosen among the pinpoints with at most that many tiles, as the processor did.
 
         Returns:
             `list[torch.Tensor]`: thumbnail features, then the unpadded tile grid with a newline ending every feature
@@ -191,27 +194,44 @@ class TowerVisionModel(TowerVisionPreTrainedModel):
         config = self.config
         if pixel_values.dim() != 5:
             raise ValueError(
-                f"pixel_values must have shape (num_images, max_patches, 3, height, width), got {tuple(pixel_values.shape)}"
+                "pixel_values must have shape (num_images, max_patches, 3, height, width), "
+                f"got {tuple(pixel_values.shape)}"
             )
-        image_sizes = [tuple(size) for size in image_sizes.tolist()]
+        if torch.is_tensor(image_sizes):
+            image_sizes = image_sizes.tolist()
+        image_sizes = [tuple(size) for size in image_sizes]
         if len(image_sizes) != pixel_values.shape[0]:
-            raise ValueError(f"image_sizes has {len(image_sizes)} entries but pixel_values has {pixel_values.shape[0]} images")
+            raise ValueError(
+                f"image_sizes has {len(image_sizes)} entries but pixel_values has {pixel_values.shape[0]} images"
+            )
         if batch_num_images is None:
             tiled = [True] * len(image_sizes)
         else:
             counts = [int(n) for n in batch_num_images]
             if sum(counts) != len(image_sizes):
-                raise ValueError(f"batch_num_images {counts} adds up to {sum(counts)} images, pixel_values has {len(image_sizes)}")
+                raise ValueError(
+                    f"batch_num_images {counts} adds up to {sum(counts)} images, pixel_values has {len(image_sizes)}"
+                )
             tiled = [count == 1 for count in counts for _ in range(count)]
 
+        if image_max_tiles is None:
+            pinpoints = [config.image_grid_pinpoints] * len(image_sizes)
+        else:
+            if len(image_max_tiles) != len(image_sizes):
+                raise ValueError(f"image_max_tiles has {len(image_max_tiles)} entries for {len(image_sizes)} images")
+            pinpoints = [
+                restrict_pinpoints(config.image_grid_pinpoints, int(max_tiles), config.tile_size)
+                for max_tiles in image_max_tiles
+            ]
         grids = [
-            anyres_grid_shape(size, config.image_grid_pinpoints, config.tile_size) if is_tiled else None
-            for size, is_tiled in zip(image_sizes, tiled)
+            anyres_grid_shape(size, candidates, config.tile_size) if is_tiled else None
+            for size, candidates, is_tiled in zip(image_sizes, pinpoints, tiled)
         ]
         num_patches = [1 + grid[0] * grid[1] if grid else 1 for grid in grids]
         if max(num_patches) > pixel_values.shape[1]:
             raise ValueError(
-                f"pixel_values holds {pixel_values.shape[1]} patches per image, but image_sizes needs up to {max(num_patches)}"
+                f"pixel_values holds {pixel_values.shape[1]} patches per image, "
+                f"but image_sizes needs up to {max(num_patches)}"
             )
         patches = torch.cat([image[:count] for image, count in zip(pixel_values, num_patches)])  # (total, 3, T, T)
         features = self._tile_features(patches).split(num_patches)  # per image: (num_patches_i, pps*pps, hidden)
@@ -311,6 +331,7 @@ class TowerVisionModel(TowerVisionPreTrainedModel):
         pixel_values_videos: torch.FloatTensor | None = None,
         image_sizes_videos: torch.LongTensor | None = None,
         batch_num_images: torch.LongTensor | None = None,
+        image_max_tiles: torch.LongTensor | None = None,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
         past_key_values: Cache | None = None,
@@ -323,7 +344,8 @@ class TowerVisionModel(TowerVisionPreTrainedModel):
         Embed the text, replace `<image>` / `<video>` placeholders by the visual embeddings and run the LM.
 
         Args:
-            pixel_values, image_sizes, batch_num_images: see [`~TowerVisionModel.get_image_features`].
+            pixel_values, image_sizes, batch_num_images, image_max_tiles: see
+                [`~TowerVisionModel.get_image_features`].
             pixel_values_videos: see [`~TowerVisionModel.get_video_features`].
             image_sizes_videos (`torch.LongTensor`, *optional*):
                 Frame sizes returned by video processors; frames are not tiled, so they are not needed.
@@ -337,12 +359,13 @@ class TowerVisionModel(TowerVisionPreTrainedModel):
         prefill = past_key_values is None or past_key_values.get_seq_length() == 0
 
         image_features = video_features = None
+        if pixel_values is not None and pixel_values.shape[0] == 0:  # a collated batch without images
+            pixel_values = None
         if pixel_values is not None:
             if image_sizes is None:
                 raise ValueError("pixel_values was given without image_sizes")
-            image_features, inputs_embeds = self._merge(
-                input_ids, inputs_embeds, self.get_image_features(pixel_values, image_sizes, batch_num_images), "image"
-            )
+            image_features = self.get_image_features(pixel_values, image_sizes, batch_num_images, image_max_tiles)
+            image_features, inputs_embeds = self._merge(input_ids, inputs_embeds, image_features, "image")
         elif prefill:
             self._check_no_placeholders(input_ids, "image", "pixel_values")
         if pixel_values_videos is not None:
@@ -397,9 +420,35 @@ class TowerVisionForConditionalGeneration(TowerVisionPreTrainedModel, Generation
     def set_output_embeddings(self, new_embeddings: nn.Module):
         self.lm_head = new_embeddings
 
-    def get_image_features(self, pixel_values, image_sizes, batch_num_images=None) -> list[torch.Tensor]:
+    def prepare_inputs_for_generation(
+        self,
+        *args,
+        pixel_values=None,
+        image_sizes=None,
+        pixel_values_videos=None,
+        image_sizes_videos=None,
+        is_first_iteration=False,
+        **kwargs,
+    ):
+        """Pass pixels only on the first step (or without cache): afterwards their features are in the KV cache.
+
+        transformers >= 5.23 drops them by itself; earlier 5.x `generate` forwards every kwarg at every step.
+        """
+        model_inputs = super().prepare_inputs_for_generation(*args, is_first_iteration=is_first_iteration, **kwargs)
+        if is_first_iteration or not kwargs.get("use_cache", True):
+            model_inputs.update(
+                pixel_values=pixel_values,
+                image_sizes=image_sizes,
+                pixel_values_videos=pixel_values_videos,
+                image_sizes_videos=image_sizes_videos,
+            )
+        return model_inputs
+
+    def get_image_features(
+        self, pixel_values, image_sizes, batch_num_images=None, image_max_tiles=None
+    ) -> list[torch.Tensor]:
         """See [`TowerVisionModel.get_image_features`]."""
-        return self.model.get_image_features(pixel_values, image_sizes, batch_num_images)
+        return self.model.get_image_features(pixel_values, image_sizes, batch_num_images, image_max_tiles)
 
     def get_video_features(self, pixel_values_videos) -> torch.Tensor:
         """See [`TowerVisionModel.get_video_features`]."""
@@ -413,6 +462,7 @@ class TowerVisionForConditionalGeneration(TowerVisionPreTrainedModel, Generation
         pixel_values_videos: torch.FloatTensor | None = None,
         image_sizes_videos: torch.LongTensor | None = None,
         batch_num_images: torch.LongTensor | None = None,
+        image_max_tiles: torch.LongTensor | None = None,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
         past_key_values: Cache | None = None,
@@ -440,6 +490,7 @@ class TowerVisionForConditionalGeneration(TowerVisionPreTrainedModel, Generation
             pixel_values_videos=pixel_values_videos,
             image_sizes_videos=image_sizes_videos,
             batch_num_images=batch_num_images,
+            image_max_tiles=image_max_tiles,
             attention_mask=attention_mask,
             position_ids=position_ids,
             past_key_values=past_key_values,
@@ -470,4 +521,4 @@ class TowerVisionForConditionalGeneration(TowerVisionPreTrainedModel, Generation
         return output if return_dict is not False else output.to_tuple()
 
 
-__all__ = ["TowerVisionPreTrainedModel", "TowerVisionModel", "TowerVisionForConditionalGeneration"]
+__all__ = ["TowerVisionForConditionalGeneration", "TowerVisionModel", "TowerVisionPreTrainedModel"]

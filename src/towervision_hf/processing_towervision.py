@@ -222,7 +222,9 @@ def _count_videos(videos) -> int:
 
 
 def _is_nested(inputs) -> bool:
-    return isinstance(inputs, (list, tuple)) and bool(inputs) and all(isinstance(item, (list, tuple)) for item in inputs)
+    return (
+        isinstance(inputs, (list, tuple)) and bool(inputs) and all(isinstance(item, (list, tuple)) for item in inputs)
+    )
 
 
 __all__ = ["TowerVisionProcessor"]

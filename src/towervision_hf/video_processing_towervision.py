@@ -2,9 +2,11 @@
 """Video processor for TowerVideo: uniform frame sampling, PyAV decoding that seeks, 384 px frames without tiling."""
 
 import bisect
+import functools
 import io
 import itertools
 import os
+from concurrent.futures import ThreadPoolExecutor
 from fractions import Fraction
 
 import numpy as np
@@ -12,9 +14,17 @@ import torch
 from PIL import Image
 
 from transformers.models.llava_onevision.video_processing_llava_onevision import LlavaOnevisionVideoProcessor
+from transformers.utils import is_av_available
 from transformers.video_utils import VideoMetadata
 
 from .image_processing_towervision import to_rgb_image
+
+
+if is_av_available():  # only needed to decode video files; arrays and frame lists work without it
+    import av
+
+
+MIN_FRAMES_PER_THREAD = 8  # fewer targets than this per thread are not worth a second container
 
 
 def is_encoded_video(video) -> bool:
@@ -56,14 +66,16 @@ def read_video_pyav(source, sample_indices_fn=None) -> tuple[np.ndarray, VideoMe
     Frame `i` is the frame shown at time `i / fps` from the start of the stream (for constant-frame-rate video, the
     `i`-th frame). Only what is needed is decoded: the decoder jumps to the keyframe before a target when the
     container's index shows one between the current position and the target, and non-reference frames before a
-    target are skipped. If the header over-counts frames, targets past the end get the last decoded frame.
+    target are skipped. With an index, consecutive groups of targets are decoded in parallel threads (one container
+    each; PyAV decodes without the GIL). If the header over-counts frames, targets past the end get the last decoded
+    frame.
 
     Returns `(frames, metadata)`: `frames` is `(len(indices), H, W, 3)` uint8 RGB; `metadata` carries
     `total_num_frames`, `fps`, `duration` (seconds), `width`, `height` and `frames_indices`.
     Any failure (missing or undecodable file, no video stream, no frame) is a `ValueError` naming the source.
     """
-    import av
-
+    if not is_av_available():
+        raise ImportError("Decoding video files needs PyAV: `pip install av`")
     name = video_name(source)
     if isinstance(source, (str, os.PathLike)):
         path = os.fspath(source)
@@ -71,32 +83,51 @@ def read_video_pyav(source, sample_indices_fn=None) -> tuple[np.ndarray, VideoMe
             raise ValueError(f"Video URLs are not fetched (no network access here); download it first: {path}")
         if not os.path.isfile(path):
             raise ValueError(f"Video file not found: {path}")
+        open_container = functools.partial(av.open, path)
     else:
-        source = io.BytesIO(source)
+        open_container = functools.partial(lambda data: av.open(io.BytesIO(data)), bytes(source))
     try:
-        container = av.open(source)
+        container = open_container()
     except (av.FFmpegError, OSError, UnicodeDecodeError) as error:
         raise ValueError(f"{name} could not be opened as a video: {error}") from error
-    with container:
-        if not container.streams.video:
-            raise ValueError(f"{name} has no video stream")
-        stream = container.streams.video[0]
-        try:
-            metadata = _stream_metadata(container, stream)
+    try:
+        with container:
+            if not container.streams.video:
+                raise ValueError(f"{name} has no video stream")
+            stream = container.streams.video[0]
+            metadata, fps = _stream_metadata(container, stream)
             if metadata.total_num_frames < 1:
                 raise ValueError(f"{name} contains no video frames")
-            indices = np.arange(metadata.total_num_frames) if sample_indices_fn is None else sample_indices_fn(metadata=metadata)
+            indices = (
+                np.arange(metadata.total_num_frames)
+                if sample_indices_fn is None
+                else sample_indices_fn(metadata=metadata)
+            )
             indices = np.asarray(indices, dtype=np.int64)
-            frames = _decode_frames(container, stream, indices, Fraction(metadata.fps))
-        except av.FFmpegError as error:
-            raise ValueError(f"{name} could not be decoded: {error}") from error
-    if frames is None:
-        raise ValueError(f"{name} contains no decodable video frames")
+            targets = np.unique(indices)
+            seekable = any(entry.is_keyframe for entry in stream.index_entries)
+            workers = min(os.cpu_count() or 1, len(targets) // MIN_FRAMES_PER_THREAD) if seekable else 1
+            if workers <= 1:
+                decoded = _decode_targets(container, targets, fps)
+            else:
+                with ThreadPoolExecutor(max_workers=workers) as pool:
+                    parts = pool.map(
+                        lambda group: _decode_targets(open_container(), group, fps, close=True),
+                        np.array_split(targets, workers),
+                    )
+                    decoded = [frame for part in parts for frame in part]
+    except av.FFmpegError as error:
+        raise ValueError(f"{name} could not be decoded: {error}") from error
+    # targets past the end of an over-counted stream get the last decoded frame
+    decoded = list(itertools.accumulate(decoded, lambda previous, frame: previous if frame is None else frame))
+    if decoded[0] is None:
+        raise ValueError(f"{name} has no decodable video frame up to frame {targets[0]}")
+    frames = np.stack(decoded)[np.searchsorted(targets, indices)]
     metadata.frames_indices = indices
     return frames, metadata
 
 
-def _stream_metadata(container, stream) -> VideoMetadata:
+def _stream_metadata(container, stream) -> tuple[VideoMetadata, Fraction]:
     """Frame count, rate and size from the headers; the frame count is counted from packets when not stored."""
     fps = stream.average_rate or stream.guessed_rate or stream.base_rate or Fraction(1)
     total = stream.frames
@@ -104,7 +135,7 @@ def _stream_metadata(container, stream) -> VideoMetadata:
         total = sum(1 for packet in container.demux(stream) if packet.size)
         if total:
             container.seek(0)
-    return VideoMetadata(
+    metadata = VideoMetadata(
         total_num_frames=int(total),
         fps=float(fps),
         duration=float(total / fps),
@@ -112,21 +143,22 @@ def _stream_metadata(container, stream) -> VideoMetadata:
         height=stream.codec_context.height,
         video_backend="pyav",
     )
+    return metadata, Fraction(fps)
 
 
-def _decode_frames(container, stream, indices: np.ndarray, fps: Fraction) -> np.ndarray | None:
-    """RGB frames at `indices`, decoding forward from keyframes (see `read_video_pyav`); `None` if nothing decodes."""
-    reader = _FrameReader(container, stream, fps)
-    frames = None
-    for index in np.unique(indices):
-        frame = reader.frame_at(int(index))
-        if frame is None:
-            return None
-        pixels = frame.to_ndarray(format="rgb24")
-        if frames is None:
-            frames = np.empty((len(indices), *pixels.shape), dtype=np.uint8)
-        frames[indices == index] = pixels
-    return frames
+def _decode_targets(container, targets: np.ndarray, fps: Fraction, close: bool = False) -> list[np.ndarray | None]:
+    """RGB frames at the sorted frame indices `targets` of the container's first video stream; `None` for targets
+    past the end of the stream when this container decoded nothing before them."""
+    try:
+        reader = _FrameReader(container, container.streams.video[0], fps)
+        frames = []
+        for index in targets:
+            frame = reader.frame_at(int(index))
+            frames.append(None if frame is None else frame.to_ndarray(format="rgb24"))
+        return frames
+    finally:
+        if close:
+            container.close()
 
 
 class _FrameReader:
@@ -207,7 +239,9 @@ class TowerVisionVideoProcessor(LlavaOnevisionVideoProcessor):
     num_frames = 32
     return_metadata = True
 
-    def sample_frames(self, metadata: VideoMetadata, num_frames: int | None = None, fps: float | None = None, **kwargs):
+    def sample_frames(
+        self, metadata: VideoMetadata, num_frames: int | None = None, fps: float | None = None, **kwargs
+    ):
         """Uniformly spread frame indices (see the class docstring); repeats frames of clips shorter than asked."""
         total = metadata.total_num_frames
         if fps is not None:
@@ -254,7 +288,7 @@ class TowerVisionVideoProcessor(LlavaOnevisionVideoProcessor):
 def _frames_array(video, position: int):
     """A `(T, H, W, C)` or `(T, C, H, W)` array or tensor from decoded frames; empty videos are rejected."""
     if isinstance(video, (list, tuple)):
-        video = np.stack([np.asarray(to_rgb_image(frame)) for frame in video]) if video else np.zeros((0,))
+        video = np.stack([np.asarray(to_rgb_image(frame)) for frame in video])
     if video.ndim != 4 or len(video) == 0:
         raise ValueError(f"Video {position} is empty or not a (T, H, W, 3) array: shape {tuple(video.shape)}")
     return video

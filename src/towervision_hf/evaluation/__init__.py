@@ -1,0 +1,10 @@
+"""Evaluation of TowerVision / TowerVideo: the paper's benchmarks (CoMMuTE, Multi30K, ALM-Bench, ViMUL-Bench),
+the shared scoring API and an lmms-eval model plugin.
+
+Scores from `score_continuations` are log-probabilities (higher is better); see `scoring` for the exact definitions.
+"""
+
+from .scoring import ContinuationScore, Prompt, generate, load_model_and_processor, score_continuations, user_prompt
+
+
+__all__ = ["ContinuationScore", "Prompt", "generate", "load_model_and_processor", "score_continuations", "user_prompt"]

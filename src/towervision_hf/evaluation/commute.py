@@ -1,0 +1,102 @@
+"""CoMMuTE: contrastive multimodal translation of lexically ambiguous English sentences.
+
+Each item is an ambiguous English source, an image that disambiguates it, a correct and an incorrect translation.
+The model scores both translations as its answer to the Tower+ translation prompt (image first); the item is right
+when the correct translation scores strictly higher (ties are errors).
+
+Which score is compared. `accuracy` compares the **mean per-token log-probability** of the two translations (the
+end-of-turn marker included). This is exactly the CoMMuTE convention: its `evaluate.py` counts
+`ppl_correct < ppl_incorrect`, and perplexity is `exp(-mean log-prob)`, so the two orderings coincide. Length
+normalisation matters here because the two translations often differ in length (e.g. "banque" vs "rive").
+`accuracy_sum` compares summed log-probabilities (the total probability of each translation) and is reported
+alongside. Both are log-probabilities, higher is better -- never the lmms-eval loss convention.
+
+Data: `Unbabel/commute_multimodal_mt` (gated; splits named by target language `de`, `fr`, `ru`, `zh`, `ar`, `cs`;
+columns `image`, `source`, `correct_translation`, `incorrect_translation`), or a local copy in that layout.
+"""
+
+from .languages import language_code, language_name
+from .media import decode_image
+from .metrics import contrastive_accuracy
+from .prompts import translation_prompt
+from .results import RunResult
+from .scoring import score_continuations, user_prompt
+from .sources import iter_rows, require_columns, undecoded
+
+
+COLUMNS = ("image", "source", "correct_translation", "incorrect_translation")
+
+
+def evaluate_commute(model, processor, splits, result: RunResult, languages=None, batch_size=8, limit=None):
+    """Fill `result` with per-pair accuracies; return the per-item predictions.
+
+    `languages`: target codes to evaluate (None = every split whose name is a known language).
+    """
+    predictions = []
+    table = {}
+    present = {language_code(name) for name in splits}
+    for code in sorted(set(languages or ()) - present):
+        result.notes.append(f"requested pair en-{code} is not in the data")
+    for split_name, split in splits.items():
+        code = language_code(split_name)
+        if code is None:
+            result.skip("unknown_language", split.num_rows)
+            result.notes.append(f"split {split_name!r} is not a known target language; its rows were skipped")
+            continue
+        if languages is not None and code not in languages:
+            continue
+        require_columns(split, COLUMNS, f"CoMMuTE split {split_name!r}")
+        target = language_name(code)
+        correct_mean, incorrect_mean, correct_sum, incorrect_sum = [], [], [], []
+        for rows in iter_rows(undecoded(split, "image"), chunk_size=4 * batch_size, limit=limit):
+            prompts, candidates, kept = [], [], []
+            for row in rows:
+                image = decode_image(row["image"])
+                texts = [row["source"], row["correct_translation"], row["incorrect_translation"]]
+                if image is None:
+                    result.skip("missing_image")
+                    continue
+                if not all(isinstance(text, str) and text.strip() for text in texts):
+                    result.skip("empty_text")
+                    continue
+                prompt = user_prompt(translation_prompt(row["source"], target), [image])
+                prompts += [prompt, prompt]
+                candidates += [row["correct_translation"], row["incorrect_translation"]]
+                kept.append(row)
+            scores = score_continuations(model, processor, prompts, candidates, batch_size=batch_size)
+            for row, correct, incorrect in zip(kept, scores[0::2], scores[1::2]):
+                correct_mean.append(correct.mean_logprob)
+                incorrect_mean.append(incorrect.mean_logprob)
+                correct_sum.append(correct.sum_logprob)
+                incorrect_sum.append(incorrect.sum_logprob)
+                predictions.append(
+                    {
+                        "pair": f"en-{code}",
+                        "image_name": row.get("image_name"),
+                        "source": row["source"],
+                        "correct": {"mean_logprob": correct.mean_logprob, "sum_logprob": correct.sum_logprob},
+                        "incorrect": {"mean_logprob": incorrect.mean_logprob, "sum_logprob": incorrect.sum_logprob},
+                    }
+                )
+        by_mean = contrastive_accuracy(correct_mean, incorrect_mean)
+        by_sum = contrastive_accuracy(correct_sum, incorrect_sum)
+        table[f"en-{code}"] = {
+            "accuracy": by_mean["accuracy"],
+            "accuracy_sum": by_sum["accuracy"],
+            "ties": by_mean["ties"],
+            "n": by_mean["n"],
+        }
+    scored = [row for row in table.values() if row["n"]]
+    if scored:
+        table["average"] = {
+            "accuracy": sum(row["accuracy"] for row in scored) / len(scored),
+            "accuracy_sum": sum(row["accuracy_sum"] for row in scored) / len(scored),
+            "n": sum(row["n"] for row in scored),
+        }
+    result.tables["language pair"] = table
+    result.notes.append(
+        "accuracy: share of items whose correct translation has the higher mean per-token log-probability "
+        "(= lower perplexity, the CoMMuTE convention); accuracy_sum: same with summed log-probabilities; "
+        "ties count as errors; average: unweighted mean over pairs"
+    )
+    return predictions

@@ -1,0 +1,109 @@
+"""Multi30K: multimodal translation of Flickr30K captions from English, scored with BLEU, chrF and optionally COMET.
+
+The model translates each English caption with its image (Tower+ translation prompt, greedy decoding); corpus BLEU
+and chrF come from sacrebleu. COMET / xCOMET (`--comet-model`) runs only when `unbabel-comet` is importable (the
+`comet` extra) and its checkpoint can be fetched; otherwise the run notes why it was skipped.
+
+Data: `romrawinjp/multi30k` (columns `en`, `de`, `fr`, `cs`, `image`; splits train / validation / test, test =
+Flickr test2016) or a local copy in that layout.
+"""
+
+from .languages import language_code, language_name
+from .media import decode_image
+from .metrics import comet_system_score, translation_metrics
+from .prompts import translation_prompt
+from .results import RunResult
+from .scoring import generate, user_prompt
+from .sources import iter_rows, require_columns, undecoded
+
+
+def parse_pairs(value: str) -> list[tuple[str, str]]:
+    """`"en-de,en-fr"` -> [("en", "de"), ("en", "fr")]; ValueError naming a malformed entry."""
+    pairs = []
+    for entry in (part.strip() for part in value.split(",") if part.strip()):
+        source, separator, target = entry.partition("-")
+        if not separator or not source or not target:
+            raise ValueError(f"--pairs entry {entry!r} is not of the form SRC-TGT (e.g. en-de)")
+        pairs.append((source, target))
+    return pairs
+
+
+def evaluate_multi30k(
+    model,
+    processor,
+    split,
+    result: RunResult,
+    pairs,
+    batch_size=8,
+    max_new_tokens=256,
+    limit=None,
+    comet_model: str | None = None,
+):
+    """Fill `result` with per-pair BLEU / chrF (/ COMET); return the per-item translations."""
+    require_columns(split, ["image"], "Multi30K")
+    predictions, table = [], {}
+    for source, target in pairs:
+        pair = f"{source}-{target}"
+        if language_code(source) is None or language_code(target) is None:
+            result.skip("unknown_language", split.num_rows)
+            result.notes.append(f"pair {pair!r}: unknown language code, skipped")
+            continue
+        if source not in split.column_names or target not in split.column_names:
+            result.skip("pair_not_in_data", split.num_rows)
+            result.notes.append(f"pair {pair!r}: no {source!r}/{target!r} column in {split.column_names}, skipped")
+            continue
+        sources, references, hypotheses, skipped = [], [], [], 0
+        for rows in iter_rows(undecoded(split, "image"), chunk_size=4 * batch_size, limit=limit):
+            prompts, kept = [], []
+            for row in rows:
+                image = decode_image(row["image"])
+                reason = None
+                if image is None:
+                    reason = "missing_image"
+                elif not (row[source] or "").strip():
+                    reason = "empty_source"
+                elif not (row[target] or "").strip():
+                    reason = "empty_reference"
+                if reason:
+                    result.skip(reason)
+                    skipped += 1
+                else:
+                    text = translation_prompt(row[source], language_name(target), language_name(source))
+                    prompts.append(user_prompt(text, [image]))
+                    kept.append(row)
+            outputs = generate(model, processor, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size)
+            for row, output in zip(kept, outputs):
+                sources.append(row[source])
+                references.append(row[target])
+                hypotheses.append(output)
+                predictions.append(
+                    {"pair": pair, "source": row[source], "reference": row[target], "translation": output}
+                )
+        if not hypotheses:
+            table[pair] = {"n": 0, "skipped": skipped}
+            continue
+        table[pair] = translation_metrics(hypotheses, references, language_code(target))
+        table[pair] |= {"n": len(hypotheses), "skipped": skipped, "empty_outputs": sum(not h for h in hypotheses)}
+        if comet_model:
+            table[pair]["comet"] = _comet_or_note(
+                result, pair, comet_model, sources, hypotheses, references, batch_size
+            )
+    result.tables["language pair"] = table
+    result.notes.append(
+        "bleu / chrf: sacrebleu corpus scores (default settings); empty translations are kept and scored; "
+        "skipped counts are per pair (a row left out of three pairs counts three times)"
+    )
+    return predictions
+
+
+def _comet_or_note(result, pair, comet_model, sources, hypotheses, references, batch_size):
+    try:
+        return comet_system_score(sources, hypotheses, references, comet_model, batch_size=batch_size)
+    except ImportError as error:
+        note = f"COMET skipped: unbabel-comet cannot be imported ({error}); pip install 'towervision-hf[comet]'"
+        if note not in result.notes:
+            result.notes.append(note)
+        return None
+    except Exception as error:  # gated checkpoint, no network, out of memory: report, keep the other metrics
+        result.notes.append(f"COMET ({comet_model}) failed for {pair}: {type(error).__name__}: {error}")
+        return None

@@ -1,0 +1,48 @@
+"""Prompt texts: the Tower+ translation prompt and the question prompts of the QA benchmarks."""
+
+import string
+
+from ..data.translate import TOWER_PROMPT
+
+
+def translation_prompt(text: str, target: str, source: str = "English") -> str:
+    """The Tower+ translation instruction (data-and-eval.md §7; the data pipeline's `TOWER_PROMPT`) with English
+    language names, sent as the user turn after the image."""
+    return TOWER_PROMPT.format(source=source, target=target, text=text)
+
+
+def option_letters(count: int) -> str:
+    return string.ascii_uppercase[:count]
+
+
+def multiple_choice_prompt(question: str, options: list[str], letters: bool = False) -> str:
+    """A question followed by its options; with `letters` the options are labelled A., B., ... and the model is asked
+    for the letter, otherwise for the option text itself."""
+    if letters:
+        listed = "\n".join(f"{letter}. {option}" for letter, option in zip(option_letters(len(options)), options))
+        return f"{question}\n{listed}\nAnswer with the letter of the correct option only."
+    listed = "\n".join(options)
+    return (
+        f"{question}\nOptions:\n{listed}\nAnswer with the correct option only, copied exactly, without any other text."
+    )
+
+
+def true_false_prompt(question: str, language: str) -> str:
+    return f"{question}\nThis is a true/false question. Answer with a single word in {language}."
+
+
+def open_ended_prompt(question: str, language: str, long: bool) -> str:
+    if long:
+        return f"{question}\nAnswer the question in detail in {language}."
+    return f"{question}\nAnswer briefly and clearly in {language}."
+
+
+def judge_prompt(question: str, reference: str, prediction: str) -> str:
+    """The 0-10 grading instruction sent to the judge model for open-ended answers."""
+    return (
+        "You grade answers to questions about an image or a video against a reference answer.\n"
+        "Rate how well the model answer matches the reference in meaning, correctness and relevance, "
+        "on a scale from 0 (wrong or unrelated) to 10 (fully correct).\n\n"
+        f"Question: {question}\nReference answer: {reference}\nModel answer: {prediction}\n\n"
+        "Reply with the number only."
+    )

@@ -1,0 +1,63 @@
+"""Loading benchmark data with `datasets`: a Hub id (the default everywhere), a local directory or a single file.
+
+Local directories follow the Hub's parquet layout (`data/<split>-00000-of-00001.parquet`, or any layout
+`datasets.load_dataset(dir)` understands); single `.parquet` / `.json` / `.jsonl` / `.csv` files load as one split
+named after `single_split`. Tasks cast media columns to `decode=False` (`undecoded`) so that a corrupt image or video
+becomes a counted skip instead of an exception inside `datasets`.
+"""
+
+import os
+
+from datasets import Dataset, DatasetDict, Image, Video, load_dataset
+
+
+_FILE_BUILDERS = {".parquet": "parquet", ".json": "json", ".jsonl": "json", ".csv": "csv"}
+
+
+def load_splits(
+    data: str,
+    config: str | None = None,
+    revision: str | None = None,
+    single_split: str = "test",
+) -> tuple[DatasetDict, dict]:
+    """All splits of `data` and a provenance record (source, kind, config, revision, rows per split)."""
+    if os.path.isfile(data):
+        extension = os.path.splitext(data)[1].lower()
+        if extension not in _FILE_BUILDERS:
+            raise ValueError(f"--data {data!r}: unsupported file type {extension!r} (use {sorted(_FILE_BUILDERS)})")
+        splits = load_dataset(_FILE_BUILDERS[extension], data_files={single_split: data})
+        kind = "file"
+    elif os.path.isdir(data):
+        splits = load_dataset(data, config)
+        kind = "directory"
+    else:
+        splits = load_dataset(data, config, revision=revision)
+        kind = "hub"
+    provenance = {"source": os.path.abspath(data) if kind != "hub" else data, "config": config, "kind": kind}
+    provenance["revision"] = (revision or "main") if kind == "hub" else None
+    provenance["rows"] = {name: split.num_rows for name, split in splits.items()}
+    return splits, provenance
+
+
+def undecoded(split: Dataset, column: str) -> Dataset:
+    """`split` with its `Image` / `Video` column `column` left undecoded (`{"bytes", "path"}` dicts), so that media
+    are decoded per item by `media` and a broken file becomes a counted skip."""
+    feature = split.features.get(column)
+    if isinstance(feature, (Image, Video)) and feature.decode:
+        return split.cast_column(column, type(feature)(decode=False))
+    return split
+
+
+def iter_rows(split: Dataset, chunk_size: int, limit: int | None = None):
+    """Rows of `split` as lists of dicts, `chunk_size` at a time (at most `limit` rows in total)."""
+    total = split.num_rows if limit is None else min(limit, split.num_rows)
+    for start in range(0, total, chunk_size):
+        columns = split[start : min(start + chunk_size, total)]
+        yield [dict(zip(columns, values)) for values in zip(*columns.values())]
+
+
+def require_columns(split: Dataset, columns, what: str) -> None:
+    """ValueError naming the missing columns of `what` and the columns it does have."""
+    missing = [column for column in columns if column not in split.column_names]
+    if missing:
+        raise ValueError(f"{what}: missing column(s) {missing}; the data has {split.column_names}")

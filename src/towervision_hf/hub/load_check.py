@@ -1,0 +1,254 @@
+"""Load check: does a staged folder load and generate like the in-process model, with nothing but its own code?
+
+The in-process side loads the folder with the installed package (`TowerVisionForConditionalGeneration`, the
+registered processor) and records, for a generated image (and, for checkpoints with a video token, a generated
+clip), the processor outputs, the logits and a greedy generation. `remote_worker.py` then runs in a fresh
+interpreter (`python -I`: PYTHONPATH ignored; an empty working directory; HF_HUB_OFFLINE=1; a private
+HF_MODULES_CACHE) where `towervision_hf` cannot be imported, and loads the same folder through AutoConfig,
+AutoProcessor, AutoModelForImageTextToText and `pipeline("image-text-to-text")` with `trust_remote_code=True`.
+Both sides must agree: same processor outputs, logits within tolerance, identical greedy tokens (model and
+pipeline).
+
+`extra_sys_path` runs the remote side under another transformers (a side install, see `versions.py`).
+"""
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from safetensors.torch import load_file, save_file
+
+
+WORKER = Path(__file__).resolve().with_name("remote_worker.py")
+PROMPTS = {"image": "Describe this image in one sentence.", "video": "What happens in this video?"}
+MAX_VIDEO_FRAMES = 4
+# Logits of the last positions only (vocabulary 256k: a whole prompt's logits would take gigabytes); every position
+# attends to the image / video features, so these see any difference in them.
+LOGITS_TO_KEEP = 32
+
+
+@dataclass
+class LoadCheckResult:
+    """Outcome of `run_load_check`; `problems` is empty when the folder passed."""
+
+    problems: list[str] = field(default_factory=list)
+    report: dict = field(default_factory=dict)  # transformers version and classes seen by the remote side
+    max_logit_diff: dict[str, float] = field(default_factory=dict)  # per modality
+    tokens: dict[str, list[int]] = field(default_factory=dict)  # new greedy tokens of the in-process model
+    remote: dict[str, torch.Tensor] = field(default_factory=dict)  # everything the remote side computed
+
+    @property
+    def passed(self) -> bool:
+        return not self.problems
+
+    def summary(self) -> str:
+        version = self.report.get("transformers_version", "?")
+        if not self.passed:
+            return f"load check FAILED under transformers {version}:\n" + "\n".join(f"  - {p}" for p in self.problems)
+        checks = ", ".join(
+            f"{modality}: max |Δlogits| {diff:.3g}, {len(self.tokens[modality])} greedy tokens identical"
+            for modality, diff in self.max_logit_diff.items()
+        )
+        return f"load check passed under transformers {version} ({checks}; pipeline identical)"
+
+
+def staged_tile_size(staged_dir: Path) -> int:
+    """Tile side of a saved TowerVision config (`tile_size` is left out of config.json when it is the default)."""
+    config = json.loads((Path(staged_dir) / "config.json").read_text())
+    return config.get("tile_size") or config["vision_config"]["image_size"]
+
+
+def check_image(tile_size: int) -> Image.Image:
+    """A deterministic RGB image of about 1.5 x 2 tiles (odd sides, so tiling and unpadding are exercised)."""
+    height, width = tile_size + tile_size // 2 + 1, 2 * tile_size + 3
+    rows, cols = np.mgrid[0:height, 0:width]
+    pixels = np.stack([rows * 255 // height, cols * 255 // width, ((rows // 7 + cols // 5) % 2) * 255], axis=-1)
+    return Image.fromarray(pixels.astype(np.uint8), mode="RGB")
+
+
+def check_video(num_frames: int, tile_size: int) -> np.ndarray:
+    """`(num_frames, H, W, 3)` uint8 frames of a square moving across a gradient, not tile-sized."""
+    height, width = tile_size + 5, tile_size + tile_size // 3
+    frames = np.zeros((num_frames, height, width, 3), dtype=np.uint8)
+    frames[..., 0] = np.arange(width, dtype=np.uint8)[None, None, :] * 2
+    for index in range(num_frames):
+        top = index * (height // (num_frames + 1))
+        frames[index, top : top + height // 4, : width // 4, 1:] = 255
+    return frames
+
+
+def check_inputs(staged_dir: Path) -> dict:
+    """The check's media: always an image; a short clip when the checkpoint has a video token."""
+    config = json.loads((Path(staged_dir) / "config.json").read_text())
+    tile_size = staged_tile_size(staged_dir)
+    media = {"image": check_image(tile_size)}
+    if config.get("video_token_id") is not None:
+        media["video"] = check_video(min(config.get("num_frames", 32), MAX_VIDEO_FRAMES), tile_size)
+    return media
+
+
+def reference_outputs(staged_dir: Path, max_new_tokens: int = 8) -> dict[str, torch.Tensor]:
+    """Processor outputs, logits and greedy generation of the folder loaded with the installed package's classes."""
+    import towervision_hf  # noqa: F401  (registers the local classes with the Auto API)
+    from transformers import AutoProcessor
+
+    from ..modeling_towervision import TowerVisionForConditionalGeneration
+
+    media = check_inputs(staged_dir)
+    processor = AutoProcessor.from_pretrained(staged_dir)
+    model = TowerVisionForConditionalGeneration.from_pretrained(staged_dir, dtype="auto").eval()
+    image_chat = [
+        {
+            "role": "user",
+            "content": [{"type": "image", "image": media["image"]}, {"type": "text", "text": PROMPTS["image"]}],
+        }
+    ]
+    inputs = {
+        "image": processor.apply_chat_template(
+            image_chat, add_generation_prompt=True, tokenize=True, return_dict=True, return_tensors="pt"
+        )
+    }
+    if "video" in media:
+        video_chat = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": PROMPTS["video"]}]}]
+        text = processor.apply_chat_template(video_chat, add_generation_prompt=True, tokenize=False)
+        inputs["video"] = processor(text=text, videos=[media["video"]], do_sample_frames=False, return_tensors="pt")
+    tensors = {}
+    for modality, batch in inputs.items():
+        batch = {key: value for key, value in batch.items() if isinstance(value, torch.Tensor)}
+        tensors.update({f"{modality}.inputs.{key}": value.contiguous() for key, value in batch.items()})
+        with torch.no_grad():
+            tensors[f"{modality}.logits"] = model(**batch, logits_to_keep=LOGITS_TO_KEEP).logits.float()
+        tensors[f"{modality}.generated"] = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False)
+    return tensors
+
+
+def _remote_env(modules_cache: Path) -> dict[str, str]:
+    env = {key: value for key, value in os.environ.items() if key not in ("PYTHONPATH", "PYTHONHOME")}
+    env.update(
+        HF_HUB_OFFLINE="1",
+        TRANSFORMERS_OFFLINE="1",
+        HF_HUB_DISABLE_TELEMETRY="1",
+        HF_MODULES_CACHE=str(modules_cache),
+        TOKENIZERS_PARALLELISM="false",
+    )
+    return env
+
+
+def run_load_check(
+    staged_dir: Path,
+    *,
+    max_new_tokens: int = 8,
+    extra_sys_path: list[Path] | None = None,
+    expected_transformers: str | None = None,
+    logits_atol: float = 1e-4,
+    reference: dict[str, torch.Tensor] | None = None,
+    python: str | None = None,
+    timeout: float = 3600,
+) -> LoadCheckResult:
+    """Load `staged_dir` without the towervision_hf package and compare it with the in-process model.
+
+    Args:
+        staged_dir: the folder that would be uploaded.
+        max_new_tokens: length of the greedy generations compared token by token.
+        extra_sys_path: folders put first on the remote side's `sys.path` (e.g. an older transformers).
+        expected_transformers: fail unless the remote side runs exactly this transformers version.
+        logits_atol: largest allowed |Δ| between in-process and remote logits.
+        reference: precomputed `reference_outputs` (reused when checking several transformers versions).
+        python: interpreter for the remote side (default: this one).
+        timeout: seconds before the remote side is stopped and the check fails.
+    """
+    staged_dir = Path(staged_dir).resolve()
+    if reference is None:
+        reference = reference_outputs(staged_dir, max_new_tokens)
+    media = check_inputs(staged_dir)
+    result = LoadCheckResult()
+    with tempfile.TemporaryDirectory(prefix="towervision-load-check-") as work:
+        work = Path(work)
+        media["image"].save(work / "image.png")
+        if "video" in media:
+            np.save(work / "video.npy", media["video"], allow_pickle=False)
+        (work / "prompts.json").write_text(json.dumps({modality: PROMPTS[modality] for modality in media}))
+        save_file({k: v for k, v in reference.items() if ".inputs." in k}, work / "reference_inputs.safetensors")
+        (work / "cwd").mkdir()
+        command = [python or sys.executable, "-I", str(WORKER), "--model", str(staged_dir), "--work", str(work)]
+        command += ["--max-new-tokens", str(max_new_tokens), "--logits-to-keep", str(LOGITS_TO_KEEP)]
+        for folder in extra_sys_path or []:
+            command += ["--sys-path", str(Path(folder).resolve())]
+        try:
+            process = subprocess.run(
+                command,
+                check=False,
+                cwd=work / "cwd",
+                env=_remote_env(work / "modules"),
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+            )
+        except subprocess.TimeoutExpired:
+            result.problems.append(f"the remote load did not finish within {timeout:.0f} s")
+            return result
+        if process.returncode != 0:
+            result.problems.append(f"the remote load failed (exit {process.returncode}):\n{process.stderr[-6000:]}")
+            return result
+        result.report = json.loads((work / "report.json").read_text())
+        result.remote = load_file(work / "remote.safetensors")
+    _compare(result, reference, sorted(media), logits_atol, expected_transformers)
+    return result
+
+
+def _compare(
+    result: LoadCheckResult, reference: dict, modalities: list[str], logits_atol: float, expected_transformers
+):
+    problems, remote = result.problems, result.remote
+    version = result.report["transformers_version"]
+    if result.report.get("towervision_hf_importable", True):
+        problems.append("towervision_hf was importable on the remote side: the check did not isolate the checkpoint")
+    if expected_transformers is not None and version != expected_transformers:
+        problems.append(f"the remote side ran transformers {version}, expected {expected_transformers}")
+    for role, name in result.report["classes"].items():
+        if not name.startswith("transformers_modules."):
+            problems.append(f"{role} class {name} does not come from the checkpoint's remote code")
+
+    for modality in modalities:
+        prefix = f"{modality}.inputs."
+        for key in sorted(k for k in reference if k.startswith(prefix)):
+            name, ours, theirs = key.removeprefix(prefix), reference[key], remote.get(key)
+            if theirs is None:
+                problems.append(f"{modality}: the remote processor does not return {name}")
+            elif ours.shape != theirs.shape:
+                problems.append(
+                    f"{modality}: processor output {name} has shape {tuple(theirs.shape)}, expected {tuple(ours.shape)}"
+                )
+            elif ours.is_floating_point():
+                diff = (ours.float() - theirs.float()).abs().max().item() if ours.numel() else 0.0
+                if diff > 1e-5:
+                    problems.append(f"{modality}: processor output {name} differs by up to {diff:.3g}")
+            elif not torch.equal(ours, theirs):
+                problems.append(f"{modality}: processor output {name} differs")
+
+        logits, remote_logits = reference[f"{modality}.logits"], remote[f"{modality}.logits"]
+        if logits.shape != remote_logits.shape:
+            problems.append(f"{modality}: logits shape {tuple(remote_logits.shape)}, expected {tuple(logits.shape)}")
+        else:
+            diff = (logits - remote_logits).abs().max().item()
+            result.max_logit_diff[modality] = diff
+            if not diff <= logits_atol:
+                problems.append(f"{modality}: logits differ by up to {diff:.3g} (tolerance {logits_atol:g})")
+
+        expected = reference[f"{modality}.generated"]
+        result.tokens[modality] = expected[0, reference[f"{prefix}input_ids"].shape[1] :].tolist()
+        generated = {"the remote model": remote[f"{modality}.generated"]}
+        if modality == "image":
+            generated["the pipeline"] = remote["image.pipeline_generated"]
+        for source, sequence in generated.items():
+            if not torch.equal(sequence, expected):
+                problems.append(
+                    f"{modality}: {source} generated {sequence[0].tolist()} instead of {expected[0].tolist()}"
+                )

@@ -1,0 +1,242 @@
+"""Each benchmark end to end through `towervision eval ...` on local fixtures in the benchmark's own layout."""
+
+import json
+import os
+import sys
+import types
+
+import eval_helpers
+import pytest
+import torch
+from datasets import Dataset, Features, Image, Value
+
+from towervision_hf.evaluation import alm_bench, vimul
+from towervision_hf.evaluation.cli import main
+from towervision_hf.evaluation.commute import evaluate_commute
+from towervision_hf.evaluation.multi30k import evaluate_multi30k
+from towervision_hf.evaluation.results import RunResult
+from towervision_hf.evaluation.sources import load_splits
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    root = tmp_path_factory.mktemp("eval")
+    return {
+        "root": root,
+        "model": eval_helpers.save_tiny_model(root / "model"),
+        "commute": eval_helpers.write_commute(root / "commute"),
+        "multi30k": eval_helpers.write_multi30k(root / "multi30k"),
+        "alm": eval_helpers.write_alm_bench(root / "alm"),
+        "vimul": eval_helpers.write_vimul(root / "vimul"),
+    }
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return eval_helpers.build_tiny_model_and_processor()
+
+
+def _run(task, workspace, *extra):
+    out = workspace["root"] / f"out-{task}"
+    assert main([task, "--model", workspace["model"], "--output-dir", str(out), *extra]) == 0
+    payload = json.loads((out / f"{task}.json").read_text())
+    assert (out / f"{task}.md").read_text().startswith(f"# {task}")
+    return payload, out
+
+
+def test_commute_cli(workspace):
+    payload, out = _run("commute", workspace, "--data", workspace["commute"])
+    table = payload["tables"]["language pair"]
+    assert set(table) == {"en-de", "en-fr", "average"}
+    assert (table["en-de"]["n"], table["en-fr"]["n"], table["average"]["n"]) == (3, 2, 5)
+    assert 0 <= table["en-de"]["accuracy"] <= 1 and 0 <= table["en-de"]["accuracy_sum"] <= 1
+    assert payload["skipped"] == {"missing_image": 1, "empty_text": 1, "unknown_language": 1}
+    assert payload["data"]["rows"] == {"de": 5, "fr": 2, "xx": 1}
+    assert len((out / "commute.predictions.jsonl").read_text().splitlines()) == 5
+
+
+def test_commute_requested_languages_and_missing_pairs(workspace):
+    payload, _ = _run("commute", workspace, "--data", workspace["commute"], "--langs", "fr,ru")
+    assert set(payload["tables"]["language pair"]) == {"en-fr", "average"}
+    assert any("en-ru" in note for note in payload["notes"])
+
+
+def _contrastive_split(correct: str, incorrect: str) -> dict:
+    features = Features({name: Value("string") for name in ("source", "correct_translation", "incorrect_translation")})
+    features["image"] = Image()
+    rows = [
+        {
+            "source": "The bank.",
+            "correct_translation": correct,
+            "incorrect_translation": incorrect,
+            "image": eval_helpers.random_image(i),
+        }
+        for i in range(3)
+    ]
+    return {"de": Dataset.from_list(rows, features=features)}
+
+
+@pytest.mark.parametrize("boosted, expected", [("a", 1.0), ("z", 0.0)])
+def test_commute_accuracy_on_a_pair_whose_answer_is_known(tiny, boosted, expected):
+    model, processor = tiny
+    token_ids = processor.tokenizer(boosted, add_special_tokens=False)["input_ids"]
+    bias = torch.zeros(model.get_output_embeddings().out_features)
+    bias[token_ids] = 8.0
+    handle = model.get_output_embeddings().register_forward_hook(lambda module, inputs, output: output + bias)
+    try:
+        result = RunResult("commute", "tiny", {}, {})
+        evaluate_commute(model, processor, _contrastive_split("aaaa", "zzzz"), result)
+    finally:
+        handle.remove()
+    row = result.tables["language pair"]["en-de"]
+    assert (row["accuracy"], row["accuracy_sum"], row["n"]) == (expected, expected, 3)
+
+
+def test_multi30k_cli(workspace):
+    payload, out = _run(
+        "multi30k",
+        workspace,
+        "--data",
+        workspace["multi30k"],
+        "--pairs",
+        "en-de,en-fr,en-cs,en-xx",
+        "--max-new-tokens",
+        "4",
+    )
+    table = payload["tables"]["language pair"]
+    assert set(table) == {"en-de", "en-fr", "en-cs"}
+    assert (table["en-de"]["n"], table["en-fr"]["n"], table["en-cs"]["n"]) == (2, 3, 3)
+    assert all(0 <= row["chrf"] <= 100 and 0 <= row["bleu"] <= 100 for row in table.values())
+    assert payload["skipped"] == {"missing_image": 3, "empty_reference": 1, "unknown_language": 4}
+    assert any("COMET skipped" in note for note in payload["notes"])  # unbabel-comet is not installed here
+    assert len((out / "multi30k.predictions.jsonl").read_text().splitlines()) == 8
+
+
+def test_multi30k_comet_seam(tiny, monkeypatch):
+    calls = {}
+
+    class FakeComet:
+        def predict(self, samples, batch_size, gpus, progress_bar):
+            calls["samples"] = samples
+            return types.SimpleNamespace(scores=[0.5] * len(samples), system_score=0.5)
+
+    fake = types.ModuleType("comet")
+    fake.download_model = lambda name: calls.setdefault("model", name) and f"/ckpt/{name}"
+    fake.load_from_checkpoint = lambda path: FakeComet()
+    monkeypatch.setitem(sys.modules, "comet", fake)
+    features = Features({"en": Value("string"), "de": Value("string"), "image": Image()})
+    split = Dataset.from_list(
+        [{"en": "A dog.", "de": "Ein Hund.", "image": eval_helpers.random_image(0)}], features=features
+    )
+    model, processor = tiny
+    result = RunResult("multi30k", "tiny", {}, {})
+    predictions = evaluate_multi30k(
+        model, processor, split, result, [("en", "de")], max_new_tokens=3, comet_model="Unbabel/XCOMET-XL"
+    )
+    assert result.tables["language pair"]["en-de"]["comet"] == 0.5
+    assert calls["model"] == "Unbabel/XCOMET-XL"
+    assert calls["samples"] == [{"src": "A dog.", "mt": predictions[0]["translation"], "ref": "Ein Hund."}]
+
+
+def test_alm_bench_cli_with_plot(workspace):
+    plot = workspace["root"] / "plots" / "alm.png"
+    payload, out = _run(
+        "alm-bench", workspace, "--data", workspace["alm"], "--max-new-tokens", "4", "--plot", str(plot)
+    )
+    assert set(payload["tables"]["language"]) == {"English", "German", "Klingon"}
+    assert payload["tables"]["language"]["English"]["n"] == 4 and payload["tables"]["language"]["German"]["n"] == 2
+    assert set(payload["tables"]["question type"]) == {"mcq", "tf", "short", "long"}
+    assert payload["skipped"] == {
+        "missing_image": 1,
+        "unknown_question_type": 1,
+        "unparsable_mcq_answer": 1,
+        "open_ended_unjudged": 3,
+    }
+    assert plot.read_bytes().startswith(b"\x89PNG")
+
+
+def test_alm_bench_language_selection(workspace):
+    payload, _ = _run("alm-bench", workspace, "--data", workspace["alm"], "--max-new-tokens", "2", "--langs", "de,xx")
+    assert set(payload["tables"]["language"]) == {"German"}
+    assert payload["skipped"]["unknown_language"] == 1  # the Klingon row
+    assert payload["skipped"]["unknown_requested_language"] == 1  # "xx"
+
+
+def test_alm_bench_scores_known_answers(workspace, tiny, monkeypatch):
+    """With answers known in advance, MCQ / TF come out right, wrong TF wrong, and open-ended get the judge grade."""
+    answers = {
+        "Which dish is shown?": "paella",
+        "Is this a festival?": "True!",
+        "Welches Gericht?": "Knödel",
+        "Ist das eine Burg?": "Falsch, das ist eine Kirche",
+    }
+
+    def fake_generate(model, processor, prompts, **kwargs):
+        texts = [prompt.messages[0]["content"][-1]["text"] for prompt in prompts]
+        return [next((a for q, a in answers.items() if text.startswith(q)), "something") for text in texts]
+
+    class FakeJudge:
+        def score(self, question, reference, prediction):
+            return 0.8
+
+    monkeypatch.setattr(alm_bench, "generate", fake_generate)
+    splits, _ = load_splits(workspace["alm"])
+    result = RunResult("alm-bench", "tiny", {}, {})
+    records = alm_bench.evaluate_alm_bench(*tiny, splits["test"], result, judge=FakeJudge())
+    english, german = result.tables["language"]["English"], result.tables["language"]["German"]
+    assert (english["mcq_accuracy"], english["tf_accuracy"], english["judge_score"]) == (1.0, 1.0, 0.8)
+    assert (german["mcq_accuracy"], german["tf_accuracy"]) == (0.0, 1.0)
+    assert english["score"] == pytest.approx((1 + 1 + 0.8 + 0.8) / 4)
+    assert "open_ended_unjudged" not in result.skipped
+    assert len(records) == 7
+
+
+def test_vimul_cli(workspace):
+    video_root = os.path.join(os.path.dirname(workspace["vimul"]), "videos")
+    payload, out = _run(
+        "vimul",
+        workspace,
+        "--data",
+        workspace["vimul"],
+        "--video-root",
+        video_root,
+        "--max-new-tokens",
+        "3",
+        "--num-frames",
+        "4",
+    )
+    assert set(payload["tables"]["language"]) == {"english", "spanish"}
+    assert payload["tables"]["question type"]["mcq"]["n_mcq"] == 2
+    assert payload["skipped"] == {"missing_video": 1, "unparsable_mcq_answer": 1, "open_ended_unjudged": 1}
+    assert any("--judge-endpoint" in note for note in payload["notes"])
+    assert len((out / "vimul.predictions.jsonl").read_text().splitlines()) == 3
+
+
+def test_vimul_embedded_videos_decode_without_torchcodec(workspace):
+    data = eval_helpers.write_vimul_embedded(workspace["root"] / "vimul-embedded")
+    payload, _ = _run("vimul", workspace, "--data", data, "--max-new-tokens", "2", "--num-frames", "3")
+    assert payload["tables"]["language"]["german"]["n_mcq"] == 1
+    assert payload["skipped"] == {"missing_video": 1}  # the undecodable bytes
+
+
+def test_vimul_scores_known_answers_with_a_judge(workspace, tiny, monkeypatch):
+    seen_frames = []
+
+    def fake_generate(model, processor, prompts, **kwargs):
+        seen_frames.extend(video.shape for prompt in prompts for video in prompt.videos)
+        replies = {"Which festival": "B. Holi", "¿Qué se vende?": "A", "What happens": "People shop."}
+        texts = [prompt.messages[0]["content"][-1]["text"] for prompt in prompts]
+        return [next(r for q, r in replies.items() if text.startswith(q)) for text in texts]
+
+    class FakeJudge:
+        def score(self, question, reference, prediction):
+            return 0.6 if prediction == "People shop." else 0.0
+
+    monkeypatch.setattr(vimul, "generate", fake_generate)
+    splits, _ = load_splits(workspace["vimul"])
+    result = RunResult("vimul", "tiny", {}, {})
+    video_root = os.path.join(os.path.dirname(workspace["vimul"]), "videos")
+    vimul.evaluate_vimul(*tiny, dict(splits), result, judge=FakeJudge(), video_root=video_root, num_frames=5)
+    english, spanish = result.tables["language"]["english"], result.tables["language"]["spanish"]
+    assert (english["mcq_accuracy"], english["judge_score"], spanish["mcq_accuracy"]) == (1.0, 0.6, 1.0)
+    assert seen_frames == [(5, 32, 48, 3)] * 3  # 5 uniformly sampled frames, also from a 3-frame video

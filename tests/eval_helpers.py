@@ -26,77 +26,49 @@ GEMMA_TEMPLATE = (
 
 
 def build_tiny_model_and_processor():
-    """TowerVision at toy size (`tiny_config` + `build_tiny_processor`), seeded random weights."""
-    import torch
+    """TowerVision at toy size (`towervision init --tiny`), seeded random weights."""
+    from towervision_hf.init_model import build_tiny
 
-    from towervision_hf.modeling_towervision import TowerVisionForConditionalGeneration
-    from towervision_hf.tiny import build_tiny_processor, build_tiny_tokenizer, tiny_config
-
-    tokenizer = build_tiny_tokenizer()
-    processor = build_tiny_processor(tokenizer)
-    torch.manual_seed(0)
-    return TowerVisionForConditionalGeneration(tiny_config(tokenizer)).eval(), processor
+    model, processor = build_tiny()
+    return model.eval(), processor
 
 
 def build_native_llava_onevision():
-    """transformers' native LlavaOnevision at toy size with the offline Gemma tokenizer and a Gemma-turn template."""
+    """transformers' native LlavaOnevision with the tiny TowerVision sub-configs, the offline Gemma tokenizer and a
+    Gemma-turn template."""
     import torch
     from transformers import (
-        Gemma2Config,
         LlavaOnevisionConfig,
         LlavaOnevisionForConditionalGeneration,
         LlavaOnevisionImageProcessor,
         LlavaOnevisionProcessor,
         LlavaOnevisionVideoProcessor,
-        SiglipVisionConfig,
     )
 
-    from towervision_hf.tiny import build_tiny_tokenizer
+    from towervision_hf.tiny import build_tiny_tokenizer, tiny_config
 
     tokenizer = build_tiny_tokenizer()
     tokenizer.chat_template = GEMMA_TEMPLATE
-    pinpoints = [[32 * r, 32 * c] for r in range(1, 7) for c in range(1, 7) if r * c <= 6]
-    common = {"size": {"height": 32, "width": 32}, "image_mean": [0.5] * 3, "image_std": [0.5] * 3}
+    tiny = tiny_config(tokenizer)
+    size = tiny.tile_size
+    common = {"size": {"height": size, "width": size}, "image_mean": [0.5] * 3, "image_std": [0.5] * 3}
     processor = LlavaOnevisionProcessor(
-        image_processor=LlavaOnevisionImageProcessor(image_grid_pinpoints=pinpoints, **common),
-        video_processor=LlavaOnevisionVideoProcessor(do_sample_frames=True, num_frames=4, **common),
+        image_processor=LlavaOnevisionImageProcessor(image_grid_pinpoints=tiny.image_grid_pinpoints, **common),
+        video_processor=LlavaOnevisionVideoProcessor(do_sample_frames=True, num_frames=tiny.num_frames, **common),
         tokenizer=tokenizer,
-        num_image_tokens=16,
+        num_image_tokens=tiny.patches_per_side**2,
         vision_feature_select_strategy="full",
         chat_template=GEMMA_TEMPLATE,
         vision_aspect_ratio="anyres_max_9",
     )
-    vision = SiglipVisionConfig(
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        image_size=32,
-        patch_size=8,
-        vision_use_head=False,
-    )
-    text = Gemma2Config(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        head_dim=16,
-        query_pre_attn_scalar=16,
-        sliding_window=64,
-        pad_token_id=0,
-        bos_token_id=2,
-        eos_token_id=tokenizer.convert_tokens_to_ids("<end_of_turn>"),
-    )
     config = LlavaOnevisionConfig(
-        vision_config=vision,
-        text_config=text,
+        vision_config=tiny.vision_config,
+        text_config=tiny.text_config,
         image_token_id=tokenizer.image_token_id,
         video_token_id=tokenizer.video_token_id,
         vision_feature_select_strategy="full",
         vision_feature_layer=-1,
-        image_grid_pinpoints=pinpoints,
+        image_grid_pinpoints=tiny.image_grid_pinpoints,
     )
     torch.manual_seed(0)
     model = LlavaOnevisionForConditionalGeneration._from_config(config, attn_implementation="eager").eval()

@@ -60,6 +60,11 @@ def video_name(source) -> str:
     return f"Video bytes ({len(source)} bytes)" if isinstance(source, (bytes, bytearray)) else f"Video file {source}"
 
 
+def uniform_frame_indices(total_num_frames: int, num_frames: int) -> np.ndarray:
+    """`num_frames` indices spread uniformly over `total_num_frames` (rounded); a shorter clip repeats frames."""
+    return np.linspace(0, total_num_frames - 1, num_frames).round().astype(np.int64)
+
+
 def read_video_pyav(source, sample_indices_fn=None) -> tuple[np.ndarray, VideoMetadata]:
     """Decode the frames chosen by `sample_indices_fn(metadata=...)` (all frames when `None`) with PyAV.
 
@@ -248,8 +253,7 @@ class TowerVisionVideoProcessor(LlavaOnevisionVideoProcessor):
             if not metadata.fps:
                 raise ValueError("Sampling by `fps` needs the video's frame rate: pass `video_metadata` with `fps`")
             num_frames = max(1, int(total / metadata.fps * fps))
-        num_frames = num_frames or self.num_frames
-        return np.linspace(0, total - 1, num_frames).round().astype(np.int64)
+        return uniform_frame_indices(total, num_frames or self.num_frames)
 
     def fetch_videos(self, video_url_or_urls, sample_indices_fn=None):
         """Decode paths or encoded bytes with PyAV (torchcodec is not needed)."""
@@ -294,4 +298,4 @@ def _frames_array(video, position: int):
     return video
 
 
-__all__ = ["TowerVisionVideoProcessor"]
+__all__ = ["TowerVisionVideoProcessor", "read_video_pyav", "uniform_frame_indices"]

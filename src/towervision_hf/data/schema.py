@@ -29,6 +29,7 @@ import numpy as np
 from datasets import Features, List, Value
 from PIL import Image
 
+from ..video_processing_towervision import read_video_pyav, uniform_frame_indices
 from .languages import LANGUAGES
 
 
@@ -86,8 +87,10 @@ def make_sample(id, source, language, messages, images=(), videos=()) -> dict:
         "source": source,
         "language": language,
         "messages": [
-            {"role": turn["role"],
-             "content": [{"type": block["type"], "text": block.get("text")} for block in turn["content"]]}
+            {
+                "role": turn["role"],
+                "content": [{"type": block["type"], "text": block.get("text")} for block in turn["content"]],
+            }
             for turn in messages
         ],
         "images": [{key: entry.get(key) for key in MEDIA_KEYS} for entry in images],
@@ -221,19 +224,15 @@ def video_input(entry: dict, fetcher=None) -> str | bytes:
 def load_video_frames(entry: dict, num_frames: int | None = None, fetcher=None) -> np.ndarray:
     """Decode a video media entry with PyAV to uint8 RGB frames of shape (frames, height, width, 3).
 
-    With `num_frames`, that many frames are taken uniformly over the decoded video (indices `linspace(0, n-1)`).
+    With `num_frames`, that many frames are taken uniformly over the video (the video processor's rule: indices
+    `linspace(0, n-1)` rounded, short clips repeat frames) and only those are decoded; otherwise every frame.
+    Undecodable media raise a `ValueError` naming the video.
     """
-    import av
-
-    source = video_input(entry, fetcher)
-    with av.open(source if isinstance(source, str) else io.BytesIO(source)) as container:
-        frames = [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]
-    if not frames:
-        raise ValueError(f"video {entry.get('path') or entry.get('url') or '<bytes>'} has no decodable frames")
-    if num_frames is not None:
-        indices = np.linspace(0, len(frames) - 1, num_frames).round().astype(int)
-        frames = [frames[index] for index in indices]
-    return np.stack(frames)
+    sample = (
+        None if num_frames is None else lambda metadata: uniform_frame_indices(metadata.total_num_frames, num_frames)
+    )
+    frames, _ = read_video_pyav(video_input(entry, fetcher), sample)
+    return frames
 
 
 def to_trl_example(row: dict, fetcher=None) -> dict:

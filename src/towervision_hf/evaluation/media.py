@@ -10,6 +10,8 @@ import os
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from ..video_processing_towervision import read_video_pyav, uniform_frame_indices
+
 
 def decode_image(value, root: str | None = None) -> Image.Image | None:
     """An RGB PIL image from a PIL image, a `{"bytes", "path"}` dict (datasets' storage format), raw bytes or a path.
@@ -41,7 +43,7 @@ def _video_source(value, root: str | None):
     if isinstance(value, dict):
         return _video_source(value.get("bytes") or value.get("path"), root)
     if isinstance(value, (bytes, bytearray)):
-        return io.BytesIO(value)
+        return bytes(value)
     if isinstance(value, str) and value:
         return value if root is None or os.path.isabs(value) else os.path.join(root, value)
     return None
@@ -50,31 +52,17 @@ def _video_source(value, root: str | None):
 def load_video_frames(value, num_frames: int, root: str | None = None) -> np.ndarray | None:
     """`num_frames` uniformly spaced RGB frames `(num_frames, height, width, 3)` of a video, decoded with PyAV.
 
-    `value` is a path (relative to `root`), raw bytes or a `{"bytes", "path"}` dict. Videos shorter than
-    `num_frames` repeat frames (uniform indices with replacement). Returns None for missing or undecodable videos.
+    `value` is a path (relative to `root`), raw bytes or a `{"bytes", "path"}` dict. Frames are sampled with the video
+    processor's rule (short videos repeat frames) and only they are decoded. Returns None for missing or
+    undecodable videos.
     """
-    import av
-
     source = _video_source(value, root)
     if source is None:
         return None
     try:
-        with av.open(source) as container:
-            total = container.streams.video[0].frames or sum(1 for _ in container.decode(video=0))
-        if total == 0:
-            return None
-        indices = np.linspace(0, total - 1, num_frames).round().astype(int)
-        wanted = set(indices.tolist())
-        if isinstance(source, io.BytesIO):
-            source.seek(0)
-        frames = {}
-        with av.open(source) as container:  # second pass: convert only the sampled frames
-            for index, frame in enumerate(container.decode(video=0)):
-                if index in wanted:
-                    frames[index] = frame.to_ndarray(format="rgb24")
-    except (av.FFmpegError, OSError, ValueError, IndexError):
+        frames, _ = read_video_pyav(
+            source, lambda metadata: uniform_frame_indices(metadata.total_num_frames, num_frames)
+        )
+    except ValueError:
         return None
-    if not frames:
-        return None
-    last = max(frames)  # container metadata may over-count frames: fall back to the last decoded one
-    return np.stack([frames.get(i, frames[last]) for i in indices])
+    return frames

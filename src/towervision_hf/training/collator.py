@@ -10,8 +10,6 @@ Nothing is ever truncated: a sample longer than `max_length` is dropped from its
 `ValueError` naming it (`over_length="error"`). Cutting a sequence would cut through image tokens.
 """
 
-import io
-from collections import Counter
 
 import numpy as np
 import torch
@@ -31,43 +29,13 @@ def decode_image(entry) -> Image.Image:
     return load_image(entry)
 
 
-def read_video_frames(source: str | bytes, num_frames: int) -> np.ndarray:
-    """`num_frames` frames at `linspace(0, total - 1)` (rounded; short clips repeat frames) as uint8 `(T, H, W, 3)`.
-
-    Frames are decoded in order and only the sampled ones are converted, so memory grows with `num_frames`, not
-    with the clip length.
-    """
-    import av
-
-    def open_container():
-        return av.open(source if isinstance(source, str) else io.BytesIO(source))
-
-    with open_container() as container:
-        total = container.streams.video[0].frames
-    for _ in range(2):  # a second pass when the container's frame count was missing or wrong
-        indices = np.linspace(0, max(total, 1) - 1, num_frames).round().astype(int)
-        wanted, frames, decoded = Counter(indices.tolist()), [], 0
-        with open_container() as container:
-            for decoded, frame in enumerate(container.decode(video=0), start=1):
-                if decoded - 1 in wanted:
-                    frames += [frame.to_ndarray(format="rgb24")] * wanted[decoded - 1]
-                if total and decoded > indices[-1]:
-                    break
-        if decoded == 0:
-            raise ValueError("video has no decodable frames")
-        if len(frames) == num_frames:
-            return np.stack(frames)
-        total = decoded
-    raise ValueError(f"could not sample {num_frames} frames from a video of {total} frames")
-
-
 def decode_video(entry, num_frames: int) -> np.ndarray:
     """Frames of a schema media entry, or an in-memory `(T, H, W, 3)` array passed through unchanged."""
     if isinstance(entry, (np.ndarray, torch.Tensor)):
         return entry
-    from ..data.schema import video_input
+    from ..data.schema import load_video_frames
 
-    return read_video_frames(video_input(entry), num_frames)
+    return load_video_frames(entry, num_frames)
 
 
 class TowerVisionCollator:

@@ -31,6 +31,7 @@ from transformers import (
 )
 
 from towervision_hf import TowerVisionForConditionalGeneration, TowerVisionModel
+from towervision_hf.modeling_towervision import CACHE_NAME
 from towervision_hf.tiling_towervision import anyres_grid_shape
 from towervision_hf.tiny import TINY_PATCH_SIZE, TINY_TILE_SIZE, tiny_config
 
@@ -316,8 +317,8 @@ def test_generate_uses_gemma2_hybrid_cache(model, config, images_inputs):
     text_out = gemma.generate(
         images_inputs["input_ids"][:1, -5:], max_new_tokens=3, do_sample=False, return_dict_in_generate=True
     )
-    layer_types = [type(layer).__name__ for layer in out.past_key_values.layers]
-    assert layer_types == [type(layer).__name__ for layer in text_out.past_key_values.layers]
+    layer_types = [type(layer).__name__ for layer in out[CACHE_NAME].layers]
+    assert layer_types == [type(layer).__name__ for layer in text_out[CACHE_NAME].layers]
     assert "DynamicSlidingWindowLayer" in layer_types
 
 

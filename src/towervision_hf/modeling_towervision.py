@@ -22,11 +22,15 @@ from torch import nn
 from transformers import AutoModel, GenerationMixin, PreTrainedModel
 from transformers.activations import ACT2FN
 from transformers.cache_utils import Cache
-from transformers.modeling_outputs import BaseModelOutputWithPast, ModelOutput
+from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 
 from .configuration_towervision import TowerVisionConfig
 from .tiling_towervision import anyres_grid_shape, pooled_side, restrict_pinpoints, unpad_slices
 
+
+# transformers 5.24 renamed `past_key_values` to `cache` in outputs, `forward` and `generate`; the library's own output
+# class says which name the installed version uses, and every cache is passed and read under that name.
+CACHE_NAME = "cache" if "cache" in BaseModelOutputWithPast.__dataclass_fields__ else "past_key_values"
 
 # `auto_map` written into every saved checkpoint, so that `trust_remote_code` loading works with each Auto class.
 AUTO_MAP = {
@@ -53,21 +57,18 @@ class TowerVisionModelOutputWithPast(BaseModelOutputWithPast):
 
 
 @dataclass
-class TowerVisionCausalLMOutputWithPast(ModelOutput):
+class TowerVisionCausalLMOutputWithPast(CausalLMOutputWithPast):
     r"""
-    Output of [`TowerVisionForConditionalGeneration`].
+    Output of [`TowerVisionForConditionalGeneration`]: `loss` is the next-token cross-entropy computed on the
+    softcapped `logits` (Gemma2's final-logit softcapping is applied); the cache field is named by the installed
+    transformers (`cache` from 5.24, `past_key_values` before).
 
-    loss (`torch.FloatTensor` of shape `(1,)`, *optional*, returned when `labels` is given):
-        Next-token cross-entropy computed on the softcapped logits.
-    logits (`torch.FloatTensor` of shape `(batch_size, sequence_length, vocab_size)`):
-        LM head output after Gemma2's final-logit softcapping.
+    image_hidden_states (`torch.FloatTensor` of shape `(num_image_tokens, hidden_size)`, *optional*):
+        The embeddings that replaced the `<image>` tokens.
+    video_hidden_states (`torch.FloatTensor` of shape `(num_video_tokens, hidden_size)`, *optional*):
+        The embeddings that replaced the `<video>` tokens.
     """
 
-    loss: torch.FloatTensor | None = None
-    logits: torch.FloatTensor | None = None
-    past_key_values: Cache | None = None
-    hidden_states: tuple[torch.FloatTensor, ...] | None = None
-    attentions: tuple[torch.FloatTensor, ...] | None = None
     image_hidden_states: torch.FloatTensor | None = None
     video_hidden_states: torch.FloatTensor | None = None
 
@@ -95,7 +96,7 @@ class TowerVisionPreTrainedModel(PreTrainedModel):
     base_model_prefix = "model"
     input_modalities = ("image", "video", "text")
     supports_gradient_checkpointing = True
-    _skip_keys_device_placement = ["past_key_values"]
+    _skip_keys_device_placement = ["past_key_values", "cache"]
     _supports_flash_attn = True
     _supports_sdpa = True
     _supports_flex_attn = True
@@ -335,6 +336,7 @@ class TowerVisionModel(TowerVisionPreTrainedModel):
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
         past_key_values: Cache | None = None,
+        cache: Cache | None = None,
         inputs_embeds: torch.FloatTensor | None = None,
         use_cache: bool | None = None,
         return_dict: bool | None = None,
@@ -349,14 +351,19 @@ class TowerVisionModel(TowerVisionPreTrainedModel):
             pixel_values_videos: see [`~TowerVisionModel.get_video_features`].
             image_sizes_videos (`torch.LongTensor`, *optional*):
                 Frame sizes returned by video processors; frames are not tiled, so they are not needed.
+            past_key_values, cache (`Cache`, *optional*):
+                The KV cache, under either name (transformers 5.24 calls it `cache`); give at most one.
             **kwargs: forwarded to the language model (e.g. `output_hidden_states`, `output_attentions`).
         """
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("Pass exactly one of input_ids or inputs_embeds")
+        if past_key_values is not None and cache is not None:
+            raise ValueError("Pass the KV cache as either `cache` or `past_key_values`, not both")
+        cache = cache if cache is not None else past_key_values
         if inputs_embeds is None:
             inputs_embeds = self.get_input_embeddings()(input_ids)
         # Placeholders need pixels at prefill; while decoding, a generated placeholder id is just a token.
-        prefill = past_key_values is None or past_key_values.get_seq_length() == 0
+        prefill = cache is None or cache.get_seq_length() == 0
 
         image_features = video_features = None
         if pixel_values is not None and pixel_values.shape[0] == 0:  # a collated batch without images
@@ -380,15 +387,15 @@ class TowerVisionModel(TowerVisionPreTrainedModel):
         outputs = self.language_model(
             attention_mask=attention_mask,
             position_ids=position_ids,
-            past_key_values=past_key_values,
             inputs_embeds=inputs_embeds,
             use_cache=use_cache,
             return_dict=True,
+            **{CACHE_NAME: cache},
             **kwargs,
         )
         output = TowerVisionModelOutputWithPast(
             last_hidden_state=outputs.last_hidden_state,
-            past_key_values=outputs.past_key_values,
+            **{CACHE_NAME: getattr(outputs, CACHE_NAME)},
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
             image_hidden_states=image_features,
@@ -466,6 +473,7 @@ class TowerVisionForConditionalGeneration(TowerVisionPreTrainedModel, Generation
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
         past_key_values: Cache | None = None,
+        cache: Cache | None = None,
         inputs_embeds: torch.FloatTensor | None = None,
         labels: torch.LongTensor | None = None,
         use_cache: bool | None = None,
@@ -494,6 +502,7 @@ class TowerVisionForConditionalGeneration(TowerVisionPreTrainedModel, Generation
             attention_mask=attention_mask,
             position_ids=position_ids,
             past_key_values=past_key_values,
+            cache=cache,
             inputs_embeds=inputs_embeds,
             use_cache=use_cache,
             **kwargs,
@@ -512,7 +521,7 @@ class TowerVisionForConditionalGeneration(TowerVisionPreTrainedModel, Generation
         output = TowerVisionCausalLMOutputWithPast(
             loss=loss,
             logits=logits,
-            past_key_values=outputs.past_key_values,
+            **{CACHE_NAME: getattr(outputs, CACHE_NAME)},
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
             image_hidden_states=outputs.image_hidden_states,

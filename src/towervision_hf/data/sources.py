@@ -62,7 +62,7 @@ def open_table(path: str, name: str | None = None, split: str = "train", data_fi
     Local files are always streamed (no cache copy); a folder written by `save_to_disk` is loaded from disk.
     """
     from datasets import Image as ImageFeature
-    from datasets import load_dataset, load_from_disk
+    from datasets import List, load_dataset, load_from_disk
 
     local = Path(path)
     if local.exists():
@@ -81,6 +81,8 @@ def open_table(path: str, name: str | None = None, split: str = "train", data_fi
     for column, feature in (dataset.features or {}).items():
         if isinstance(feature, ImageFeature):
             dataset = dataset.cast_column(column, ImageFeature(decode=False))
+        elif isinstance(feature, List) and isinstance(feature.feature, ImageFeature):  # a list of images per row
+            dataset = dataset.cast_column(column, List(ImageFeature(decode=False)))
     return dataset
 
 

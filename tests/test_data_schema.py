@@ -118,8 +118,9 @@ def test_the_twenty_languages():
 @pytest.mark.parametrize(
     "value, code",
     [("pt_BR", "pt-BR"), ("PT", "pt-PT"), ("zh-CN", "zh-Hans"), ("zh-Hant-TW", "zh-Hant"), ("zh-TW", "zh-Hant"),
-     ("no", "nb"), ("nno", "nn"), ("de-AT", "de"), ("es-419", "es-LATAM"), ("German", "de"), ("Norwegian Nynorsk", "nn"),
-     ("es", "es-LATAM"), ("es_ES", "es-LATAM"), ("Spanish", "es-LATAM"), ("spa", "es-LATAM")],
+     ("no", "nb"), ("nno", "nn"), ("de-AT", "de"), ("es-419", "es-LATAM"), ("German", "de"),
+     ("Norwegian Nynorsk", "nn"), ("es", "es-LATAM"), ("es_ES", "es-LATAM"), ("Spanish", "es-LATAM"),
+     ("spa", "es-LATAM")],
 )
 def test_language_codes_are_normalised(value, code):
     assert normalize_language(value) == code

@@ -138,7 +138,7 @@ def _parser() -> argparse.ArgumentParser:
     build.add_argument("recipe", help="recipe YAML, e.g. recipes/data/visionblocks.yaml")
     build.add_argument("--out", help="output folder (one sub-folder per stage when building several)")
     build.add_argument("--dry-run", action="store_true",
-                       help="print every source's samples and shares (and the paper's table rows) without reading data")
+                       help="print every source's samples and shares (and the paper's rows) without reading data")
     build.add_argument("--stage", help="build only this stage")
     build.add_argument("--streaming", action="store_true", help="stream Hub sources instead of downloading them")
     build.add_argument("--limit", type=int, help="stop each stage after this many rows")

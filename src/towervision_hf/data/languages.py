@@ -50,7 +50,8 @@ LANGUAGE_SETS: dict[str, tuple[str, ...]] = {"all": LANGUAGE_CODES, "core": CORE
 # Codes seen in the sources (case-insensitive, "_" read as "-"). Bare "pt", "zh" and "no" are ambiguous: they map to
 # pt-PT, zh-Hans and nb; a recipe overrides that per source with `language_map`. Every Spanish is es-LATAM.
 _ALIASES = {
-    "es": "es-LATAM", "spa": "es-LATAM", "es-419": "es-LATAM", "es-latam": "es-LATAM", "es-mx": "es-LATAM", "es-ar": "es-LATAM", "es-co": "es-LATAM",
+    "es": "es-LATAM", "spa": "es-LATAM",
+    "es-419": "es-LATAM", "es-latam": "es-LATAM", "es-mx": "es-LATAM", "es-ar": "es-LATAM", "es-co": "es-LATAM",
     "pt": "pt-PT", "por": "pt-PT", "pt-pt": "pt-PT", "pt-br": "pt-BR",
     "zh": "zh-Hans", "zho": "zh-Hans", "zh-cn": "zh-Hans", "zh-sg": "zh-Hans", "zh-hans": "zh-Hans",
     "zh-tw": "zh-Hant", "zh-hk": "zh-Hant", "zh-mo": "zh-Hant", "zh-hant": "zh-Hant",

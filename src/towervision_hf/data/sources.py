@@ -575,7 +575,8 @@ class Local(Adapter):
         for index, record in enumerate(read_jsonl(self.path)):
             if index == 0 and MALFORMED_KEY not in record:
                 check_columns(self.name, str(self.path), record, self.required_columns)
-            if self.translated is None or MALFORMED_KEY in record or bool(record.get("translation")) == self.translated:
+            selected = self.translated is None or bool(record.get("translation")) == self.translated
+            if selected or MALFORMED_KEY in record:
                 yield record
 
     def convert(self, record, index):

@@ -344,19 +344,14 @@ class PixmoDocs(Adapter):
         return make_sample(row_id, self.name, "en", messages, images=[_media_from_feature(record.get("image"))])
 
 
-class PixmoCount(PixmoCap):
+class PixmoCount(PixmoQA):
     """`allenai/pixmo-count` (`image_url`, `image_sha256`, `label`, `count`): one counting question per image,
     "How many {label} are there?" -> the count (the question wording is ours; the paper does not print it)."""
 
-    def __init__(self, name, *, path="allenai/pixmo-count", label_column="label", count_column="count",
-                 sha_column="image_sha256", **kwargs):
+    def __init__(self, name, *, path="allenai/pixmo-count", label_column="label", count_column="count", **kwargs):
         super().__init__(name, path=path, **kwargs)
-        self.label_column, self.count_column, self.sha_column = label_column, count_column, sha_column
+        self.label_column, self.count_column = label_column, count_column
         self.required_columns = ((label_column,), (count_column,), (self.image_column, self.url_column))
-
-    def image_checksums(self, record):
-        checksum = record.get(self.sha_column)
-        return [checksum] if checksum and not record.get(self.image_column) else None
 
     def convert(self, record, index):
         label, count = record.get(self.label_column), record.get(self.count_column)

@@ -110,8 +110,7 @@ def _with_language_set(value, language_set: str):
     return value
 
 
-def _source_spec(recipe_name: str, stage: str, entry: dict, switches: dict, language_set: str = "all",
-                 needs_size: bool = True) -> SourceSpec:
+def _source_spec(recipe_name: str, stage: str, entry: dict, switches: dict, language_set: str = "all") -> SourceSpec:
     where = f"recipe {recipe_name!r}, stage {stage!r}"
     if not isinstance(entry, dict) or "name" not in entry or "adapter" not in entry:
         raise ValueError(f"{where}: every source needs a name and an adapter, got {entry!r:.120}")
@@ -126,8 +125,6 @@ def _source_spec(recipe_name: str, stage: str, entry: dict, switches: dict, lang
     )
     if spec.paper and spec.paper.get("tag") not in PAPER_TAGS:
         raise ValueError(f"{where}, source {spec.name!r}: paper.tag must be one of {sorted(PAPER_TAGS)}")
-    if not needs_size and spec.samples is None and spec.weight is None:
-        return spec
     if spec.samples is None and spec.weight is None:
         raise ValueError(f"{where}, source {spec.name!r}: give `samples` (row count) or `weight`")
     if spec.mixture_weight <= 0:
@@ -162,11 +159,12 @@ def load_recipe(path, overrides=()) -> Recipe:
         names = [spec.name for spec in stages[stage]]
         if len(set(names)) != len(names):
             raise ValueError(f"recipe {path}: stage {stage!r} has duplicate source names {names}")
-    inputs = {
-        input_name: _source_spec(name, "inputs", {"name": input_name, **(entry or {})}, switches, language_set,
-                                 needs_size=False)
-        for input_name, entry in (config.get("inputs") or {}).items()
-    }
+    inputs = {}
+    for input_name, entry in (config.get("inputs") or {}).items():
+        if not isinstance(entry, dict) or "adapter" not in entry or set(entry) - {"adapter", "params", "samples"}:
+            raise ValueError(f"recipe {path}: input {input_name!r} needs an adapter and takes params and samples only")
+        inputs[input_name] = SourceSpec(name=input_name, adapter=entry["adapter"], samples=entry.get("samples"),
+                                        params=_with_language_set(dict(entry.get("params") or {}), language_set))
     unknown_media = set(config.get("media") or {}) - set(_MEDIA_DEFAULTS)
     if unknown_media:
         raise ValueError(f"recipe {path}: unknown media options {sorted(unknown_media)}")

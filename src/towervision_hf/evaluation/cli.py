@@ -149,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.plot:
             os.makedirs(os.path.dirname(os.path.abspath(args.plot)), exist_ok=True)
             plot_languages(result.tables["language"], args.plot)
-            result.notes.append(f"per-language plot: {args.plot}")
+            print(f"per-language plot: {args.plot}")
     else:
         from .vimul import evaluate_vimul
 

@@ -172,7 +172,8 @@ def evaluate_vimul(
     records = []
     for label, split in splits.items():
         columns = resolve_columns(split.column_names, column_overrides, f"ViMUL-Bench {label!r}")
-        for rows in iter_rows(undecoded(split, columns["video"]), chunk_size=2 * batch_size, limit=limit):
+        video_split = undecoded(split, columns["video"])
+        for rows in iter_rows(video_split, 2 * batch_size, limit, desc=f"vimul {label}", result=result):
             prompts, pending = [], []
             for row in rows:
                 item = _prepare(row, columns, label, languages, video_root, num_frames)

@@ -2,7 +2,9 @@
 
 import base64
 import json
+import socket
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
@@ -98,5 +100,21 @@ def test_synth_command_writes_local_jsonl(tmp_path, monkeypatch):
                  "--families", "spatial", "--out", str(tmp_path / "synth")]) == 0
     rows = list(read_jsonl(tmp_path / "synth"))
     assert rows[0]["synthesis"] == {"family": "spatial", "model": "m"}
-    assert rows[0]["images"][0]["path"] == str((images / "x.png").resolve())
+    image = Path(rows[0]["images"][0]["path"])  # brought next to the JSONL
+    assert image.parent == (tmp_path / "synth" / "media").resolve()
+    assert image.read_bytes() == (images / "x.png").read_bytes()
     assert json.loads((tmp_path / "synth" / "report.json").read_text())["total"] == 1
+
+
+def test_synth_fails_when_every_request_fails(tmp_path, capsys):
+    images = tmp_path / "images"
+    images.mkdir()
+    for name in ("a", "b"):
+        (images / f"{name}.png").write_bytes(png_bytes(draw_shape("circle", "red", (16, 16))))
+    with socket.socket() as probe:  # a port on 127.0.0.1 that nothing listens on: connections are refused
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    argv = ["synth", "--images", str(images), "--endpoint", f"http://127.0.0.1:{port}/v1", "--model", "m"]
+    assert main([*argv, "--out", str(tmp_path / "synth")]) == 1
+    err = capsys.readouterr().err
+    assert f"every request to http://127.0.0.1:{port}/v1 failed; the first: a.png:" in err and "refused" in err

@@ -50,7 +50,7 @@ def _translate(args) -> int:
     translated = translate_rows(rows, args.langs.split(","), backend, mode=args.mode, assign=args.assign,
                                 seed=args.seed, keep_english=args.keep_english, model_name=args.model, report=report)
     out = Path(args.out)
-    write_jsonl(translated, out)
+    write_jsonl(translated, out, bring_media=True)
     _finish(report, out)
     return 0
 
@@ -72,8 +72,8 @@ def _filter(args) -> int:
     report = BuildReport("filter", qe=args.qe, threshold=args.threshold)
     kept, rejected = split_by_threshold(rows, args.threshold, report)
     out = Path(args.out)
-    write_jsonl(kept, out, "data.jsonl")
-    write_jsonl(rejected, out, "rejected.jsonl")
+    write_jsonl(kept, out, "data.jsonl", bring_media=True)
+    write_jsonl(rejected, out, "rejected.jsonl", bring_media=True)
     _finish(report, out)
     return 0
 
@@ -88,8 +88,12 @@ def _synth(args) -> int:
                                families=args.families.split(",") if args.families else None, limit=args.limit,
                                report=report)
     out = Path(args.out)
-    write_jsonl(rows, out)
+    write_jsonl(rows, out, bring_media=True)
     _finish(report, out)
+    failed = [e["detail"] for examples in report.examples.values() for e in examples if e["reason"] == "request_failed"]
+    if report.total == 0 and failed:
+        print(f"towervision data synth: every request to {args.endpoint} failed; the first: {failed[0]}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -172,4 +176,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    return args.run(args)
+    try:
+        return args.run(args)
+    except (ValueError, FileNotFoundError) as error:  # a bad recipe, override, option or input path
+        print(f"towervision data {args.command}: error: {error}", file=sys.stderr)
+        return 2

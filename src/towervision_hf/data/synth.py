@@ -12,6 +12,8 @@ import random
 import urllib.request
 from pathlib import Path
 
+from tqdm.auto import tqdm
+
 from .jsonl import media_extension
 from .prompts import SYNTH_SYSTEM_PROMPTS, caption_prompt
 from .report import BuildReport
@@ -74,7 +76,9 @@ def synthesize_captions(images_dir, client: ChatClient, model: str, *, seed: int
         raise ValueError(f"unknown prompt families {sorted(unknown)}; known: {sorted(SYNTH_SYSTEM_PROMPTS)}")
     report = report if report is not None else BuildReport("synth")
     paths = sorted(p for p in Path(images_dir).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)[:limit]
-    for path in paths:
+    progress = tqdm(paths, desc="synth", unit="image", dynamic_ncols=True)
+    for path in progress:
+        progress.set_postfix(skipped=sum(report.skipped.get(source, {}).values()), refresh=False)
         rng = random.Random(f"{seed}:{path.name}")
         family = rng.choice(families)
         system_prompt = rng.choice(SYNTH_SYSTEM_PROMPTS[family])

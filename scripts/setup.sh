@@ -8,5 +8,4 @@ PYTHON=${PYTHON:-python3}
 # torch/torchvision pinned first: these exact releases are on local disk here; a looser spec may pull a multi-GB build.
 .venv/bin/python -m pip install -q "torch==2.14.1" "torchvision==0.29.1"
 .venv/bin/python -m pip install -q -e ".[dev]"
-# lmms-eval's own pins would downgrade PyAV; the plugin only needs its model interface, so install it without deps.
-.venv/bin/python -m pip install -q --no-deps "lmms-eval==0.7.3" "loguru>=0.7" "pytz"
+# lmms-eval (optional, its pins conflict with PyAV): bash scripts/setup_lmms.sh

@@ -153,6 +153,7 @@ def test_alm_bench_cli_with_plot(workspace):
         "open_ended_unjudged": 3,
     }
     assert plot.read_bytes().startswith(b"\x89PNG")
+    assert not any("alm.png" in note for note in payload["notes"])  # a local file: never published with the results
 
 
 def test_alm_bench_language_selection(workspace):

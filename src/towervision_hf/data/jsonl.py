@@ -118,7 +118,8 @@ def write_jsonl(rows, out_dir, filename: str = "data.jsonl", media_dir=None, bri
             for column in ("images", "videos"):
                 if column in row:
                     row[column] = [
-                        _portable_entry(entry, out_dir, media_dir, root.resolve(), bring_media) for entry in row[column]
+                        _portable_entry(entry, out_dir, media_dir, root.resolve(), bring_media)
+                        for entry in row[column]
                     ]
             handle.write(json.dumps(row, ensure_ascii=False) + "\n")
             count += 1

@@ -87,7 +87,8 @@ def _check_override_key(config: dict, key: str, assignment: str) -> None:
             options = [str(option) for option in known]
             nearest = difflib.get_close_matches(part, options, n=1)
             prefix = ".".join(parts[:depth])
-            hint = f"did you mean {'.'.join(filter(None, [prefix, nearest[0]]))!r}?" if nearest else f"known: {options}"
+            suggestion = ".".join(filter(None, [prefix, nearest[0]])) if nearest else None
+            hint = f"did you mean {suggestion!r}?" if suggestion else f"known: {options}"
             raise ValueError(f"--set {assignment!r}: unknown key {'.'.join(parts[: depth + 1])!r}; {hint}")
         known = known[part]
 

@@ -58,7 +58,7 @@ def _task(tasks, name: str, help_text: str, data: str) -> argparse.ArgumentParse
     parser.add_argument("--data", default=data, help="Hub dataset id, local directory or file (default: %(default)s)")
     parser.add_argument("--revision", default=None, help="dataset revision on the Hub (default: main)")
     parser.add_argument(
-        "--output-dir", default="results", help="where <task>.json / .md / .predictions.jsonl go (default: %(default)s)"
+        "--output-dir", default="results", help="folder of <task>.json, .md, .predictions.jsonl (default: %(default)s)"
     )
     parser.add_argument("--batch-size", type=int, default=8, help="items per forward pass (default: %(default)s)")
     parser.add_argument("--limit", type=int, default=None, help="read at most this many rows per split (smoke runs)")
@@ -93,11 +93,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     tasks = parser.add_subparsers(dest="task", required=True)
 
-    commute = _task(tasks, "commute", "CoMMuTE contrastive accuracy per language pair", "Unbabel/commute_multimodal_mt")
+    commute_data = "Unbabel/commute_multimodal_mt"
+    commute = _task(tasks, "commute", "CoMMuTE contrastive accuracy per language pair", commute_data)
     commute.add_argument("--langs", default="all", help="target languages, e.g. de,fr,ru,zh (default: all splits)")
 
     multi30k = _task(tasks, "multi30k", "Multi30K translation: BLEU, chrF (+ COMET) per pair", "romrawinjp/multi30k")
-    multi30k.add_argument("--split", default="test", help="split to translate (default: %(default)s = Flickr test2016)")
+    multi30k.add_argument("--split", default="test", help="split to translate (default: %(default)s, Flickr 2016)")
     multi30k.add_argument(
         "--pairs", default="en-de,en-fr,en-cs", help="SRC-TGT pairs, comma-separated (default: %(default)s)"
     )

@@ -337,3 +337,32 @@ def test_readme_lora_merge_push_lines_run_as_written(stage1_checkpoint, tmp_path
     assert Path(push_line[1]) == Path(merge_line[2])
     assert cli_main(push_line) == 0
     assert "dry run: nothing uploaded" in capsys.readouterr().out
+
+
+def test_logged_module_learning_rates_are_those_of_the_step(stage1_checkpoint, tmp_path):
+    """`learning_rate_<group>` is the rate the step used, like transformers' `learning_rate` (not the next one)."""
+    argv = ["--model_name_or_path", stage1_checkpoint, "--max_steps", "3", "--logging_steps", "1"]
+    trainer = build(*stage_args("stage2_vision", tmp_path, *argv, "--lr_scheduler_type", "linear", "--vision_lr", "0"))
+    trainer.train()
+    logged = [entry for entry in trainer.state.log_history if "loss" in entry]
+    assert len(logged) == 3 and len({entry["learning_rate"] for entry in logged}) == 3  # the rate decays
+    for entry in logged:
+        assert entry["learning_rate_projector"] == entry["learning_rate"]
+        assert entry["learning_rate_language"] == entry["learning_rate"]
+
+
+def test_resuming_a_tied_head_reports_no_missing_keys(stage1_checkpoint, tmp_path):
+    from torch.nn.modules.module import _IncompatibleKeys
+    from transformers import trainer as transformers_trainer
+    from transformers.testing_utils import CaptureLogger
+
+    trainer = build(*stage_args("stage2_vision", tmp_path, "--model_name_or_path", stage1_checkpoint))
+    model = trainer.model
+    assert model.config.tie_word_embeddings
+    with CaptureLogger(transformers_trainer.logger) as captured:
+        trainer._issue_warnings_after_load(_IncompatibleKeys(["lm_head.weight"], []))
+    assert "missing keys" not in captured.out
+    assert model.lm_head.weight is model.model.language_model.embed_tokens.weight
+    with CaptureLogger(transformers_trainer.logger) as captured:  # a truly missing tensor is still reported
+        trainer._issue_warnings_after_load(_IncompatibleKeys(["lm_head.weight", "model.image_newline"], []))
+    assert "missing keys in the checkpoint model loaded: ['model.image_newline']" in captured.out

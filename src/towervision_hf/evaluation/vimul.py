@@ -1,6 +1,6 @@
 """ViMUL-Bench: culturally diverse video QA in 14 languages (multiple choice, short and long open-ended).
 
-The released schema is UNCONFIRMED (data-and-eval.md §2.10): configs are believed to be `vimulmcq_<language>` and
+The released schema is UNCONFIRMED (see docs/evaluation.md): configs are believed to be `vimulmcq_<language>` and
 `vimuloe_<language>`. Columns are therefore resolved from candidate names (override with `--columns
 role=column,...`): video (a path relative to `--video-root`, bytes or a `{"bytes", "path"}` dict), question, answer,
 and optionally options, language, category and question type. A row is multiple choice when it has options (or its

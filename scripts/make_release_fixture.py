@@ -7,7 +7,7 @@ writes tiny checkpoints in exactly the release's format and records what that tr
 `tests/test_convert.py` can prove that `towervision convert` + our model + our processor reproduce it under
 transformers 5.x:
 
-* `tests/fixtures/release_llava_next/`: like `utter-project/TowerVision-2B` (official-checkpoints.md §2, §5, §6):
+* `tests/fixtures/release_llava_next/`: like `utter-project/TowerVision-2B` (its config, preprocessor, template):
   `LlavaNextForConditionalGeneration`, SigLIP vision tower (no head, feature layer -1, strategy "full"), Gemma2
   text model with softcaps 50/30, every grid of <= 6 tiles in the release's pinpoint order, top-level
   `tie_word_embeddings: false` while `text_config` ties (so 4.52 saves no `lm_head`), `<image>` as the last
@@ -185,7 +185,7 @@ def sub_configs(tokenizer):
         attn_logit_softcapping=50.0,
         final_logit_softcapping=FINAL_LOGIT_SOFTCAP,
         eos_token_id=tokenizer.convert_tokens_to_ids("<end_of_turn>"),
-        # the release's text_config carries the LLaVA-NeXT training class and leftovers (official-checkpoints.md §2.3)
+        # the release's text_config carries the LLaVA-NeXT training class and leftovers (its config.json)
         architectures=["LlavaGemma2ForCausalLM"],
         image_aspect_ratio="anyres",
         mm_patch_merge_type="spatial_unpad",
@@ -362,7 +362,7 @@ def write_llava_next(directory: Path):
         image_grid_pinpoints=release_pinpoints(6, TILE_SIZE),
         image_mean=[0.5, 0.5, 0.5],
         image_std=[0.5, 0.5, 0.5],
-        resample=2,  # bilinear, inherited from the SigLIP2 preprocessor (official-checkpoints.md §5.3)
+        resample=2,  # bilinear, inherited from the SigLIP2 preprocessor (the release's preprocessor_config.json)
         do_pad=True,
         do_convert_rgb=False,
     )

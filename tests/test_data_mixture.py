@@ -183,3 +183,18 @@ def test_a_build_where_every_row_is_filtered_is_empty_and_explained(tmp_path, so
     assert counts["total"] == 0 and counts["language_set"] == ["hi"]
     assert counts["sources"]["a"]["skipped"] == {"language_not_selected": 1200}
     assert reports["main"].total == 0 and "produced no rows" in messages[-1]
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("languagez=core", "unknown key 'languagez'; did you mean 'languages'?"),
+        ("media.workerz=2", "unknown key 'media.workerz'; did you mean 'media.workers'?"),
+        ("stages.mian.sources=[]", "unknown key 'stages.mian'; did you mean 'stages.main'?"),
+    ],
+)
+def test_unknown_override_keys_are_errors_naming_the_nearest_key(tmp_path, sources, capsys, override, message):
+    recipe_path = write_recipe(tmp_path, sources)
+    assert main(["build", str(recipe_path), "--out", str(tmp_path / "built"), "--set", override]) == 2
+    assert f"towervision data build: error: --set {override!r}: {message}" in capsys.readouterr().err
+    assert not (tmp_path / "built").exists()

@@ -2,6 +2,7 @@
 
 import base64
 import json
+import socket
 import threading
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -158,3 +159,15 @@ def test_synth_command_answers_rows_of_a_source_into_local_jsonl(tmp_path):
     assert len({row["messages"][0]["content"][0]["text"] for row in rows[:4]}) == 4  # one image, four prompts
     assert load_images(rows[-1])[0].size == (16, 16)
     assert json.loads((tmp_path / "synth" / "report.json").read_text())["total"] == 6
+
+
+def test_synth_fails_when_every_request_fails(tmp_path, capsys):
+    write_jsonl(question_rows(tmp_path), tmp_path / "questions")
+    with socket.socket() as probe:  # a port on 127.0.0.1 that nothing listens on: connections are refused
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    argv = ["synth", "--source", str(tmp_path / "questions"), "--endpoint", f"http://127.0.0.1:{port}/v1"]
+    assert main([*argv, "--model", "m", "--out", str(tmp_path / "synth")]) == 1
+    err = capsys.readouterr().err
+    assert f"every request to http://127.0.0.1:{port}/v1 failed; the first: chart-1 question 0:" in err
+    assert "refused" in err

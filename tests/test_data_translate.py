@@ -134,6 +134,10 @@ def test_translate_command_on_a_tiny_model(tmp_path, tiny_tower):
     assert {row["translation"]["target_language"] for row in translated} <= {"de", "ko", "pt-BR"}
     assert all(row["translation"]["model"] == tiny_tower for row in translated)
     assert all(row["videos"][0]["path"].endswith(".mp4") for row in rows)  # media are referenced, never translated
+    # the output is self-contained: its media sit next to the JSONL, referenced by relative paths
+    written = [json.loads(line) for line in (out / "data.jsonl").read_text().splitlines()]
+    assert all(row["videos"][0]["path"].startswith("media/") for row in written)
+    assert all((out / row["videos"][0]["path"]).is_file() for row in written)
 
 
 def scored_rows():

@@ -21,7 +21,7 @@ HAS_LMMS = importlib.util.find_spec("lmms_eval") is not None
 
 @dataclass
 class MinimalInstance:
-    """What lmms-eval's `Instance` exposes to a model: `request_type` and `args` (data-and-eval.md §4.1)."""
+    """What lmms-eval's `Instance` exposes to a model: `request_type` and `args` (lmms_eval/api/instance.py)."""
 
     request_type: str
     arguments: tuple

@@ -11,7 +11,7 @@ import torch
 from datasets import Dataset, Features, Image, Value
 
 from towervision_hf.evaluation import alm_bench, vimul
-from towervision_hf.evaluation.cli import main
+from towervision_hf.evaluation.cli import check_coverage, main
 from towervision_hf.evaluation.commute import evaluate_commute
 from towervision_hf.evaluation.multi30k import evaluate_multi30k
 from towervision_hf.evaluation.results import RunResult
@@ -153,6 +153,7 @@ def test_alm_bench_cli_with_plot(workspace):
         "open_ended_unjudged": 3,
     }
     assert plot.read_bytes().startswith(b"\x89PNG")
+    assert not any("alm.png" in note for note in payload["notes"])  # a local file: never published with the results
 
 
 def test_alm_bench_language_selection(workspace):
@@ -240,3 +241,45 @@ def test_vimul_scores_known_answers_with_a_judge(workspace, tiny, monkeypatch):
     english, spanish = result.tables["language"]["english"], result.tables["language"]["spanish"]
     assert (english["mcq_accuracy"], english["judge_score"], spanish["mcq_accuracy"]) == (1.0, 0.6, 1.0)
     assert seen_frames == [(5, 32, 48, 3)] * 3  # 5 uniformly sampled frames, also from a 3-frame video
+
+
+def test_a_run_that_scores_nothing_fails_and_says_why(workspace, capsys):
+    """A CoMMuTE shard given as one file is split 'test', not a language: no item can be scored."""
+    shard = os.path.join(workspace["commute"], "data", "de-00000-of-00001.parquet")
+    out = workspace["root"] / "out-commute-file"
+    assert main(["commute", "--model", workspace["model"], "--data", shard, "--output-dir", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "no item was scored" in err and "unknown_language" in err and "towervision eval commute --help" in err
+    assert json.loads((out / "commute.json").read_text())["skipped"]["unknown_language"] > 0  # results still written
+
+
+def test_vimul_without_video_root_fails_with_the_fix(workspace, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # relative video paths resolve against nothing that holds them
+    argv = ["vimul", "--model", workspace["model"], "--data", workspace["vimul"], "--output-dir", str(tmp_path)]
+    assert main([*argv, "--num-frames", "4", "--max-new-tokens", "2"]) == 1
+    err = capsys.readouterr().err
+    assert "missing_video" in err and "--video-root" in err
+
+
+def test_a_run_that_skips_most_items_warns_with_the_top_reason(capsys):
+    result = RunResult("vimul", "tiny", {}, {})
+    result.skip("missing_video", 3)
+    result.skip("empty_question_or_answer")
+    assert check_coverage(result, [{"score": 1.0}, {"score": None}]) == 0
+    err = capsys.readouterr().err
+    assert "warning: 4 of 5 items were skipped, most as missing_video (3)" in err and "--video-root" in err
+    assert check_coverage(result, [{"score": 1.0}] * 4) == 0 and capsys.readouterr().err == ""
+
+
+def test_data_that_lacks_the_benchmark_columns_is_a_one_line_error(workspace, capsys):
+    argv = ["multi30k", "--model", workspace["model"], "--data", workspace["alm"], "--split", "validation"]
+    assert main(argv) == 2
+    assert "--split 'validation' is not in" in capsys.readouterr().err
+
+
+def test_task_help_documents_the_data_layout(capsys):
+    with pytest.raises(SystemExit):
+        main(["commute", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "Splits are named by target language" in out and "correct_translation" in out
+    assert "docs/evaluation.md" in out

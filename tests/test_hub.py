@@ -696,3 +696,50 @@ def test_push_dry_run_of_a_converted_towervideo_through_the_cli(tmp_path, capsys
         ["README.md", "chat_template.jinja", "config.json", "generation_config.json", "model.safetensors",
          "processor_config.json", "tokenizer.json", "tokenizer_config.json", *CODE_FILES]
     )  # fmt: skip
+
+
+# ---- what the card publishes, upload failures -----------------------------------------------------------------------
+
+
+def test_model_card_publishes_metrics_only_and_no_local_paths(tiny_config, tmp_path):
+    local = str(tmp_path / "my-disk" / "commute")
+    commute = {
+        "task": "commute",
+        "data": {"source": local, "kind": "directory", "revision": None},
+        "settings": {},
+        "skipped": {"missing_image": 2},
+        "tables": {"language pair": {"en-de": {"accuracy": 0.75, "accuracy_sum": 0.5, "ties": 1, "n": 12}}},
+        "notes": [],
+    }
+    alm = {
+        "task": "alm-bench",
+        "data": {"source": "MBZUAI/ALM-Bench", "kind": "hub", "revision": "main"},
+        "settings": {"split": "test", "plot": str(tmp_path / "alm.png")},
+        "tables": {"language": {"German": {"score": 0.5, "mcq_accuracy": None, "n": 4, "n_scored": 3,
+                                           "empty_outputs": 0, "skipped": 1}}},
+    }
+    card = render_model_card(
+        tiny_config, repo_id=REPO_ID, num_parameters=10, dtypes=["F32"], evaluations=[commute, alm]
+    )
+    metrics = {(r.dataset_name, r.metric_type, r.metric_value) for r in ModelCard(card).data.eval_results}
+    assert metrics == {("commute", "accuracy", 0.75), ("commute", "accuracy_sum", 0.5), ("alm-bench", "score", 0.5)}
+    assert str(tmp_path) not in card and "alm.png" not in card
+    assert "Data: local data; 2 items skipped." in card
+    assert "Data: [MBZUAI/ALM-Bench](https://huggingface.co/datasets/MBZUAI/ALM-Bench) (revision `main`)" in card
+    assert "| en-de | 0.75 | 0.5 | 1 | 12 |" in card  # the counts stay in the card's table
+
+
+class FailingHfApi(FakeHfApi):
+    def create_commit(self, repo_id, operations, **kwargs):
+        raise ConnectionError("[Errno 111] Connection refused\nwhile uploading 9 files")
+
+
+def test_push_upload_failure_is_one_line_exit_3_and_removes_the_stage_folder(checkpoint, monkeypatch, tmp_path, capsys):
+    monkeypatch.setattr(load_check, "reference_outputs", lambda *args, **kwargs: {})
+    passed = load_check.LoadCheckResult(report={"transformers_version": "5.23.0"})
+    monkeypatch.setattr(load_check, "run_load_check", lambda *args, **kwargs: passed)
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
+    assert push.main([str(checkpoint), "--repo-id", REPO_ID, "--create-pr"], api=FailingHfApi()) == 3
+    err = capsys.readouterr().err
+    assert err == f"towervision push: upload to {REPO_ID} failed: ConnectionError: [Errno 111] Connection refused\n"
+    assert not list(tmp_path.glob("towervision-stage-*"))

@@ -3,6 +3,7 @@
 import torch
 from transformers import AutoModelForImageTextToText, AutoProcessor, Gemma2Config, Gemma2ForCausalLM, SiglipConfig, SiglipModel
 
+from towervision_hf.init_model import build_tiny
 from towervision_hf.init_model import main as init_main
 from towervision_hf.tiny import build_tiny_tokenizer
 
@@ -62,3 +63,13 @@ def test_init_tiny_writes_a_loadable_checkpoint(tmp_path, capsys):
     processor = AutoProcessor.from_pretrained(tmp_path, trust_remote_code=True)
     assert processor.image_processor.tile_size == model.config.tile_size
     assert model.generation_config.eos_token_id[0] == processor.tokenizer.convert_tokens_to_ids("<end_of_turn>")
+
+
+def test_tiny_model_special_tokens_agree_with_its_tokenizer():
+    """Trainer aligns config and generation config with the tokenizer, warning at every run when they differ."""
+    from transformers.trainer_utils import align_special_tokens
+
+    model, processor = build_tiny()
+    before = (model.config.text_config.to_dict(), model.generation_config.to_dict())
+    align_special_tokens(model, processor)
+    assert (model.config.text_config.to_dict(), model.generation_config.to_dict()) == before

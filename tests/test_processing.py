@@ -26,7 +26,7 @@ from towervision_hf.tiny import build_tiny_processor, build_tiny_tokenizer
 
 
 TILE, PATCH = 56, 8
-# The released checkpoints' chat_template.jinja (official-checkpoints.md §6.1), verbatim.
+# The released checkpoints' chat_template.jinja (utter-project/TowerVision-2B), verbatim.
 RELEASE_TEMPLATE = (
     "{{ bos_token }}{% for message in messages %}{% if message['role'] == 'assistant' %}{% set role = 'model' %}"
     "{% else %}{% set role = message['role'] %}{% endif %}<start_of_turn>{{ role }}\n"

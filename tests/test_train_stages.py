@@ -304,3 +304,65 @@ def test_labelled_position_loss_equals_trls_fused_loss(stage1_checkpoint, tmp_pa
     for name, grad in our_grads.items():
         assert torch.allclose(grad, dict(model.named_parameters())[name].grad, atol=1e-5), name
     assert set(trainer._metrics["train"]) >= {"entropy", "mean_token_accuracy", "num_tokens"}
+
+
+def readme_lora_lines() -> list[str]:
+    """The README's LoRA -> merge -> push lines, as written (comments dropped)."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    lines = [line.split("#")[0].strip() for line in readme.splitlines()]
+    train_line = next(line for line in lines if line.startswith("towervision train") and "--use_peft" in line)
+    merge_line = next(line for line in lines if line.startswith("towervision merge"))
+    push_line = next(line for line in lines if line.startswith("towervision push") and "merged" in line)
+    return [train_line, merge_line, push_line]
+
+
+@pytest.mark.slow
+def test_readme_lora_merge_push_lines_run_as_written(stage1_checkpoint, tmp_path, monkeypatch, capsys):
+    """The three README lines in order, on the tiny recipe and model: each writes where the next one reads."""
+    import shlex
+
+    from towervision_cli import main as cli_main
+
+    monkeypatch.chdir(tmp_path)
+    train_line, merge_line, push_line = (shlex.split(line)[1:] for line in readme_lora_lines())
+    recipe = next(arg for arg in train_line if arg.endswith(".yaml"))
+    tiny = ["--model_name_or_path", stage1_checkpoint, "--max_steps", "1", "--lora_r", "4", "--report_to", "none"]
+    assert cli_main([arg.replace(recipe, "tiny/stage2_vision.yaml") for arg in train_line] + tiny) == 0
+    adapter_dir = Path(merge_line[1])
+    assert (adapter_dir / "adapter_config.json").is_file() and (adapter_dir / "config.json").is_file()
+    # pushing the adapter itself is refused with the fix, before anything is staged
+    assert cli_main(["push", str(adapter_dir), "--repo-id", "my-org/x", "--dry-run"]) == 2
+    assert "holds a LoRA adapter, not a model: merge it first with `towervision merge`" in capsys.readouterr().err
+    assert cli_main(merge_line) == 0
+    assert Path(push_line[1]) == Path(merge_line[2])
+    assert cli_main(push_line) == 0
+    assert "dry run: nothing uploaded" in capsys.readouterr().out
+
+
+def test_logged_module_learning_rates_are_those_of_the_step(stage1_checkpoint, tmp_path):
+    """`learning_rate_<group>` is the rate the step used, like transformers' `learning_rate` (not the next one)."""
+    argv = ["--model_name_or_path", stage1_checkpoint, "--max_steps", "3", "--logging_steps", "1"]
+    trainer = build(*stage_args("stage2_vision", tmp_path, *argv, "--lr_scheduler_type", "linear", "--vision_lr", "0"))
+    trainer.train()
+    logged = [entry for entry in trainer.state.log_history if "loss" in entry]
+    assert len(logged) == 3 and len({entry["learning_rate"] for entry in logged}) == 3  # the rate decays
+    for entry in logged:
+        assert entry["learning_rate_projector"] == entry["learning_rate"]
+        assert entry["learning_rate_language"] == entry["learning_rate"]
+
+
+def test_resuming_a_tied_head_reports_no_missing_keys(stage1_checkpoint, tmp_path):
+    from torch.nn.modules.module import _IncompatibleKeys
+    from transformers import trainer as transformers_trainer
+    from transformers.testing_utils import CaptureLogger
+
+    trainer = build(*stage_args("stage2_vision", tmp_path, "--model_name_or_path", stage1_checkpoint))
+    model = trainer.model
+    assert model.config.tie_word_embeddings
+    with CaptureLogger(transformers_trainer.logger) as captured:
+        trainer._issue_warnings_after_load(_IncompatibleKeys(["lm_head.weight"], []))
+    assert "missing keys" not in captured.out
+    assert model.lm_head.weight is model.model.language_model.embed_tokens.weight
+    with CaptureLogger(transformers_trainer.logger) as captured:  # a truly missing tensor is still reported
+        trainer._issue_warnings_after_load(_IncompatibleKeys(["lm_head.weight", "model.image_newline"], []))
+    assert "missing keys in the checkpoint model loaded: ['model.image_newline']" in captured.out

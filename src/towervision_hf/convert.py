@@ -2,9 +2,9 @@
 
 The released TowerVision / TowerVideo checkpoints are native transformers `llava_next` / `llava_onevision`
 folders exported with transformers 4.52. Run as they are under transformers >= 5.4, they no longer compute what
-was trained (official-checkpoints.md §12): the Gemma2 `sqrt(hidden_size)` normalizer moved into the embedding
-layer, so merged image features are no longer scaled, the final-logit softcap is not applied by the Llava head,
-and transformers 5 reads the top-level `tie_word_embeddings: false` and leaves the (absent) LM head random.
+was trained (README.md, "What the remote code fixes"): the Gemma2 `sqrt(hidden_size)` normalizer moved into the
+embedding layer, so merged image features are no longer scaled, the final-logit softcap is not applied by the Llava
+head, and transformers 5 reads the top-level `tie_word_embeddings: false` and leaves the (absent) LM head random.
 
 `convert` turns such a folder into a TowerVision `trust_remote_code` checkpoint that reproduces the trained
 behaviour (`scale_image_features=True`, softcap, deliberate tying), with every tensor copied bit for bit.

@@ -91,9 +91,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--vision", default="google/siglip2-so400m-patch14-384", help="SigLIP(2) checkpoint: Hub id or local dir")
     parser.add_argument("--text", default="Unbabel/Tower-Plus-2B", help="Tower+ / Gemma2 checkpoint: Hub id or local dir")
     parser.add_argument("--tiny", action="store_true", help="build a tiny random model and tokenizer instead (offline)")
-    parser.add_argument("--max-tiles", type=int, default=6)
-    parser.add_argument("--num-frames", type=int, default=32)
-    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    parser.add_argument("--max-tiles", type=int, default=6, help="most tiles per image + thumbnail (default: %(default)s)")
+    parser.add_argument("--num-frames", type=int, default=32, help="frames sampled per video (default: %(default)s)")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"], help="default: %(default)s")
     parser.add_argument("--seed", type=int, default=0, help="seed for the randomly initialised projector and newline")
     args = parser.parse_args(argv)
 

@@ -61,7 +61,7 @@ def tiny_config(tokenizer: GemmaTokenizer | None = None, **overrides) -> TowerVi
         max_position_embeddings=4096,
         pad_token_id=tokenizer.pad_token_id,
         bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.convert_tokens_to_ids("<end_of_turn>"),
+        eos_token_id=tokenizer.eos_token_id,  # the tokenizer's; generation also stops at <end_of_turn>
     )
     kwargs = {
         "vision_config": vision_config,

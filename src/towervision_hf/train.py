@@ -5,7 +5,8 @@
     towervision train recipes/towervision-2b/stage2_vision.yaml --model_name_or_path outputs/towervision-2b/stage1
     accelerate launch --config_file recipes/accelerate/fsdp2.yaml -m towervision_hf.train \
         recipes/towervision-9b/stage2_vision.yaml
-    towervision train recipes/towervision-2b/stage2_vision.yaml --use_peft --lora_r 64
+    towervision train recipes/towervision-2b/stage2_vision.yaml --use_peft true --lora_r 64 \
+        --output_dir outputs/towervision-2b/stage2-lora
     towervision merge outputs/towervision-2b/stage2-lora outputs/towervision-2b/stage2-merged
 
 A recipe is a flat YAML of `SFTConfig`, `ModelConfig` (TRL), `DataArguments` and `StageArguments` fields; any of them
@@ -127,8 +128,11 @@ def parse_args(argv: list[str]) -> tuple[DataArguments, StageArguments, SFTConfi
     argv = list(argv)
     if argv and not argv[0].startswith("-"):
         argv = ["--config", resolve_recipe(argv[0]), *argv[1:]]
-    parser = TrlParser((DataArguments, StageArguments, SFTConfig, ModelConfig))
-    return parser.parse_args_and_config(argv)
+    return _parser().parse_args_and_config(argv)
+
+
+def _parser() -> TrlParser:
+    return TrlParser((DataArguments, StageArguments, SFTConfig, ModelConfig), prog="towervision train")
 
 
 def _torch_dtype(name: str | None):
@@ -370,7 +374,7 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(__doc__)
         if argv:
-            TrlParser((DataArguments, StageArguments, SFTConfig, ModelConfig)).print_help()
+            _parser().print_help()
         return 0
     run(argv)
     return 0

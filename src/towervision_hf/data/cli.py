@@ -63,7 +63,7 @@ def _translate(args) -> int:
     translated = translate_rows(rows, _target_languages(args.langs), backend, mode=args.mode, assign=args.assign,
                                 seed=args.seed, keep_english=args.keep_english, model_name=args.model, report=report)
     out = Path(args.out)
-    write_jsonl(translated, out)
+    write_jsonl(translated, out, bring_media=True)
     _finish(report, out)
     return 0
 
@@ -93,8 +93,8 @@ def _filter(args) -> int:
     report = BuildReport("filter", qe=args.qe, threshold=args.threshold)
     kept, rejected = split_by_threshold(rows, args.threshold, report)
     out = Path(args.out)
-    write_jsonl(kept, out, "data.jsonl")
-    write_jsonl(rejected, out, "rejected.jsonl")
+    write_jsonl(kept, out, "data.jsonl", bring_media=True)
+    write_jsonl(rejected, out, "rejected.jsonl", bring_media=True)
     _finish(report, out)
     return 0
 
@@ -109,8 +109,14 @@ def _synth(args) -> int:
                               families=args.families.split(",") if args.families else None,
                               prompts_per_question=args.prompts_per_question, limit=args.limit, report=report)
     out = Path(args.out)
-    write_jsonl(rows, out)
+    write_jsonl(rows, out, bring_media=True)
     _finish(report, out)
+    examples = [example for examples in report.examples.values() for example in examples]
+    failed = [example["detail"] for example in examples if example["reason"] == "request_failed"]
+    if report.total == 0 and failed:
+        print(f"towervision data synth: every request to {args.endpoint} failed; the first: {failed[0]}",
+              file=sys.stderr)
+        return 1
     return 0
 
 
@@ -154,28 +160,33 @@ def _parser() -> argparse.ArgumentParser:
                            help="local JSONL file/folder, save_to_disk folder or RECIPE.yaml#INPUT")
     translate.add_argument("--langs", required=True,
                            help="all / core (their languages but English) or comma-separated codes, e.g. de,pt-PT")
-    translate.add_argument("--model", default="Unbabel/Tower-Plus-9B")
-    translate.add_argument("--out", required=True)
-    translate.add_argument("--mode", choices=("caption", "conversation"), default="conversation")
+    translate.add_argument("--model", default="Unbabel/Tower-Plus-9B", help="Tower+ model (default: %(default)s)")
+    translate.add_argument("--out", required=True, help="output folder (data.jsonl, media/, report.json)")
+    translate.add_argument("--mode", choices=("caption", "conversation"), default="conversation",
+                           help="caption: the caption, with a new prompt; conversation: every turn "
+                           "(default: %(default)s)")
     translate.add_argument("--assign", choices=("each", "uniform"), default="each",
                            help="each: every row into every language; uniform: each row into one language")
     translate.add_argument("--keep-english", type=float, default=0.0,
                            help="with --assign uniform, the fraction of rows kept in English (0.5 for video)")
-    translate.add_argument("--seed", type=int, default=0)
-    translate.add_argument("--backend", choices=("auto", "transformers", "vllm"), default="auto")
-    translate.add_argument("--batch-size", type=int, default=16)
-    translate.add_argument("--max-new-tokens", type=int, default=1024)
-    translate.add_argument("--limit", type=int)
+    translate.add_argument("--seed", type=int, default=0, help="default: %(default)s")
+    translate.add_argument("--backend", choices=("auto", "transformers", "vllm"), default="auto",
+                           help="auto: vLLM when installed and a GPU is visible (default: %(default)s)")
+    translate.add_argument("--batch-size", type=int, default=16, help="default: %(default)s")
+    translate.add_argument("--max-new-tokens", type=int, default=1024, help="default: %(default)s")
+    translate.add_argument("--limit", type=int, help="translate only the first N rows")
     translate.set_defaults(run=_translate)
 
     quality = commands.add_parser("filter", help="score translations with COMETKiwi and keep those above a threshold")
     quality.add_argument("input", help="a translate or filter output folder (or one JSONL file)")
-    quality.add_argument("--qe", default="Unbabel/wmt22-cometkiwi-da")
-    quality.add_argument("--threshold", type=float, default=0.85)
-    quality.add_argument("--out", required=True)
+    quality.add_argument("--qe", default="Unbabel/wmt22-cometkiwi-da",
+                         help="COMETKiwi quality-estimation model (default: %(default)s)")
+    quality.add_argument("--threshold", type=float, default=0.85,
+                         help="keep rows scoring at least this (default: %(default)s)")
+    quality.add_argument("--out", required=True, help="output folder (data.jsonl, rejected.jsonl, report.json)")
     quality.add_argument("--rescore", action="store_true", help="score again even where scores are stored")
-    quality.add_argument("--batch-size", type=int, default=64)
-    quality.add_argument("--gpus", type=int)
+    quality.add_argument("--batch-size", type=int, default=64, help="default: %(default)s")
+    quality.add_argument("--gpus", type=int, help="GPUs for COMET (default: 1 if CUDA is available, else 0)")
     quality.set_defaults(run=_filter)
 
     synth = commands.add_parser("synth", help="re-answer VQA questions through an OpenAI-compatible endpoint with "
@@ -184,22 +195,26 @@ def _parser() -> argparse.ArgumentParser:
                        help="question rows: RECIPE.yaml#INPUT (e.g. ...visionblocks.yaml#chartqa_questions), a local "
                             "JSONL file/folder or a save_to_disk folder")
     synth.add_argument("--endpoint", required=True, help="base URL, e.g. http://localhost:8000/v1")
-    synth.add_argument("--model", required=True)
-    synth.add_argument("--out", required=True)
+    synth.add_argument("--model", required=True, help="model name served by the endpoint")
+    synth.add_argument("--out", required=True, help="output folder (data.jsonl, media/, report.json)")
     synth.add_argument("--families", help="comma-separated A.5.2 prompt families (default: all)")
     synth.add_argument("--prompts-per-question", type=int, default=1,
-                       help="requests per question, each with a different system prompt")
+                       help="requests per question, each with a different system prompt (default: %(default)s)")
     synth.add_argument("--api-key-env", default="OPENAI_API_KEY", help="environment variable holding the API key")
-    synth.add_argument("--seed", type=int, default=0)
-    synth.add_argument("--limit", type=int)
+    synth.add_argument("--seed", type=int, default=0, help="seeds the prompts drawn per row (default: %(default)s)")
+    synth.add_argument("--limit", type=int, help="stop after N synthetic rows")
     synth.set_defaults(run=_synth)
 
     sample = commands.add_parser("sample", help="generate the embedded multilingual sample")
-    sample.add_argument("--out", required=True)
+    sample.add_argument("--out", required=True, help="output folder")
     sample.set_defaults(run=_sample)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    return args.run(args)
+    try:
+        return args.run(args)
+    except (ValueError, FileNotFoundError) as error:  # a bad recipe, override, option or input path
+        print(f"towervision data {args.command}: error: {error}", file=sys.stderr)
+        return 2

@@ -9,6 +9,7 @@ written once under `media/<sha256>.<ext>`. Rows may carry extra keys (translate/
 import hashlib
 import json
 import os
+import shutil
 from pathlib import Path
 
 from .schema import MEDIA_KEYS
@@ -65,8 +66,10 @@ def read_jsonl(path, resolve_media: bool = True):
                 yield row
 
 
-def _portable_entry(entry: dict, out_dir: Path, media_dir: Path, root: Path) -> dict:
+def _portable_entry(entry: dict, out_dir: Path, media_dir: Path, root: Path, bring_media: bool = False) -> dict:
     entry = {key: entry.get(key) for key in MEDIA_KEYS}
+    if bring_media and entry["path"] and not entry["bytes"] and not Path(entry["path"]).resolve().is_relative_to(root):
+        entry["path"] = str(_bring(Path(entry["path"]), media_dir))
     if entry["bytes"]:
         data = bytes(entry["bytes"])
         target = media_dir / f"{hashlib.sha256(data).hexdigest()}{media_extension(data)}"
@@ -81,11 +84,28 @@ def _portable_entry(entry: dict, out_dir: Path, media_dir: Path, root: Path) -> 
     return entry
 
 
-def write_jsonl(rows, out_dir, filename: str = "data.jsonl", media_dir=None) -> int:
+def _bring(source: Path, media_dir: Path) -> Path:
+    """`source` hard-linked (copied across file systems) to `media_dir/<sha256>.<ext>`, named by its content."""
+    digest = hashlib.sha256()
+    with open(source, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    target = media_dir / f"{digest.hexdigest()}{source.suffix.lower()}"
+    if not target.exists():
+        media_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(source, target)
+        except OSError:
+            shutil.copyfile(source, target)
+    return target
+
+
+def write_jsonl(rows, out_dir, filename: str = "data.jsonl", media_dir=None, bring_media: bool = False) -> int:
     """Write rows to `out_dir/filename` and media bytes to `media_dir` (default `out_dir/media`).
 
-    Media paths inside `out_dir` or `media_dir`'s parent are written relative to `out_dir`, others stay absolute.
-    Returns the number of rows written.
+    Media paths inside `out_dir` or `media_dir`'s parent are written relative to `out_dir`, others stay absolute;
+    with `bring_media`, media files outside are hard-linked (or copied) into `media_dir` first, so that the folder
+    is self-contained (the `translate`, `filter` and `synth` outputs). Returns the number of rows written.
     """
     out_dir = Path(out_dir)
     media_dir = Path(media_dir) if media_dir is not None else out_dir / "media"
@@ -97,7 +117,10 @@ def write_jsonl(rows, out_dir, filename: str = "data.jsonl", media_dir=None) -> 
             row = dict(row)
             for column in ("images", "videos"):
                 if column in row:
-                    row[column] = [_portable_entry(entry, out_dir, media_dir, root) for entry in row[column]]
+                    row[column] = [
+                        _portable_entry(entry, out_dir, media_dir, root.resolve(), bring_media)
+                        for entry in row[column]
+                    ]
             handle.write(json.dumps(row, ensure_ascii=False) + "\n")
             count += 1
     return count

@@ -28,6 +28,7 @@ size, and so the dataset's, whenever the source holds enough rows in the selecte
 short is reported after the build.
 """
 
+import difflib
 import random
 import shutil
 import tempfile
@@ -82,12 +83,32 @@ class Recipe:
 
 _MEDIA_DEFAULTS = {"fetch": True, "embed_local": False, "workers": 8, "cache_dir": None}
 PAPER_TAGS = {"public": "Public Data", "synthetic": "Synthetic (Generated)", "translated": "Translated (Augmented)"}
+RECIPE_KEYS = ("name", "seed", "languages", "switches", "media", "stages", "sources", "inputs", "paper")
+
+
+def _check_override_key(config: dict, key: str, assignment: str) -> None:
+    """ValueError naming the first unknown part of `key` and the nearest known key: an override never adds a key,
+    so a typo (`languagez=core`) cannot be silently ignored."""
+    known = {**dict.fromkeys(RECIPE_KEYS), **config, "media": {**_MEDIA_DEFAULTS, **(config.get("media") or {})}}
+    parts = key.split(".")
+    for depth, part in enumerate(parts):
+        if not isinstance(known, dict):
+            raise ValueError(f"--set {assignment!r}: {'.'.join(parts[:depth])!r} is not a mapping in the recipe")
+        if part not in known:
+            options = [str(option) for option in known]
+            nearest = difflib.get_close_matches(part, options, n=1)
+            prefix = ".".join(parts[:depth])
+            suggestion = ".".join(filter(None, [prefix, nearest[0]])) if nearest else None
+            hint = f"did you mean {suggestion!r}?" if suggestion else f"known: {options}"
+            raise ValueError(f"--set {assignment!r}: unknown key {'.'.join(parts[: depth + 1])!r}; {hint}")
+        known = known[part]
 
 
 def _apply_override(config: dict, assignment: str) -> None:
     key, separator, value = assignment.partition("=")
     if not separator or not key:
         raise ValueError(f"override {assignment!r} is not KEY=VALUE (e.g. languages=core, switches.video=english)")
+    _check_override_key(config, key, assignment)
     *parents, leaf = key.split(".")
     target = config
     for parent in parents:

@@ -47,7 +47,7 @@ class CometKiwiScorer:
 
     def __call__(self, sources: list[str], translations: list[str]) -> list[float]:
         samples = [{"src": source, "mt": translation} for source, translation in zip(sources, translations)]
-        output = self.model.predict(samples, batch_size=self.batch_size, gpus=self.gpus, progress_bar=False)
+        output = self.model.predict(samples, batch_size=self.batch_size, gpus=self.gpus, progress_bar=True)
         return [float(score) for score in output.scores]
 
 

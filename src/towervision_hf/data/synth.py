@@ -16,6 +16,8 @@ import random
 import urllib.request
 from pathlib import Path
 
+from tqdm.auto import tqdm
+
 from .jsonl import media_extension
 from .prompts import ANSWER_FORMAT_PROMPTS
 from .report import BuildReport
@@ -92,7 +94,9 @@ def synthesize_answers(rows, client: ChatClient, model: str, *, seed: int = 0, f
     prompts = [(family, prompt) for family in families for prompt in ANSWER_FORMAT_PROMPTS[family]]
     report = report if report is not None else BuildReport("synth")
     emitted = 0
-    for row in rows:
+    progress = tqdm(rows, desc="synth", unit="row", dynamic_ncols=True)
+    for row in progress:
+        progress.set_postfix(skipped=sum(report.skipped.get(source, {}).values()), refresh=False)
         problems = validate_sample({key: value for key, value in row.items() if key in
                                     ("id", "source", "language", "messages", "images", "videos")})
         if problems or not row["images"]:

@@ -15,6 +15,8 @@ block, src, mt}]}` so that quality estimation can score it later (quality.py).
 
 import random
 
+from tqdm.auto import tqdm
+
 from .languages import language_name, normalize_language
 from .prompts import caption_prompt
 from .report import BuildReport
@@ -59,7 +61,7 @@ class TransformersBackend:
         ]
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]), reverse=True)
         outputs = [""] * len(texts)
-        for start in range(0, len(order), self.batch_size):
+        for start in tqdm(range(0, len(order), self.batch_size), desc="generate", unit="batch", leave=False):
             batch = order[start:start + self.batch_size]
             inputs = self.tokenizer([texts[i] for i in batch], return_tensors="pt", padding=True,
                                     add_special_tokens=False).to(self.device)
@@ -169,8 +171,12 @@ def translate_rows(rows, languages, backend, *, mode: str = "conversation", assi
             continue
         for target in row_targets:
             jobs.append((row, target))
-    for start in range(0, len(jobs), chunk_size):
-        yield from _translate_chunk(jobs[start:start + chunk_size], backend, mode, seed, model_name, report)
+    with tqdm(total=len(jobs), desc="translate", unit="row", dynamic_ncols=True) as progress:
+        for start in range(0, len(jobs), chunk_size):
+            chunk = jobs[start:start + chunk_size]
+            yield from _translate_chunk(chunk, backend, mode, seed, model_name, report)
+            progress.update(len(chunk))
+            progress.set_postfix(skipped=sum(sum(counts.values()) for counts in report.skipped.values()))
 
 
 def _translate_chunk(jobs, backend, mode, seed, model_name, report):

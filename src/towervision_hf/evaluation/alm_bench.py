@@ -120,7 +120,7 @@ def evaluate_alm_bench(
     """
     require_columns(split, COLUMNS, "ALM-Bench")
     records = []
-    for rows in iter_rows(undecoded(split, "file_name"), chunk_size=4 * batch_size, limit=limit):
+    for rows in iter_rows(undecoded(split, "file_name"), 4 * batch_size, limit, desc="alm-bench", result=result):
         prompts, pending = [], []
         for row in rows:
             item = _prepare(row, languages)

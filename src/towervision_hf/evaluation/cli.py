@@ -1,24 +1,81 @@
-"""`towervision eval {commute,multi30k,alm-bench,vimul} --model DIR ...`: run a benchmark, write JSON + Markdown."""
+"""`towervision eval {commute,multi30k,alm-bench,vimul} --model DIR ...`: run a benchmark, write JSON + Markdown.
+
+Exit status: 0 when items were scored, 1 when none was (the results are still written, and the message names the
+skip reasons), 2 for bad arguments or data that lacks the benchmark's columns. Data layouts: docs/evaluation.md.
+"""
 
 import argparse
 import os
+import sys
 
 from .languages import parse_language_list
 from .results import RunResult
 
 
-def _common(parser: argparse.ArgumentParser, data: str) -> None:
+EXIT_NOTHING_SCORED = 1
+LOCAL_DATA = (
+    "--data takes a Hub dataset id, a local directory in the Hub's parquet layout (DIR/data/<split>-00000-of-00001"
+    ".parquet, one file per split) or a single .parquet / .jsonl / .json / .csv file, which is read as split 'test'. "
+    "Images may be datasets Image values, {'bytes', 'path'} dicts, bytes or file paths."
+)
+DATA_LAYOUTS = {
+    "commute": "Splits are named by target language (de, fr, ru, zh, ar, cs): a local copy is a directory "
+    "DIR/data/de-00000-of-00001.parquet, DIR/data/fr-00000-of-00001.parquet, ... (a single file reads as split "
+    "'test', which is not a language, and scores nothing). Columns: image, source (English), correct_translation, "
+    "incorrect_translation; image_name optional.",
+    "multi30k": "Columns: en, de, fr, cs (one column per language of --pairs) and image; splits train, validation, "
+    "test (--split).",
+    "alm-bench": "Split test (--split). Columns: file_name (the image), Language (English name, e.g. German), "
+    "Category, Question_Type (multiple choice / true-false / short / long), Translated_Question, Translated_Answer; "
+    "ID optional. Multiple-choice answers read '<answer> (Options: a, b, c)'.",
+    "vimul": "Hub: one config per language and question kind (--configs), split --split. Local: every split of the "
+    "directory or file. Columns (renamed with --columns role=column): video (a path relative to --video-root, bytes "
+    "or a {'bytes', 'path'} dict), question, answer; optional options (a list, JSON or one per line), language, "
+    "category, question_type. Rows with options are multiple choice (answer: option letter or text).",
+}
+# What to do about the most frequent skip reason of a run that scored few or no items.
+SKIP_HINTS = {
+    "unknown_language": "split names (CoMMuTE) or Language values must name a language, e.g. de or German",
+    "missing_video": "relative video paths are resolved against --video-root: pass the folder that holds the videos",
+    "missing_image": "the images are missing or cannot be decoded",
+    "pair_not_in_data": "--pairs names languages that have no column in the data",
+    "open_ended_unjudged": "open-ended questions are scored only with --judge-endpoint",
+    "unknown_requested_language": "--langs names no known language",
+}
+
+
+def _task(tasks, name: str, help_text: str, data: str) -> argparse.ArgumentParser:
+    parser = tasks.add_parser(
+        name,
+        help=help_text,
+        description=f"{help_text}.",
+        epilog=f"data layout: {DATA_LAYOUTS[name]}\n\n{LOCAL_DATA}\n\nMore: docs/evaluation.md",
+        formatter_class=_Formatter,
+    )
     parser.add_argument(
         "--model", required=True, help="checkpoint directory or Hub id (loaded with trust_remote_code)"
     )
-    parser.add_argument("--data", default=data, help=f"Hub dataset id, local directory or file (default: {data})")
+    parser.add_argument("--data", default=data, help="Hub dataset id, local directory or file (default: %(default)s)")
     parser.add_argument("--revision", default=None, help="dataset revision on the Hub (default: main)")
-    parser.add_argument("--output-dir", default="results", help="where <task>.json / .md / .predictions.jsonl go")
-    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument(
+        "--output-dir", default="results", help="folder of <task>.json, .md, .predictions.jsonl (default: %(default)s)"
+    )
+    parser.add_argument("--batch-size", type=int, default=8, help="items per forward pass (default: %(default)s)")
     parser.add_argument("--limit", type=int, default=None, help="read at most this many rows per split (smoke runs)")
     parser.add_argument("--device", default=None, help="default: cuda if available, else cpu")
     parser.add_argument("--dtype", default="auto", help="torch dtype for the model weights (default: checkpoint's)")
-    parser.add_argument("--attn-implementation", default=None)
+    parser.add_argument("--attn-implementation", default=None, help="e.g. sdpa (default: the checkpoint's)")
+    return parser
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    """Keeps the epilog's paragraphs, wrapped to the terminal."""
+
+    def _fill_text(self, text, width, indent):
+        import textwrap
+
+        return "\n\n".join(textwrap.fill(part, width, initial_indent=indent, subsequent_indent=indent)
+                             for part in text.split("\n\n"))
 
 
 def _judge_args(parser: argparse.ArgumentParser) -> None:
@@ -28,40 +85,48 @@ def _judge_args(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="towervision eval", description="Run the TowerVision paper's benchmarks.")
+    parser = argparse.ArgumentParser(
+        prog="towervision eval",
+        description="Run the TowerVision paper's benchmarks. `towervision eval TASK --help` gives the task's data "
+        "layout; docs/evaluation.md has all of them.",
+        epilog="exit status: 0 items were scored, 1 no item was scored (results still written), 2 bad arguments",
+    )
     tasks = parser.add_subparsers(dest="task", required=True)
 
-    commute = tasks.add_parser("commute", help="CoMMuTE contrastive accuracy per language pair")
-    _common(commute, "Unbabel/commute_multimodal_mt")
+    commute_data = "Unbabel/commute_multimodal_mt"
+    commute = _task(tasks, "commute", "CoMMuTE contrastive accuracy per language pair", commute_data)
     commute.add_argument("--langs", default="all", help="target languages, e.g. de,fr,ru,zh (default: all splits)")
 
-    multi30k = tasks.add_parser("multi30k", help="Multi30K translation: BLEU, chrF (+ COMET) per pair")
-    _common(multi30k, "romrawinjp/multi30k")
-    multi30k.add_argument("--split", default="test")
-    multi30k.add_argument("--pairs", default="en-de,en-fr,en-cs")
-    multi30k.add_argument("--max-new-tokens", type=int, default=256)
-    multi30k.add_argument("--comet-model", default="Unbabel/XCOMET-XL", help="used only if unbabel-comet is installed")
-    multi30k.add_argument("--no-comet", action="store_true")
+    multi30k = _task(tasks, "multi30k", "Multi30K translation: BLEU, chrF (+ COMET) per pair", "romrawinjp/multi30k")
+    multi30k.add_argument("--split", default="test", help="split to translate (default: %(default)s, Flickr 2016)")
+    multi30k.add_argument(
+        "--pairs", default="en-de,en-fr,en-cs", help="SRC-TGT pairs, comma-separated (default: %(default)s)"
+    )
+    multi30k.add_argument("--max-new-tokens", type=int, default=256, help="default: %(default)s")
+    multi30k.add_argument(
+        "--comet-model",
+        default="Unbabel/XCOMET-XL",
+        help="COMET checkpoint, used only if unbabel-comet is installed (default: %(default)s)",
+    )
+    multi30k.add_argument("--no-comet", action="store_true", help="skip COMET even when it is installed")
 
-    alm = tasks.add_parser("alm-bench", help="ALM-Bench accuracy per language and category (+ bar plot)")
-    _common(alm, "MBZUAI/ALM-Bench")
-    alm.add_argument("--split", default="test")
+    alm = _task(tasks, "alm-bench", "ALM-Bench accuracy per language and category (+ bar plot)", "MBZUAI/ALM-Bench")
+    alm.add_argument("--split", default="test", help="default: %(default)s")
     alm.add_argument(
         "--langs", default="all", help="'all', 'towervision', 'core' or codes / English names, e.g. de,fr,Sinhala"
     )
     alm.add_argument("--plot", default=None, help="write a per-language bar plot (PNG) here")
-    alm.add_argument("--max-new-tokens", type=int, default=512)
+    alm.add_argument("--max-new-tokens", type=int, default=512, help="default: %(default)s")
     _judge_args(alm)
 
-    vimul = tasks.add_parser("vimul", help="ViMUL-Bench video QA: MCQ accuracy (+ judged open-ended)")
-    _common(vimul, "MBZUAI/ViMUL-Bench")
+    vimul = _task(tasks, "vimul", "ViMUL-Bench video QA: MCQ accuracy (+ judged open-ended)", "MBZUAI/ViMUL-Bench")
     vimul.add_argument("--configs", default=None, help="Hub configs, comma-separated (default: all of them)")
-    vimul.add_argument("--split", default="test")
-    vimul.add_argument("--langs", default="all")
+    vimul.add_argument("--split", default="test", help="split of each Hub config (default: %(default)s)")
+    vimul.add_argument("--langs", default="all", help="'all', 'towervision', 'core' or codes / English names")
     vimul.add_argument("--video-root", default=None, help="directory that relative video paths are resolved against")
     vimul.add_argument("--num-frames", type=int, default=None, help="frames per video (default: the processor's)")
     vimul.add_argument("--columns", default=None, help="column overrides, e.g. video=clip,answer=gt")
-    vimul.add_argument("--max-new-tokens", type=int, default=512)
+    vimul.add_argument("--max-new-tokens", type=int, default=512, help="default: %(default)s")
     _judge_args(vimul)
     return parser
 
@@ -89,6 +154,15 @@ def _settings(args) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    try:
+        return run(args)
+    except ValueError as error:  # data that is not the benchmark's layout, malformed options
+        print(f"towervision eval {args.task}: error: {error}", file=sys.stderr)
+        return 2
+
+
+def run(args) -> int:
+    """Run the task of parsed `args`; returns the exit status (`check_coverage`)."""
     from .scoring import default_num_frames, load_model_and_processor
     from .sources import load_splits
 
@@ -149,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.plot:
             os.makedirs(os.path.dirname(os.path.abspath(args.plot)), exist_ok=True)
             plot_languages(result.tables["language"], args.plot)
-            result.notes.append(f"per-language plot: {args.plot}")
+            print(f"per-language plot: {args.plot}")
     else:
         from .vimul import evaluate_vimul
 
@@ -170,6 +244,24 @@ def main(argv: list[str] | None = None) -> int:
     paths = result.write(args.output_dir, predictions)
     print(result.to_markdown())
     print(f"results: {paths['json']}, {paths['md']}")
+    return check_coverage(result, predictions)
+
+
+def check_coverage(result: RunResult, predictions: list[dict]) -> int:
+    """The exit status of a run: an error naming the skip reasons when no item was scored, a warning when more
+    than half of the items were skipped. An item is scored unless its `score` is None (unjudged open answers)."""
+    scored = sum(record.get("score", 0) is not None for record in predictions)
+    skipped = sum(result.skipped.values())
+    reasons = sorted(result.skipped.items(), key=lambda item: -item[1])
+    hint = f" ({SKIP_HINTS[reasons[0][0]]})" if reasons and reasons[0][0] in SKIP_HINTS else ""
+    listing = ", ".join(f"{reason}: {count}" for reason, count in reasons) or "no rows were read"
+    if scored == 0:
+        print(f"towervision eval {result.task}: error: no item was scored; skipped {listing}{hint}. "
+              f"See `towervision eval {result.task} --help` for the data layout.", file=sys.stderr)
+        return EXIT_NOTHING_SCORED
+    if skipped > scored:
+        print(f"towervision eval {result.task}: warning: {skipped} of {skipped + scored} items were skipped, most "
+              f"as {reasons[0][0]} ({reasons[0][1]}){hint}", file=sys.stderr)
     return 0
 
 

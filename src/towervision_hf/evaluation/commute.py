@@ -48,7 +48,8 @@ def evaluate_commute(model, processor, splits, result: RunResult, languages=None
         require_columns(split, COLUMNS, f"CoMMuTE split {split_name!r}")
         target = language_name(code)
         correct_mean, incorrect_mean, correct_sum, incorrect_sum = [], [], [], []
-        for rows in iter_rows(undecoded(split, "image"), chunk_size=4 * batch_size, limit=limit):
+        images = undecoded(split, "image")
+        for rows in iter_rows(images, 4 * batch_size, limit, desc=f"commute en-{code}", result=result):
             prompts, candidates, kept = [], [], []
             for row in rows:
                 image = decode_image(row["image"])

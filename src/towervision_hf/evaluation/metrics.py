@@ -38,9 +38,9 @@ def comet_system_score(sources, hypotheses, references, model_name: str, batch_s
 
     model = load_from_checkpoint(download_model(model_name))
     samples = [{"src": s, "mt": h, "ref": r} for s, h, r in zip(sources, hypotheses, references)]
-    # one device only: with gpus > 1 COMET launches DDP and non-zero ranks exit (data-and-eval.md §6)
+    # one device only: with gpus > 1 COMET launches DDP and non-zero ranks exit
     output = model.predict(
-        samples, batch_size=batch_size, gpus=1 if torch.cuda.is_available() else 0, progress_bar=False
+        samples, batch_size=batch_size, gpus=1 if torch.cuda.is_available() else 0, progress_bar=True
     )
     return float(output.system_score)
 

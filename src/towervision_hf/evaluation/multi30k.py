@@ -53,7 +53,8 @@ def evaluate_multi30k(
             result.notes.append(f"pair {pair!r}: no {source!r}/{target!r} column in {split.column_names}, skipped")
             continue
         sources, references, hypotheses, skipped = [], [], [], 0
-        for rows in iter_rows(undecoded(split, "image"), chunk_size=4 * batch_size, limit=limit):
+        images = undecoded(split, "image")
+        for rows in iter_rows(images, 4 * batch_size, limit, desc=f"multi30k {pair}", result=result):
             prompts, kept = [], []
             for row in rows:
                 image = decode_image(row["image"])

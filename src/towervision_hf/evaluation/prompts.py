@@ -6,7 +6,7 @@ from ..data.translate import TOWER_PROMPT
 
 
 def translation_prompt(text: str, target: str, source: str = "English") -> str:
-    """The Tower+ translation instruction (data-and-eval.md §7; the data pipeline's `TOWER_PROMPT`) with English
+    """The Tower+ translation instruction (the data pipeline's `TOWER_PROMPT`, data/translate.py) with English
     language names, sent as the user turn after the image."""
     return TOWER_PROMPT.format(source=source, target=target, text=text)
 

@@ -9,6 +9,7 @@ becomes a counted skip instead of an exception inside `datasets`.
 import os
 
 from datasets import Dataset, DatasetDict, Image, Video, load_dataset
+from tqdm.auto import tqdm
 
 
 _FILE_BUILDERS = {".parquet": "parquet", ".json": "json", ".jsonl": "json", ".csv": "csv"}
@@ -48,12 +49,20 @@ def undecoded(split: Dataset, column: str) -> Dataset:
     return split
 
 
-def iter_rows(split: Dataset, chunk_size: int, limit: int | None = None):
-    """Rows of `split` as lists of dicts, `chunk_size` at a time (at most `limit` rows in total)."""
+def iter_rows(split: Dataset, chunk_size: int, limit: int | None = None, desc: str | None = None, result=None):
+    """Rows of `split` as lists of dicts, `chunk_size` at a time (at most `limit` rows in total).
+
+    With `desc`, a progress bar (rows per second, and the skips of `result`, a `RunResult`, so far) advances as each
+    chunk is processed by the caller."""
     total = split.num_rows if limit is None else min(limit, split.num_rows)
-    for start in range(0, total, chunk_size):
-        columns = split[start : min(start + chunk_size, total)]
-        yield [dict(zip(columns, values)) for values in zip(*columns.values())]
+    with tqdm(total=total, desc=desc, unit="row", disable=desc is None, dynamic_ncols=True) as progress:
+        for start in range(0, total, chunk_size):
+            columns = split[start : min(start + chunk_size, total)]
+            rows = [dict(zip(columns, values)) for values in zip(*columns.values())]
+            yield rows
+            progress.update(len(rows))
+            if result is not None:
+                progress.set_postfix(skipped=sum(result.skipped.values()), refresh=False)
 
 
 def require_columns(split: Dataset, columns, what: str) -> None:

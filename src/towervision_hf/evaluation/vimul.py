@@ -1,6 +1,6 @@
 """ViMUL-Bench: culturally diverse video QA in 14 languages (multiple choice, short and long open-ended).
 
-The released schema is UNCONFIRMED (data-and-eval.md §2.10): configs are believed to be `vimulmcq_<language>` and
+The released schema is UNCONFIRMED (see docs/evaluation.md): configs are believed to be `vimulmcq_<language>` and
 `vimuloe_<language>`. Columns are therefore resolved from candidate names (override with `--columns
 role=column,...`): video (a path relative to `--video-root`, bytes or a `{"bytes", "path"}` dict), question, answer,
 and optionally options, language, category and question type. A row is multiple choice when it has options (or its
@@ -172,7 +172,8 @@ def evaluate_vimul(
     records = []
     for label, split in splits.items():
         columns = resolve_columns(split.column_names, column_overrides, f"ViMUL-Bench {label!r}")
-        for rows in iter_rows(undecoded(split, columns["video"]), chunk_size=2 * batch_size, limit=limit):
+        video_split = undecoded(split, columns["video"])
+        for rows in iter_rows(video_split, 2 * batch_size, limit, desc=f"vimul {label}", result=result):
             prompts, pending = [], []
             for row in rows:
                 item = _prepare(row, columns, label, languages, video_root, num_frames)

@@ -26,6 +26,7 @@ SIGLIP2_SO400M = "google/siglip2-so400m-patch14-384"
 TOWER_PLUS_BY_SHAPE = {(2304, 26): "Unbabel/Tower-Plus-2B", (3584, 42): "Unbabel/Tower-Plus-9B"}
 SAFETENSORS_DTYPES = {"F32": "float32", "BF16": "bfloat16", "F16": "float16", "F64": "float64"}
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+COUNT_COLUMNS = {"ties", "skipped", "empty_outputs"}
 
 
 def card_languages() -> list[str]:
@@ -99,8 +100,8 @@ def evaluation_sections(evaluations: list[dict]) -> list[dict]:
     for result in evaluations:
         data = result.get("data") or {}
         settings = result.get("settings") or {}
-        description = f"Data: `{data.get('source', 'unknown')}`"
-        if data.get("revision"):
+        description = f"Data: {_data_source(data)}"
+        if data.get("kind") == "hub" and data.get("revision"):
             description += f" (revision `{data['revision']}`)"
         if settings.get("split"):
             description += f", split `{settings['split']}`"
@@ -125,8 +126,23 @@ def evaluation_sections(evaluations: list[dict]) -> list[dict]:
     return sections
 
 
+def _data_source(data: dict) -> str:
+    """A benchmark's data as the card names it: a link for a Hub dataset, never a path on the author's disk."""
+    source = data.get("source")
+    if data.get("kind") == "hub" and is_hub_id(source):
+        return f"[{source}](https://huggingface.co/datasets/{source})"
+    return "local data"
+
+
+def is_count(column: str) -> bool:
+    """Whether a result column counts items (`n`, `n_scored`, `ties`, `skipped`, `empty_outputs`) instead of
+    measuring the model: counts stay in the card's tables and out of `model-index`."""
+    return column == "n" or column.startswith("n_") or column in COUNT_COLUMNS
+
+
 def evaluation_metadata(evaluations: list[dict], pipeline_tag: str) -> list[EvalResult]:
-    """`model-index` entries: every numeric cell of each result's first table (the Hub shows them on the model page)."""
+    """`model-index` entries: every metric of each result's first table (the Hub shows them on the model page);
+    counts (`is_count`) are left out."""
     entries = []
     for result in evaluations:
         if not result["tables"]:
@@ -136,7 +152,7 @@ def evaluation_metadata(evaluations: list[dict], pipeline_tag: str) -> list[Eval
         rows = next(iter(result["tables"].values()))
         for row_name, row in rows.items():
             for metric, value in row.items():
-                if isinstance(value, (int, float)) and not isinstance(value, bool):
+                if isinstance(value, (int, float)) and not isinstance(value, bool) and not is_count(metric):
                     entries.append(
                         EvalResult(
                             task_type=pipeline_tag,

@@ -28,6 +28,7 @@ STALE_PATTERNS = (
 )
 DEFAULT_CACHE_DIR = Path.home() / ".cache" / "towervision-hf"
 MAX_NEW_TOKENS = 8
+EXIT_UPLOAD_FAILED = 3  # 1: the load check failed, 2: the checkpoint cannot be staged or the upload is refused
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,6 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="towervision push",
         description="Stage a TowerVision checkpoint as a trust_remote_code Hub repo, check that it loads without "
         "towervision-hf installed, and upload it in one commit.",
+        epilog="exit codes: 0 uploaded (or dry run passed), 1 load check failed, 2 cannot stage or upload refused, "
+        "3 upload failed (network, authentication, Hub error). Details: docs/publishing.md",
     )
     parser.add_argument("checkpoint", help="checkpoint folder (training output, `towervision convert` output, ...)")
     parser.add_argument("--repo-id", required=True, help="target Hub repo, ORG/NAME")
@@ -185,9 +188,14 @@ def main(argv: list[str] | None = None, api=None) -> int:
             commit_description=f"Staged by `towervision push`; loads with trust_remote_code under transformers {versions}.",
         )
     except ValueError as error:
-        print(f"towervision push: {error}; the staged folder is {staged.path}", file=sys.stderr)
+        print(f"towervision push: {error}", file=sys.stderr)
         return 2
+    except Exception as error:  # network, authentication, permissions, Hub errors: one line, not a traceback
+        message = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        print(f"towervision push: upload to {args.repo_id} failed: {type(error).__name__}: {message}", file=sys.stderr)
+        return EXIT_UPLOAD_FAILED
+    finally:
+        if args.stage_dir is None:  # a temporary staging folder never outlives the upload attempt
+            shutil.rmtree(staged.path, ignore_errors=True)
     print(f"uploaded: {getattr(commit, 'pr_url', None) or getattr(commit, 'commit_url', commit)}")
-    if args.stage_dir is None:
-        shutil.rmtree(staged.path, ignore_errors=True)
     return 0

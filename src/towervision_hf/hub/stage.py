@@ -84,11 +84,11 @@ def read_checkpoint_config(checkpoint: Path) -> TowerVisionConfig:
     if not checkpoint.is_dir():
         raise ValueError(f"checkpoint {checkpoint} is not a directory")
     config_file = checkpoint / "config.json"
+    if (checkpoint / "adapter_config.json").is_file():  # `towervision train --use_peft` also writes a config.json
+        raise ValueError(
+            f"{checkpoint} holds a LoRA adapter, not a model: merge it first with `towervision merge`, then push the merged folder"
+        )
     if not config_file.is_file():
-        if (checkpoint / "adapter_config.json").is_file():
-            raise ValueError(
-                f"{checkpoint} holds a LoRA adapter, not a model: merge it first with `towervision merge`, then push the merged folder"
-            )
         raise ValueError(f"{checkpoint} has no config.json")
     model_type = json.loads(config_file.read_text()).get("model_type")
     if model_type in ("llava_next", "llava_onevision"):

@@ -8,6 +8,7 @@ import re
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
+from transformers import TrainerCallback
 from trl import SFTTrainer
 
 from .collator import SKIPPED_KEY
@@ -89,6 +90,8 @@ class TowerVisionSFTTrainer(SFTTrainer):
         super().__init__(*args, **kwargs)
         self.module_learning_rates = dict(module_learning_rates or {})
         self.skipped_over_length = 0
+        self.step_learning_rates = StepLearningRates()
+        self.add_callback(self.step_learning_rates)
 
     def create_optimizer(self, model=None):
         if self.optimizer is not None:
@@ -162,10 +165,9 @@ class TowerVisionSFTTrainer(SFTTrainer):
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         if self.model.training:
             logs["skipped_over_length"] = self.skipped_over_length
-            if self.optimizer is not None and "loss" in logs:
-                for group in self.optimizer.param_groups:
-                    if not group.get("name", "").endswith("_no_decay"):
-                        logs[f"learning_rate_{group['name']}"] = group["lr"]
+            if "loss" in logs:
+                for name, rate in self.step_learning_rates.rates.items():
+                    logs[f"learning_rate_{name}"] = rate
         super().log(logs, start_time)
 
     def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
@@ -184,9 +186,31 @@ class TowerVisionSFTTrainer(SFTTrainer):
                 )
             save_file({"image_newline": newline.detach().cpu().contiguous()}, os.path.join(output_dir, NEWLINE_FILE))
 
+    def _issue_warnings_after_load(self, load_result) -> None:
+        # a tied LM head is not saved (safetensors): its absence is expected, not a missing key
+        model = self.accelerator.unwrap_model(self.model)
+        model = model.get_base_model() if hasattr(model, "get_base_model") else model
+        tied = set(getattr(model, "_tied_weights_keys", None) or ()) if model.config.tie_word_embeddings else set()
+        if tied & set(load_result.missing_keys):
+            model.tie_weights()
+            load_result = load_result._replace(missing_keys=[k for k in load_result.missing_keys if k not in tied])
+        super()._issue_warnings_after_load(load_result)
+
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
         super()._load_from_checkpoint(resume_from_checkpoint, model=model)
         restore_image_newline(model if model is not None else self.model, resume_from_checkpoint)
+
+
+class StepLearningRates(TrainerCallback):
+    """The learning rate of each named parameter group for the optimizer step just taken, read before the scheduler
+    moves it: what transformers logs as `learning_rate` (the `_no_decay` twins are left out, they share the rate)."""
+
+    def __init__(self):
+        self.rates: dict[str, float] = {}
+
+    def on_optimizer_step(self, args, state, control, optimizer=None, **kwargs):
+        groups = optimizer.param_groups if optimizer is not None else []
+        self.rates = {g["name"]: g["lr"] for g in groups if "name" in g and not g["name"].endswith("_no_decay")}
 
 
 def restore_image_newline(model: torch.nn.Module, directory) -> bool:

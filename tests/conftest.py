@@ -71,3 +71,43 @@ def video_files(tmp_path_factory):
         container.mux(stream.encode(frame))
         container.mux(stream.encode())
     return files
+
+
+# ---- network: a local HTTP server on 127.0.0.1 ------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def media_server():
+    """`(base_url, routes, requests)`: a threaded HTTP server on 127.0.0.1 answering GET `path` from `routes[path]`,
+    a callable `handler -> None` that writes the whole response (unknown paths get 404); `requests` lists the paths
+    asked for."""
+    import http.server
+    import sys
+    import threading
+
+    routes, requests = {}, []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            requests.append(self.path)
+            route = routes.get(self.path)
+            if route is None:
+                self.send_error(404)
+            else:
+                route(self)
+
+        def log_message(self, *args):
+            pass
+
+    class Server(http.server.ThreadingHTTPServer):
+        daemon_threads = True
+
+        def handle_error(self, request, client_address):
+            if not issubclass(sys.exc_info()[0], ConnectionError):  # a client that gave up (timeout, size cap)
+                super().handle_error(request, client_address)
+
+    server = Server(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}", routes, requests
+    server.shutdown()
+    server.server_close()

@@ -269,6 +269,28 @@ def test_audit_rejects(source, message):
     assert any(message in str(problem) for problem in problems), problems
 
 
+@pytest.mark.parametrize(
+    "source, message",
+    [
+        ("import socket\n", "'socket'"),
+        ("import requests\n", "'requests'"),
+        ("from urllib.parse import urlparse\n", "'urllib.parse'"),
+        ("from huggingface_hub import hf_hub_download\n", "'huggingface_hub'"),
+        ("import subprocess\n", "'subprocess'"),
+        ("import pickle\n", "'pickle'"),
+    ],
+)
+def test_the_url_fetcher_may_use_only_the_standard_http_client(source, message):
+    allowed = "import http.client\nimport urllib.error\nimport urllib.request\nurllib.request.urlopen('https://x')\n"
+    assert audit_source(allowed, "fetching_towervision.py", {"fetching_towervision"}) == []
+    problems = audit_source(allowed + source, "fetching_towervision.py", {"fetching_towervision"})
+    assert [str(problem) for problem in problems] == [
+        f"fetching_towervision.py:5: imports {'from ' if 'from' in source else ''}{message} (network, pickle or "
+        "process access is not allowed)"
+    ]
+    assert audit_source(allowed, "image_processing_x.py", {"image_processing_x"})  # no other file may
+
+
 def test_audit_accepts_flat_sibling_imports():
     source = "import torch\nfrom transformers import PreTrainedModel\nfrom .tiling_towervision import pooled_side\n"
     assert audit_source(source, "modeling_x.py", {"modeling_x", "tiling_towervision"}) == []

@@ -162,7 +162,6 @@ def test_unusable_files_raise_value_errors_naming_them(processor, video_files, n
     "bad, message",
     [
         ("/nonexistent/clip.mp4", "Video file not found: /nonexistent/clip.mp4"),
-        ("https://example.com/clip.mp4", "Video URLs are not fetched"),
         (b"\x00\x01 not a video", r"Video bytes \(14 bytes\) could not be opened as a video"),
         (np.zeros((0, 8, 8, 3), np.uint8), r"Video 0 is empty or not a \(T, H, W, 3\) array"),
         ([], "No videos were given"),

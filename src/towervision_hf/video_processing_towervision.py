@@ -17,6 +17,7 @@ from transformers.models.llava_onevision.video_processing_llava_onevision import
 from transformers.utils import is_av_available
 from transformers.video_utils import VideoMetadata
 
+from .fetching_towervision import fetch_url, is_url
 from .image_processing_towervision import to_rgb_image
 
 
@@ -57,7 +58,9 @@ def make_batched_video_inputs(videos) -> list:
 
 
 def video_name(source) -> str:
-    return f"Video bytes ({len(source)} bytes)" if isinstance(source, (bytes, bytearray)) else f"Video file {source}"
+    if isinstance(source, (bytes, bytearray)):
+        return f"Video bytes ({len(source)} bytes)"
+    return f"Video {source}" if is_url(source) else f"Video file {source}"
 
 
 def uniform_frame_indices(total_num_frames: int, num_frames: int) -> np.ndarray:
@@ -67,6 +70,8 @@ def uniform_frame_indices(total_num_frames: int, num_frames: int) -> np.ndarray:
 
 def read_video_pyav(source, sample_indices_fn=None) -> tuple[np.ndarray, VideoMetadata]:
     """Decode the frames chosen by `sample_indices_fn(metadata=...)` (all frames when `None`) with PyAV.
+
+    `source` is a local path, encoded bytes or an http(s) URL (fetched first with `fetching_towervision.fetch_url`).
 
     Frame `i` is the frame shown at time `i / fps` from the start of the stream (for constant-frame-rate video, the
     `i`-th frame). Only what is needed is decoded: the decoder jumps to the keyframe before a target when the
@@ -82,10 +87,10 @@ def read_video_pyav(source, sample_indices_fn=None) -> tuple[np.ndarray, VideoMe
     if not is_av_available():
         raise ImportError("Decoding video files needs PyAV: `pip install av`")
     name = video_name(source)
+    if is_url(source):
+        source = fetch_url(source)
     if isinstance(source, (str, os.PathLike)):
         path = os.fspath(source)
-        if path.startswith(("http://", "https://")):
-            raise ValueError(f"Video URLs are not fetched (no network access here); download it first: {path}")
         if not os.path.isfile(path):
             raise ValueError(f"Video file not found: {path}")
         open_container = functools.partial(av.open, path)
@@ -224,8 +229,9 @@ class TowerVisionVideoProcessor(LlavaOnevisionVideoProcessor):
     no tiling) and normalised with mean = std = 0.5. For the same frames the output equals transformers'
     `LlavaOnevisionVideoProcessor` configured the same way.
 
-    Videos may be local paths or encoded bytes (decoded with PyAV, seeking so that only the needed frames are
-    decoded, see `read_video_pyav`), `(T, H, W, 3)` arrays/tensors, or lists of frames (PIL images or arrays).
+    Videos may be local paths, http(s) URLs or encoded bytes (decoded with PyAV, seeking so that only the needed
+    frames are decoded, see `read_video_pyav`), `(T, H, W, 3)` arrays/tensors, or lists of frames (PIL images or
+    arrays).
 
     Frame sampling (`do_sample_frames=True`, the default): indices `np.linspace(0, total - 1, n).round()` with
     `n = num_frames`, or, when `fps` is given (it takes precedence over `num_frames`),
@@ -256,7 +262,7 @@ class TowerVisionVideoProcessor(LlavaOnevisionVideoProcessor):
         return uniform_frame_indices(total, num_frames or self.num_frames)
 
     def fetch_videos(self, video_url_or_urls, sample_indices_fn=None):
-        """Decode paths or encoded bytes with PyAV (torchcodec is not needed)."""
+        """Decode paths, http(s) URLs or encoded bytes with PyAV (torchcodec is not needed)."""
         if isinstance(video_url_or_urls, (list, tuple)):
             return list(zip(*[self.fetch_videos(video, sample_indices_fn) for video in video_url_or_urls]))
         return read_video_pyav(video_url_or_urls, sample_indices_fn)

@@ -80,8 +80,9 @@ def read_video_pyav(source, sample_indices_fn=None) -> tuple[np.ndarray, VideoMe
     each; PyAV decodes without the GIL). If the header over-counts frames, targets past the end get the last decoded
     frame.
 
-    Returns `(frames, metadata)`: `frames` is `(len(indices), H, W, 3)` uint8 RGB; `metadata` carries
-    `total_num_frames`, `fps`, `duration` (seconds), `width`, `height` and `frames_indices`.
+    Frames are returned as displayed: a rotation in the stream's display matrix (e.g. -90 for portrait phone videos)
+    is applied. Returns `(frames, metadata)`: `frames` is `(len(indices), H, W, 3)` uint8 RGB; `metadata` carries
+    `total_num_frames`, `fps`, `duration` (seconds), the displayed `width` and `height` and `frames_indices`.
     Any failure (missing or undecodable file, no video stream, no frame) is a `ValueError` naming the source.
     """
     if not is_av_available():
@@ -133,6 +134,7 @@ def read_video_pyav(source, sample_indices_fn=None) -> tuple[np.ndarray, VideoMe
     if decoded[0] is None:
         raise ValueError(f"{name} has no decodable video frame up to frame {targets[0]}")
     frames = np.stack(decoded)[np.searchsorted(targets, indices)]
+    metadata.height, metadata.width = frames.shape[1:3]  # as displayed (rotated)
     metadata.frames_indices = indices
     return frames, metadata
 
@@ -164,11 +166,19 @@ def _decode_targets(container, targets: np.ndarray, fps: Fraction, close: bool =
         frames = []
         for index in targets:
             frame = reader.frame_at(int(index))
-            frames.append(None if frame is None else frame.to_ndarray(format="rgb24"))
+            frames.append(None if frame is None else displayed_pixels(frame))
         return frames
     finally:
         if close:
             container.close()
+
+
+def displayed_pixels(frame) -> np.ndarray:
+    """`(H, W, 3)` uint8 RGB pixels of a decoded frame as players show them: the rotation of the stream's display
+    matrix (phone videos) applied, like FFmpeg's autorotate. Mirroring in the matrix is not applied."""
+    pixels = frame.to_ndarray(format="rgb24")
+    quarter_turns = round(frame.rotation / 90) % 4  # `rotation`: degrees counter-clockwise
+    return np.rot90(pixels, quarter_turns) if quarter_turns else pixels
 
 
 class _FrameReader:

@@ -89,7 +89,7 @@ class UrlFetcher:
                 error = "empty response"
             except UrlFetchError as fetch_error:
                 error = fetch_error.detail
-                if not fetch_error.retryable:  # other 4xx, over the size cap
+                if not fetch_error.retryable:  # 4xx but 408 / 425 / 429, over the size cap
                     break
             except urllib.error.HTTPError as http_error:
                 error = f"HTTP {http_error.code}"

@@ -96,6 +96,13 @@ class StageArguments:
             "choices": ["skip", "error"],
         },
     )
+    untrainable: str = field(
+        default="error",
+        metadata={
+            "help": "Rows that would train on nothing (unknown role, no assistant text): error or skip them.",
+            "choices": ["error", "skip"],
+        },
+    )
     model_code: str = field(
         default="package",
         metadata={
@@ -315,6 +322,7 @@ def build_trainer(data_args, stage_args, training_args, model_args) -> TowerVisi
         max_length=training_args.max_length,
         over_length=stage_args.over_length,
         include_vision_in_every_batch=sharded,
+        untrainable=stage_args.untrainable,
     )
     trainer = TowerVisionSFTTrainer(
         model=model,
@@ -351,6 +359,7 @@ def run(argv: list[str]) -> TowerVisionSFTTrainer:
         summary = {
             "global_step": trainer.state.global_step,
             "skipped_over_length": trainer.skipped_over_length,
+            "skipped_untrainable": trainer.skipped_untrainable,
             "trainable_parameters": trainable_parameters(trainer.model),
         }
         if trainer.feature_cache is not None:
@@ -360,6 +369,8 @@ def run(argv: list[str]) -> TowerVisionSFTTrainer:
             json.dump(summary, handle, indent=2)
         if trainer.skipped_over_length:
             print(f"skipped {trainer.skipped_over_length} samples longer than max_length={training_args.max_length}")
+        if trainer.skipped_untrainable:
+            print(f"skipped {trainer.skipped_untrainable} samples that would train on nothing (untrainable: skip)")
         print(f"saved to {os.path.abspath(training_args.output_dir)}")
     return trainer
 

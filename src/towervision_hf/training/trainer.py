@@ -10,7 +10,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from trl import SFTTrainer
 
-from .collator import SKIPPED_KEY
+from .collator import SKIP_COUNTERS
 
 
 # Optimizer groups: the projector group holds the image newline, the language group the LM (and its tied head).
@@ -80,7 +80,8 @@ class TowerVisionSFTTrainer(SFTTrainer):
     and prompts, most of a vision-language batch, never go through the LM head (see [`labelled_logits`]). Other loss
     types, `compute_loss_func` and label smoothing go through TRL unchanged.
 
-    Also logs `skipped_over_length` (samples the [`TowerVisionCollator`] dropped so far, over all processes) and, with
+    Also logs `skipped_over_length` and `skipped_untrainable` (samples the [`TowerVisionCollator`] dropped so far, over
+    all processes) and, with
     a peft model, saves the stage's model config and the trained image newline (a bare parameter peft cannot save,
     as `image_newline.safetensors`) beside the adapter, and restores the newline when resuming.
     """
@@ -89,6 +90,7 @@ class TowerVisionSFTTrainer(SFTTrainer):
         super().__init__(*args, **kwargs)
         self.module_learning_rates = dict(module_learning_rates or {})
         self.skipped_over_length = 0
+        self.skipped_untrainable = 0
 
     def create_optimizer(self, model=None):
         if self.optimizer is not None:
@@ -123,10 +125,12 @@ class TowerVisionSFTTrainer(SFTTrainer):
         return self.args.learning_rate if rate is None else rate
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        skipped = inputs.pop(SKIPPED_KEY, None)
-        if skipped is not None and model.training:
-            skipped = torch.as_tensor(skipped, device=self.accelerator.device).reshape(1)
-            self.skipped_over_length += int(self.accelerator.gather_for_metrics(skipped).sum())
+        for key, counter in SKIP_COUNTERS.items():
+            skipped = inputs.pop(key, None)
+            if skipped is not None and model.training:
+                skipped = torch.as_tensor(skipped, device=self.accelerator.device).reshape(1)
+                total = int(self.accelerator.gather_for_metrics(skipped).sum())
+                setattr(self, counter, getattr(self, counter) + total)
         custom_loss = self.compute_loss_func is not None or self.label_smoother is not None
         if self.args.loss_type != "nll" or custom_loss or return_outputs or self.aux_loss_enabled:
             return super().compute_loss(
@@ -162,6 +166,7 @@ class TowerVisionSFTTrainer(SFTTrainer):
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         if self.model.training:
             logs["skipped_over_length"] = self.skipped_over_length
+            logs["skipped_untrainable"] = self.skipped_untrainable
             if self.optimizer is not None and "loss" in logs:
                 for group in self.optimizer.param_groups:
                     if not group.get("name", "").endswith("_no_decay"):

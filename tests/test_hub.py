@@ -611,6 +611,15 @@ def test_push_refuses_to_upload_what_fails_the_load_check(checkpoint, monkeypatc
     assert "refusing to upload" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("repo_id", ["acme/towervision--ft", "acme/x..y", "acme/-ft", "a/b/c", "acme/ft.git"])
+def test_push_refuses_invalid_repo_ids_before_staging(checkpoint, tmp_path, capsys, repo_id):
+    stage_dir = tmp_path / "stage"
+    assert push.main([str(checkpoint), "--repo-id", repo_id, "--dry-run", "--stage-dir", str(stage_dir)]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("towervision push: invalid --repo-id: ") and repo_id in error
+    assert not stage_dir.exists()
+
+
 def test_push_reports_staging_errors(tmp_path, capsys):
     (tmp_path / "adapter_config.json").write_text("{}")
     assert push.main([str(tmp_path), "--repo-id", REPO_ID], api=FakeHfApi()) == 2

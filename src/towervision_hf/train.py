@@ -47,13 +47,16 @@ class DataArguments:
         default="sample:1",
         metadata={
             "help": "`sample:1|2|3` (the embedded sample), a data recipe YAML (streamed, see `dataset_stage`), a "
-            "folder written by `towervision data build`, or a `datasets` id / data file in the sample schema."
+            "folder written by `towervision data build` or `save_to_disk`, a `datasets` id, a Hub-layout folder or a "
+            "single data file, in the sample schema (see towervision_hf.data.loading)."
         },
     )
     dataset_stage: str | None = field(
         default=None, metadata={"help": "Stage of a data recipe: alignment, vision or video."}
     )
-    dataset_split: str = field(default="train", metadata={"help": "Split of a `datasets` id or DatasetDict folder."})
+    dataset_split: str = field(
+        default="train", metadata={"help": "Split of `dataset` (a single file or saved Dataset is this split)."}
+    )
     max_samples: int | None = field(default=None, metadata={"help": "Use only the first N rows."})
     shuffle_buffer: int = field(
         default=10_000, metadata={"help": "Shuffle buffer of a streamed data recipe (reseeded every epoch); 0 = off."}
@@ -227,12 +230,10 @@ def load_train_dataset(data_args: DataArguments, seed: int = 0):
         dataset = load_mixture(name, stage=data_args.dataset_stage)
         if data_args.shuffle_buffer:
             dataset = dataset.shuffle(seed=seed, buffer_size=data_args.shuffle_buffer)
-    elif any((Path(name) / marker).is_file() for marker in ("dataset_info.json", "dataset_dict.json")):
-        dataset = datasets.load_from_disk(name)
-        if isinstance(dataset, datasets.DatasetDict):
-            dataset = dataset[data_args.dataset_split]
     else:
-        dataset = datasets.load_dataset(name, split=data_args.dataset_split)
+        from .data.loading import load_split
+
+        dataset = load_split(name, data_args.dataset_split)
     if data_args.max_samples is not None:
         if isinstance(dataset, datasets.IterableDataset):
             dataset = dataset.take(data_args.max_samples)

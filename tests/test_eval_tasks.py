@@ -81,7 +81,7 @@ def test_commute_from_a_save_to_disk_copy_scores_like_the_hub_layout(workspace):
 )
 def test_runs_where_no_pair_matches_fail_before_loading_the_model(workspace, tmp_path, task, extra, message):
     with pytest.raises(ValueError, match=message):
-        main([task, "--model", str(tmp_path / "absent"), "--data", workspace[task], "--output-dir", str(tmp_path), *extra])
+        main([task, "--model", "absent", "--data", workspace[task], "--output-dir", str(tmp_path), *extra])
     assert not list(tmp_path.iterdir())  # no empty result written
 
 

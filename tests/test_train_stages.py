@@ -304,3 +304,25 @@ def test_labelled_position_loss_equals_trls_fused_loss(stage1_checkpoint, tmp_pa
     for name, grad in our_grads.items():
         assert torch.allclose(grad, dict(model.named_parameters())[name].grad, atol=1e-5), name
     assert set(trainer._metrics["train"]) >= {"entropy", "mean_token_accuracy", "num_tokens"}
+
+
+def test_untrainable_rows_are_skipped_counted_and_summarised(tmp_path):
+    """A `save_to_disk` copy with ShareGPT roles and an empty answer among good rows: `--untrainable skip` trains
+    on the good rows and writes the count to train_summary.json; the default refuses the data, naming the row."""
+    from datasets import Dataset, DatasetDict
+
+    from towervision_hf.data import load_sample, to_features
+
+    good = load_sample(1).to_list()[:2]
+    question, answer = (turn["content"] for turn in good[0]["messages"])
+    sharegpt = [{"role": "human", "content": question}, {"role": "gpt", "content": answer}]
+    empty = [good[1]["messages"][0], {"role": "assistant", "content": [{"type": "text", "text": ""}]}]
+    bad = [{**good[0], "id": "sharegpt", "messages": sharegpt}, {**good[1], "id": "empty", "messages": empty}]
+    data = tmp_path / "data"
+    DatasetDict({"train": Dataset.from_list(good + bad, features=to_features())}).save_to_disk(str(data))
+    common = ("--dataset", str(data), "--max_steps", "1", "--vision_feature_cache", "", "--max_tiles", "1")
+    train.run(stage_args("stage1_projector", tmp_path / "out", *common, "--untrainable", "skip"))
+    summary = json.loads((tmp_path / "out" / "train_summary.json").read_text())
+    assert summary["global_step"] == 1 and summary["skipped_untrainable"] == 2
+    with pytest.raises(ValueError, match=r"sample '(sharegpt|empty)'"):
+        train.run(stage_args("stage1_projector", tmp_path / "refused", *common))

@@ -156,6 +156,23 @@ def test_chat_template_fetches_image_and_video_urls(processor, server, video_fil
     assert torch.equal(out.pixel_values_videos, local.pixel_values_videos)
 
 
+def test_readme_usage_with_an_image_url(processor, server):
+    from towervision_hf import TowerVisionForConditionalGeneration
+    from towervision_hf.tiny import tiny_config
+
+    base, _ = server
+    torch.manual_seed(0)
+    model = TowerVisionForConditionalGeneration._from_config(tiny_config(processor.tokenizer)).eval()
+    messages = [{"role": "user", "content": [{"type": "image", "url": f"{base}/cat.png"},
+                                             {"type": "text", "text": "Descreva esta imagem."}]}]
+    inputs = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=True,
+                                           return_dict=True, return_tensors="pt").to(model.device)
+    assert inputs["batch_num_images"].tolist() == [1]
+    output = model.generate(**inputs, max_new_tokens=3, do_sample=False)
+    prompt_length = inputs["input_ids"].shape[1]
+    assert torch.equal(output[:, :prompt_length], inputs["input_ids"]) and output.shape[1] > prompt_length
+
+
 @pytest.mark.parametrize(
     "path, message",
     [

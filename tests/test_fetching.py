@@ -34,6 +34,17 @@ def body(data: bytes, status: int = 200, content_length: bool = True, delay: flo
     return respond
 
 
+def trickle(handler):
+    """Headers at once, then a byte every 0.1 s: each read is quick, the whole body is slow."""
+    handler.send_response(200)
+    handler.send_header("Content-Length", "30")
+    handler.end_headers()
+    for _ in range(30):
+        handler.wfile.write(b"x")
+        handler.wfile.flush()
+        time.sleep(0.1)
+
+
 def redirect(location: str):
     def respond(handler):
         handler.send_response(302)
@@ -68,6 +79,7 @@ def server(media_server, video_files):
             "/cat.png": body(png_bytes()),
             "/clip.mp4": body(clip),
             "/slow.png": body(png_bytes(), delay=2.0),
+            "/trickle.bin": trickle,
             "/big.bin": body(b"x" * 5000),
             "/big-unannounced.bin": body(b"x" * 5000, content_length=False),
             "/moved.png": redirect("/cat.png"),
@@ -111,6 +123,12 @@ def test_slow_response_times_out_after_every_attempt(server):
     with pytest.raises(UrlFetchError, match=rf"{base}/slow.png: .*timed out after 0.3 s \(2 attempts\)"):
         fetch_url(f"{base}/slow.png", timeout=0.3, retries=1, backoff=0.5, sleep=sleeps.append)
     assert requests.count("/slow.png") == 2 and sleeps == [0.5]
+
+
+def test_a_body_that_trickles_in_times_out_as_a_whole(server):
+    base, _ = server
+    with pytest.raises(UrlFetchError, match=rf"{base}/trickle.bin: timed out after 0.5 s"):
+        fetch_url(f"{base}/trickle.bin", timeout=0.5, retries=0)
 
 
 @pytest.mark.parametrize("path", ["/big.bin", "/big-unannounced.bin"])

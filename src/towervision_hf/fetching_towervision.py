@@ -45,7 +45,7 @@ def fetch_once(url: str, timeout: float = TIMEOUT, max_bytes: int = MAX_BYTES) -
             if declared and declared.isdigit() and int(declared) > max_bytes:
                 raise UrlFetchError(url, f"the body ({declared} bytes) is over the {max_bytes}-byte limit")
             chunks, size = [], 0
-            while chunk := response.read(2**16):
+            while chunk := response.read1(2**16):  # what has arrived, so that the deadline is checked often
                 chunks.append(chunk)
                 size += len(chunk)
                 if size > max_bytes:

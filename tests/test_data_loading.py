@@ -52,3 +52,11 @@ def test_unsupported_files_are_named(copies):
     root, _ = copies
     with pytest.raises(ValueError, match=r"de.txt': unsupported file type '.txt'"):
         load_splits(str(root / "de.txt"))
+
+
+def test_data_build_sources_read_save_to_disk_copies_through_the_same_loader(copies):
+    from towervision_hf.data.sources import open_table
+
+    root, splits = copies
+    assert open_table(str(root / "saved_dict"), split="fr").to_list() == splits["fr"].to_list()
+    assert open_table(str(root / "saved_dataset")).to_list() == splits["de"].to_list()

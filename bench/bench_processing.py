@@ -7,7 +7,8 @@ Images: 8 generated images from 500x333 to 2048x1536, 384 px tiles (<= 6 + thumb
 all configured like the release; prints images/s, speed-up ratios and max |delta| against the PIL path (asserted
 to be <= 1e-6).
 Video: 32 frames out of a generated 60 s, 30 fps, 320x240 H.264 clip (keyframe every 60 frames, B-frames) with
-`read_video_pyav` against transformers' `load_video(path, backend="pyav", num_frames=32)`.
+`read_video_pyav` against transformers' `load_video(path, backend="pyav", num_frames=32)`, and `read_video_pyav` on
+the same packets with a phone's -90 degree display rotation (applied; its cost is printed against the plain clip).
 
 Every timing is the best of `--repeats` interleaved runs, as wall-clock time (what a user waits for; our
 processors use one thread per core) and as CPU time of the process (the work done, which depends much less on a
@@ -64,6 +65,18 @@ def make_clip(path: str, seconds: int = 60, fps: int = 30, width: int = 320, hei
             pixels[100:140, left : left + 40] = 255
             container.mux(stream.encode(av.VideoFrame.from_ndarray(pixels, format="rgb24")))
         container.mux(stream.encode())
+
+
+def remux_rotated(path: str, rotated: str, degrees: int):
+    """A copy of `path` whose video stream carries a display rotation of `degrees` (counter-clockwise); the packets
+    are copied as they are."""
+    with av.open(path) as source, av.open(rotated, "w") as target:
+        stream = target.add_stream_from_template(source.streams.video[0])
+        stream.set_display_rotation(degrees)
+        for packet in source.demux(source.streams.video[0]):
+            if packet.dts is not None:
+                packet.stream = stream
+                target.mux(packet)
 
 
 def interleaved_timings(functions: dict, repeats: int) -> dict[str, tuple[float, float]]:
@@ -128,14 +141,18 @@ def bench_video(repeats: int, workdir: str):
         start = time.perf_counter()
         make_clip(path)
         print(f"(generated {path} in {time.perf_counter() - start:.1f} s)")
+    rotated = os.path.join(workdir, "clip_60s_30fps_320x240_rotated-90.mp4")
+    remux_rotated(path, rotated, -90)
     sampler = TowerVisionVideoProcessor().sample_frames
     timings = interleaved_timings(
         {
             "read_video_pyav (seeking)": lambda: read_video_pyav(path, sampler),
             "load_video(backend='pyav')": lambda: load_video(path, backend="pyav", num_frames=32),
+            "read_video_pyav, rotated -90": lambda: read_video_pyav(rotated, sampler),
         },
         repeats,
     )
+    rotated_timing = timings.pop("read_video_pyav, rotated -90")
     frames, metadata = read_video_pyav(path, sampler)
     indices = metadata.frames_indices
     expected, _ = load_video(path, backend="pyav", sample_indices_fn=lambda metadata, **kwargs: indices)
@@ -145,6 +162,11 @@ def bench_video(repeats: int, workdir: str):
     report(timings, "read_video_pyav (seeking)", 1, "videos")
     print(f"  frames identical to load_video's for the same indices: {np.array_equal(frames, expected)}")
     assert np.array_equal(frames, expected)
+    wall, cpu = (turned / plain for turned, plain in zip(rotated_timing, timings["read_video_pyav (seeking)"]))
+    print(f"  -90 display rotation applied: wall {rotated_timing[0] * 1000:.1f} ms (x{wall:.2f} of the plain clip), "
+          f"cpu {rotated_timing[1] * 1000:.1f} ms (x{cpu:.2f})")
+    rotated_frames, _ = read_video_pyav(rotated, sampler)
+    assert np.array_equal(rotated_frames, np.rot90(frames, -1, axes=(1, 2))), "the -90 clip is not turned clockwise"
 
 
 def main():

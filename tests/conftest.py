@@ -27,8 +27,9 @@ def tiny_config(tiny_tokenizer):
 # ---- processing: tiny media written with PyAV -------------------------------------------------------------------
 
 
-def write_test_clip(path, num_frames, width=64, height=48, fps=25, gop=10):
-    """An H.264 clip with B-frames, a keyframe exactly every `gop` frames and every frame different."""
+def write_test_clip(path, num_frames, width=64, height=48, fps=25, gop=10, rotation=0):
+    """An H.264 clip with B-frames, a keyframe exactly every `gop` frames and every frame different; `rotation`
+    (degrees counter-clockwise) goes into the stream's display matrix, as phones record portrait video."""
     import av
     import numpy as np
 
@@ -37,6 +38,8 @@ def write_test_clip(path, num_frames, width=64, height=48, fps=25, gop=10):
     with av.open(str(path), "w") as container:
         stream = container.add_stream("libx264", rate=fps, options=options)
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        if rotation:
+            stream.set_display_rotation(rotation)
         for index in range(num_frames):
             pixels = np.zeros((height, width, 3), np.uint8)
             pixels[..., 0] = (columns * 4 + index * 3) % 256
@@ -51,13 +54,16 @@ def write_test_clip(path, num_frames, width=64, height=48, fps=25, gop=10):
 
 @pytest.fixture(scope="session")
 def video_files(tmp_path_factory):
-    """`clip`: 75-frame H.264 clip (25 fps, B-frames, keyframe every 10); `no_frames`: AVI with a video stream and no frame;
-    `audio_only`: WAV without video stream."""
+    """`clip`: 75-frame H.264 clip (25 fps, B-frames, keyframe every 10); `rotated90` / `180` / `270`: the same clip
+    with that display rotation; `no_frames`: AVI with a video stream and no frame; `audio_only`: WAV without video
+    stream."""
     import av
     import numpy as np
 
     folder = tmp_path_factory.mktemp("videos")
     files = {"clip": write_test_clip(folder / "clip.mp4", 75)}
+    for degrees in (90, 180, 270):
+        files[f"rotated{degrees}"] = write_test_clip(folder / f"rotated{degrees}.mp4", 75, rotation=degrees)
     files["no_frames"] = str(folder / "no_frames.avi")
     with av.open(files["no_frames"], "w") as container:
         stream = container.add_stream("mpeg4", rate=25)
@@ -71,3 +77,43 @@ def video_files(tmp_path_factory):
         container.mux(stream.encode(frame))
         container.mux(stream.encode())
     return files
+
+
+# ---- network: a local HTTP server on 127.0.0.1 ------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def media_server():
+    """`(base_url, routes, requests)`: a threaded HTTP server on 127.0.0.1 answering GET `path` from `routes[path]`,
+    a callable `handler -> None` that writes the whole response (unknown paths get 404); `requests` lists the paths
+    asked for."""
+    import http.server
+    import sys
+    import threading
+
+    routes, requests = {}, []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            requests.append(self.path)
+            route = routes.get(self.path)
+            if route is None:
+                self.send_error(404)
+            else:
+                route(self)
+
+        def log_message(self, *args):
+            pass
+
+    class Server(http.server.ThreadingHTTPServer):
+        daemon_threads = True
+
+        def handle_error(self, request, client_address):
+            if not issubclass(sys.exc_info()[0], ConnectionError):  # a client that gave up (timeout, size cap)
+                super().handle_error(request, client_address)
+
+    server = Server(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}", routes, requests
+    server.shutdown()
+    server.server_close()

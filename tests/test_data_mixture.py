@@ -121,6 +121,21 @@ def test_recipe_errors_name_the_source(tmp_path, sources):
         load_recipe(write_recipe(tmp_path, sources)).active_sources("video")
 
 
+@pytest.mark.parametrize(
+    "setting, message",
+    [
+        ({"samples": -5}, r"source 'a': `samples` must be a positive integer \(rows taken\), got -5"),
+        ({"samples": 2.5}, r"`samples` must be a positive integer \(rows taken\), got 2.5"),
+        ({"samples": 10, "weight": 0}, "source 'a': `weight` must be a positive number, got 0"),
+        ({"weight": "high"}, "source 'a': `weight` must be a positive number, got 'high'"),
+    ],
+)
+def test_bad_counts_and_weights_name_the_field(tmp_path, sources, setting, message):
+    source = {"name": "a", "adapter": "local", "params": {"path": str(sources / "a")}, **setting}
+    with pytest.raises(ValueError, match=message):
+        load_recipe(write_recipe(tmp_path, sources, stages={"main": {"sources": [source]}}))
+
+
 def test_build_writes_a_dataset_and_the_counts_report(tmp_path, sources, capsys):
     recipe_path = write_recipe(tmp_path, sources)
     out = tmp_path / "built"

@@ -61,6 +61,30 @@ def test_commute_requested_languages_and_missing_pairs(workspace):
     assert any("en-ru" in note for note in payload["notes"])
 
 
+def test_commute_from_a_save_to_disk_copy_scores_like_the_hub_layout(workspace):
+    """The usual offline copy (`DatasetDict.save_to_disk`) keeps its per-language splits."""
+    splits, _ = load_splits(workspace["commute"])
+    saved = workspace["root"] / "commute-saved"
+    splits.save_to_disk(str(saved))
+    from_parquet, _ = _run("commute", workspace, "--data", workspace["commute"])
+    from_disk, _ = _run("commute", workspace, "--data", str(saved))
+    assert from_disk["data"]["kind"] == "save_to_disk"
+    assert from_disk["tables"] == from_parquet["tables"] and from_disk["skipped"] == from_parquet["skipped"]
+
+
+@pytest.mark.parametrize(
+    "task, extra, message",
+    [
+        ("commute", ["--langs", "ru,zh"], r"CoMMuTE: no split of the data matches en-ru, en-zh; its splits are"),
+        ("multi30k", ["--pairs", "en-ja,en-xx"], r"Multi30K: none of the pairs en-ja, en-xx is in the data"),
+    ],
+)
+def test_runs_where_no_pair_matches_fail_before_loading_the_model(workspace, tmp_path, task, extra, message):
+    with pytest.raises(ValueError, match=message):
+        main([task, "--model", "absent", "--data", workspace[task], "--output-dir", str(tmp_path), *extra])
+    assert not list(tmp_path.iterdir())  # no empty result written
+
+
 def _contrastive_split(correct: str, incorrect: str) -> dict:
     features = Features({name: Value("string") for name in ("source", "correct_translation", "incorrect_translation")})
     features["image"] = Image()

@@ -272,6 +272,28 @@ def test_audit_rejects(source, message):
     assert any(message in str(problem) for problem in problems), problems
 
 
+@pytest.mark.parametrize(
+    "source, message",
+    [
+        ("import socket\n", "'socket'"),
+        ("import requests\n", "'requests'"),
+        ("from urllib.parse import urlparse\n", "'urllib.parse'"),
+        ("from huggingface_hub import hf_hub_download\n", "'huggingface_hub'"),
+        ("import subprocess\n", "'subprocess'"),
+        ("import pickle\n", "'pickle'"),
+    ],
+)
+def test_the_url_fetcher_may_use_only_the_standard_http_client(source, message):
+    allowed = "import http.client\nimport urllib.error\nimport urllib.request\nurllib.request.urlopen('https://x')\n"
+    assert audit_source(allowed, "fetching_towervision.py", {"fetching_towervision"}) == []
+    problems = audit_source(allowed + source, "fetching_towervision.py", {"fetching_towervision"})
+    assert [str(problem) for problem in problems] == [
+        f"fetching_towervision.py:5: imports {'from ' if 'from' in source else ''}{message} (network, pickle or "
+        "process access is not allowed)"
+    ]
+    assert audit_source(allowed, "image_processing_x.py", {"image_processing_x"})  # no other file may
+
+
 def test_audit_accepts_flat_sibling_imports():
     source = "import torch\nfrom transformers import PreTrainedModel\nfrom .tiling_towervision import pooled_side\n"
     assert audit_source(source, "modeling_x.py", {"modeling_x", "tiling_towervision"}) == []
@@ -638,6 +660,15 @@ def test_push_refuses_to_upload_what_fails_the_load_check(checkpoint, monkeypatc
     assert push.main([str(checkpoint), "--repo-id", REPO_ID], api=api) == 1
     assert api.calls == []
     assert "refusing to upload" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("repo_id", ["acme/towervision--ft", "acme/x..y", "acme/-ft", "a/b/c", "acme/ft.git"])
+def test_push_refuses_invalid_repo_ids_before_staging(checkpoint, tmp_path, capsys, repo_id):
+    stage_dir = tmp_path / "stage"
+    assert push.main([str(checkpoint), "--repo-id", repo_id, "--dry-run", "--stage-dir", str(stage_dir)]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("towervision push: invalid --repo-id: ") and repo_id in error
+    assert not stage_dir.exists()
 
 
 def test_push_reports_staging_errors(tmp_path, capsys):

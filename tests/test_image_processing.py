@@ -210,7 +210,6 @@ def jpeg_bytes(image):
         (b"definitely not an image", r"Image bytes \(23 bytes\) could not be decoded"),
         (jpeg_bytes(random_image(64, 64))[:300], "could not be decoded as an image"),
         ("/nonexistent/picture.png", "Image file not found: /nonexistent/picture.png"),
-        ("https://example.com/cat.png", "Image URLs are not fetched"),
         (Image.new("RGB", (0, 12)), "Image has no pixels"),
         (np.zeros((0, 12, 3), np.uint8), "Image has no pixels"),
         (np.full((8, 8, 3), 300.0), r"Float image values must lie in \[0, 1\] or \[0, 255\]"),

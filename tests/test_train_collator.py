@@ -8,7 +8,7 @@ from PIL import Image
 
 from towervision_hf import TowerVisionForConditionalGeneration
 from towervision_hf.tiny import build_tiny_processor, tiny_config
-from towervision_hf.training import SKIPPED_KEY, TowerVisionCollator
+from towervision_hf.training import SKIPPED_KEY, SKIPPED_UNTRAINABLE_KEY, TowerVisionCollator
 from towervision_hf.training.collator import decode_video
 
 
@@ -157,3 +157,107 @@ def test_block_count_mismatch_names_the_sample(processor):
     row["images"] = []
     with pytest.raises(ValueError, match="sample 'tiled' has 1 image blocks but 0 images"):
         TowerVisionCollator(processor)([row])
+
+
+def untrainable_rows():
+    """Rows that would train on nothing, by id, with the message that names them."""
+    text = rows()[3]
+    return {
+        "sharegpt": (
+            {**text, "id": "sharegpt", "messages": [turn("human", "Hi"), turn("gpt", "Hello")]},
+            r"sample 'sharegpt': messages\[0\].role is 'human', not one of .*data adapters",
+        ),
+        "empty": (
+            {**text, "id": "empty", "messages": [turn("user", "Hi"), turn("assistant", "  ")]},
+            r"sample 'empty': messages\[1\] \(assistant\) has no text; .*end-of-turn marker alone",
+        ),
+        "no_blocks": (
+            {**text, "id": "no_blocks", "messages": [turn("user", "Hi"), {"role": "assistant", "content": []}]},
+            r"sample 'no_blocks': messages\[1\] \(assistant\) has no text",
+        ),
+        "no_answer": (
+            {**text, "id": "no_answer", "messages": [turn("user", "Hi")]},
+            "sample 'no_answer' has no assistant turn",
+        ),
+    }
+
+
+@pytest.mark.parametrize("case", ["sharegpt", "empty", "no_blocks", "no_answer"])
+def test_rows_that_train_on_nothing_raise_naming_the_row(processor, case):
+    row, message = untrainable_rows()[case]
+    with pytest.raises(ValueError, match=message):
+        TowerVisionCollator(processor)([rows()[0], row])
+
+
+def test_rows_that_train_on_nothing_are_skipped_and_counted_under_the_skip_policy(processor):
+    bad = [row for row, _ in untrainable_rows().values()]
+    collator = TowerVisionCollator(processor, untrainable="skip")
+    batch = collator(rows() + bad)
+    assert int(batch[SKIPPED_UNTRAINABLE_KEY]) == 4 and batch["input_ids"].shape[0] == 4
+    expected = TowerVisionCollator(processor)(rows())
+    assert torch.equal(batch["input_ids"], expected["input_ids"]) and torch.equal(batch["labels"], expected["labels"])
+    only_bad = collator(bad)
+    assert int(only_bad[SKIPPED_UNTRAINABLE_KEY]) == 4 and (only_bad["labels"] == -100).all()
+    assert SKIPPED_UNTRAINABLE_KEY not in expected  # only the skip policy adds the count
+    with pytest.raises(ValueError, match="untrainable must be one of"):
+        TowerVisionCollator(processor, untrainable="ignore")
+
+
+def test_string_contents_are_one_text_block(processor):
+    row = rows()[3]
+    messages = [{"role": t["role"], "content": t["content"][0]["text"]} for t in row["messages"]]
+    collator = TowerVisionCollator(processor)
+    assert torch.equal(collator([{**row, "messages": messages}])["labels"], collator([row])["labels"])
+
+
+def png(seed=0) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    image(20, 20, seed).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda row: row.pop("messages"), r"sample 'tiled': `messages` must be a non-empty list"),
+        (lambda row: row.update(messages="hi"), r"sample 'tiled': `messages` must be a non-empty list"),
+        (lambda row: row["messages"].__setitem__(1, "Red."), r"sample 'tiled': messages\[1\] must be a dict with"),
+        (lambda row: row["messages"][0]["content"].append({"type": "audio"}), r"messages\[0\]\.content\[2\] has type"),
+        (lambda row: row["messages"][0]["content"].__setitem__(1, {"type": "text"}), r"content\[1\] is a text block"),
+        (lambda row: row.update(images={"path": "x.png"}), "sample 'tiled': `images` must be a list"),
+        (
+            lambda row: row.update(images=[{"bytes": b"not an image", "path": None, "url": None}]),
+            r"sample 'tiled': images\[0\]: UnidentifiedImageError",
+        ),
+        (
+            lambda row: row.update(images=[{"bytes": png()[:40], "path": None, "url": None}]),
+            r"sample 'tiled': images\[0\]: ",
+        ),
+        (
+            lambda row: row.update(images=[{"bytes": None, "path": "/nonexistent/cat.png", "url": None}]),
+            r"sample 'tiled': images\[0\]: FileNotFoundError: .*/nonexistent/cat.png",
+        ),
+        (lambda row: row.update(images=[{"file": "cat.png"}]), r"sample 'tiled': images\[0\]: ValueError: media"),
+        (
+            lambda row: row.update(
+                images=[],
+                videos=[{"bytes": b"not a video", "path": None, "url": None}],
+                messages=[turn("user", VIDEO, "Go?"), turn("assistant", "Left.")],
+            ),
+            r"sample 'tiled': videos\[0\]: ValueError: Video bytes .* could not be opened",
+        ),
+    ],
+)
+def test_malformed_rows_and_undecodable_media_name_the_row_and_field(processor, change, message):
+    row = rows()[0]
+    change(row)
+    for untrainable in ("error", "skip"):  # never skipped silently
+        with pytest.raises(ValueError, match=message):
+            TowerVisionCollator(processor, untrainable=untrainable)([rows()[3], row])
+
+
+def test_rows_must_be_dicts(processor):
+    with pytest.raises(ValueError, match="a row must be a dict, got list"):
+        TowerVisionCollator(processor)([[turn("user", "Hi")]])

@@ -366,3 +366,25 @@ def test_resuming_a_tied_head_reports_no_missing_keys(stage1_checkpoint, tmp_pat
     with CaptureLogger(transformers_trainer.logger) as captured:  # a truly missing tensor is still reported
         trainer._issue_warnings_after_load(_IncompatibleKeys(["lm_head.weight", "model.image_newline"], []))
     assert "missing keys in the checkpoint model loaded: ['model.image_newline']" in captured.out
+
+
+def test_untrainable_rows_are_skipped_counted_and_summarised(tmp_path):
+    """A `save_to_disk` copy with ShareGPT roles and an empty answer among good rows: `--untrainable skip` trains
+    on the good rows and writes the count to train_summary.json; the default refuses the data, naming the row."""
+    from datasets import Dataset, DatasetDict
+
+    from towervision_hf.data import load_sample, to_features
+
+    good = load_sample(1).to_list()[:2]
+    question, answer = (turn["content"] for turn in good[0]["messages"])
+    sharegpt = [{"role": "human", "content": question}, {"role": "gpt", "content": answer}]
+    empty = [good[1]["messages"][0], {"role": "assistant", "content": [{"type": "text", "text": ""}]}]
+    bad = [{**good[0], "id": "sharegpt", "messages": sharegpt}, {**good[1], "id": "empty", "messages": empty}]
+    data = tmp_path / "data"
+    DatasetDict({"train": Dataset.from_list(good + bad, features=to_features())}).save_to_disk(str(data))
+    common = ("--dataset", str(data), "--max_steps", "1", "--vision_feature_cache", "", "--max_tiles", "1")
+    train.run(stage_args("stage1_projector", tmp_path / "out", *common, "--untrainable", "skip"))
+    summary = json.loads((tmp_path / "out" / "train_summary.json").read_text())
+    assert summary["global_step"] == 1 and summary["skipped_untrainable"] == 2
+    with pytest.raises(ValueError, match=r"sample '(sharegpt|empty)'"):
+        train.run(stage_args("stage1_projector", tmp_path / "refused", *common))

@@ -162,7 +162,6 @@ def test_unusable_files_raise_value_errors_naming_them(processor, video_files, n
     "bad, message",
     [
         ("/nonexistent/clip.mp4", "Video file not found: /nonexistent/clip.mp4"),
-        ("https://example.com/clip.mp4", "Video URLs are not fetched"),
         (b"\x00\x01 not a video", r"Video bytes \(14 bytes\) could not be opened as a video"),
         (np.zeros((0, 8, 8, 3), np.uint8), r"Video 0 is empty or not a \(T, H, W, 3\) array"),
         ([], "No videos were given"),
@@ -186,3 +185,17 @@ def test_a_file_that_is_not_a_video_raises_value_error(processor, tmp_path):
     path.write_text("not a video")
     with pytest.raises(ValueError, match=f"Video file {path} could not be opened as a video"):
         processor(str(path))
+
+
+@pytest.mark.parametrize("degrees", [90, 180, 270])
+def test_display_rotation_is_applied(degrees, video_files, all_frames):
+    """A phone video stores its frames landscape and a display matrix that turns them: frames come out as shown."""
+    indices = np.linspace(0, 74, 32).round().astype(np.int64)  # enough targets for parallel decoding
+    frames, metadata = read_video_pyav(video_files[f"rotated{degrees}"], lambda metadata: indices)
+    # the same encoded pixels as the unrotated clip, turned counter-clockwise as FFmpeg's autorotate does
+    expected = np.rot90(all_frames[indices], degrees // 90, axes=(1, 2))
+    assert frames.shape == expected.shape == ((32, 64, 48, 3) if degrees != 180 else (32, 48, 64, 3))
+    assert np.array_equal(frames, expected)
+    assert (metadata.height, metadata.width) == frames.shape[1:3]
+    if degrees == 90:  # counter-clockwise: the top-left pixel ends at the bottom-left
+        assert np.array_equal(frames[0, -1, 0], all_frames[0, 0, 0])

@@ -25,6 +25,7 @@ from transformers.image_utils import ChannelDimension, ImageInput, PILImageResam
 from transformers.processing_utils import ImagesKwargs, Unpack
 from transformers.utils import TensorType
 
+from .fetching_towervision import fetch_url, is_url
 from .tiling_towervision import anyres_grid_shape, default_grid_pinpoints, resize_within, restrict_pinpoints
 
 
@@ -199,13 +200,14 @@ class TowerVisionImageProcessor(TorchvisionBackend):
         return restrict_pinpoints(self.image_grid_pinpoints, max_tiles, self.tile_size)
 
     def fetch_images(self, image_url_or_urls):
-        """RGB PIL images from paths, encoded bytes, PIL images, arrays or tensors (a 4-D array is a batch)."""
+        """RGB PIL images from paths, http(s) URLs (fetched with `fetching_towervision.fetch_url`: timeout, size cap,
+        retries), encoded bytes, PIL images, arrays or tensors (a 4-D array is a batch)."""
         if isinstance(image_url_or_urls, (list, tuple)):
             return [self.fetch_images(item) for item in image_url_or_urls]
         if isinstance(image_url_or_urls, (str, os.PathLike)):
             path = os.fspath(image_url_or_urls)
-            if path.startswith(("http://", "https://")):
-                raise ValueError(f"Image URLs are not fetched (no network access here); download it first: {path}")
+            if is_url(path):
+                return open_image(io.BytesIO(fetch_url(path)), f"Image {path}")
             if not os.path.isfile(path):
                 raise ValueError(f"Image file not found: {path}")
             return open_image(path, f"Image file {path}")

@@ -48,13 +48,16 @@ class DataArguments:
         default="sample:1",
         metadata={
             "help": "`sample:1|2|3` (the embedded sample), a data recipe YAML (streamed, see `dataset_stage`), a "
-            "folder written by `towervision data build`, or a `datasets` id / data file in the sample schema."
+            "folder written by `towervision data build` or `save_to_disk`, a `datasets` id, a Hub-layout folder or a "
+            "single data file, in the sample schema (see towervision_hf.data.loading)."
         },
     )
     dataset_stage: str | None = field(
         default=None, metadata={"help": "Stage of a data recipe: alignment, vision or video."}
     )
-    dataset_split: str = field(default="train", metadata={"help": "Split of a `datasets` id or DatasetDict folder."})
+    dataset_split: str = field(
+        default="train", metadata={"help": "Split of `dataset` (a single file or saved Dataset is this split)."}
+    )
     max_samples: int | None = field(default=None, metadata={"help": "Use only the first N rows."})
     shuffle_buffer: int = field(
         default=10_000, metadata={"help": "Shuffle buffer of a streamed data recipe (reseeded every epoch); 0 = off."}
@@ -95,6 +98,13 @@ class StageArguments:
         metadata={
             "help": "Samples over max_length: skip (dropped and counted) or error.",
             "choices": ["skip", "error"],
+        },
+    )
+    untrainable: str = field(
+        default="error",
+        metadata={
+            "help": "Rows that would train on nothing (unknown role, no assistant text): error or skip them.",
+            "choices": ["error", "skip"],
         },
     )
     model_code: str = field(
@@ -224,12 +234,10 @@ def load_train_dataset(data_args: DataArguments, seed: int = 0):
         dataset = load_mixture(name, stage=data_args.dataset_stage)
         if data_args.shuffle_buffer:
             dataset = dataset.shuffle(seed=seed, buffer_size=data_args.shuffle_buffer)
-    elif any((Path(name) / marker).is_file() for marker in ("dataset_info.json", "dataset_dict.json")):
-        dataset = datasets.load_from_disk(name)
-        if isinstance(dataset, datasets.DatasetDict):
-            dataset = dataset[data_args.dataset_split]
     else:
-        dataset = datasets.load_dataset(name, split=data_args.dataset_split)
+        from .data.loading import load_split
+
+        dataset = load_split(name, data_args.dataset_split)
     if data_args.max_samples is not None:
         if isinstance(dataset, datasets.IterableDataset):
             dataset = dataset.take(data_args.max_samples)
@@ -319,6 +327,7 @@ def build_trainer(data_args, stage_args, training_args, model_args) -> TowerVisi
         max_length=training_args.max_length,
         over_length=stage_args.over_length,
         include_vision_in_every_batch=sharded,
+        untrainable=stage_args.untrainable,
     )
     trainer = TowerVisionSFTTrainer(
         model=model,
@@ -355,6 +364,7 @@ def run(argv: list[str]) -> TowerVisionSFTTrainer:
         summary = {
             "global_step": trainer.state.global_step,
             "skipped_over_length": trainer.skipped_over_length,
+            "skipped_untrainable": trainer.skipped_untrainable,
             "trainable_parameters": trainable_parameters(trainer.model),
         }
         if trainer.feature_cache is not None:
@@ -364,6 +374,8 @@ def run(argv: list[str]) -> TowerVisionSFTTrainer:
             json.dump(summary, handle, indent=2)
         if trainer.skipped_over_length:
             print(f"skipped {trainer.skipped_over_length} samples longer than max_length={training_args.max_length}")
+        if trainer.skipped_untrainable:
+            print(f"skipped {trainer.skipped_untrainable} samples that would train on nothing (untrainable: skip)")
         print(f"saved to {os.path.abspath(training_args.output_dir)}")
     return trainer
 

@@ -20,6 +20,7 @@ from transformers.models.llava_onevision.video_processing_llava_onevision import
 from transformers.utils import is_av_available
 from transformers.video_utils import VideoMetadata
 
+from .fetching_towervision import fetch_url, is_url
 from .image_processing_towervision import to_rgb_image
 
 
@@ -60,7 +61,9 @@ def make_batched_video_inputs(videos) -> list:
 
 
 def video_name(source) -> str:
-    return f"Video bytes ({len(source)} bytes)" if isinstance(source, (bytes, bytearray)) else f"Video file {source}"
+    if isinstance(source, (bytes, bytearray)):
+        return f"Video bytes ({len(source)} bytes)"
+    return f"Video {source}" if is_url(source) else f"Video file {source}"
 
 
 def uniform_frame_indices(total_num_frames: int, num_frames: int) -> np.ndarray:
@@ -71,6 +74,8 @@ def uniform_frame_indices(total_num_frames: int, num_frames: int) -> np.ndarray:
 def read_video_pyav(source, sample_indices_fn=None) -> tuple[np.ndarray, VideoMetadata]:
     """Decode the frames chosen by `sample_indices_fn(metadata=...)` (all frames when `None`) with PyAV.
 
+    `source` is a local path, encoded bytes or an http(s) URL (fetched first with `fetching_towervision.fetch_url`).
+
     Frame `i` is the frame shown at time `i / fps` from the start of the stream (for constant-frame-rate video, the
     `i`-th frame). Only what is needed is decoded: the decoder jumps to the keyframe before a target when the
     container's index shows one between the current position and the target, and non-reference frames before a
@@ -78,17 +83,18 @@ def read_video_pyav(source, sample_indices_fn=None) -> tuple[np.ndarray, VideoMe
     each; PyAV decodes without the GIL). If the header over-counts frames, targets past the end get the last decoded
     frame.
 
-    Returns `(frames, metadata)`: `frames` is `(len(indices), H, W, 3)` uint8 RGB; `metadata` carries
-    `total_num_frames`, `fps`, `duration` (seconds), `width`, `height` and `frames_indices`.
+    Frames are returned as displayed: a rotation in the stream's display matrix (e.g. -90 for portrait phone videos)
+    is applied. Returns `(frames, metadata)`: `frames` is `(len(indices), H, W, 3)` uint8 RGB; `metadata` carries
+    `total_num_frames`, `fps`, `duration` (seconds), the displayed `width` and `height` and `frames_indices`.
     Any failure (missing or undecodable file, no video stream, no frame) is a `ValueError` naming the source.
     """
     if not is_av_available():
         raise ImportError("Decoding video files needs PyAV: `pip install av`")
     name = video_name(source)
+    if is_url(source):
+        source = fetch_url(source)
     if isinstance(source, (str, os.PathLike)):
         path = os.fspath(source)
-        if path.startswith(("http://", "https://")):
-            raise ValueError(f"Video URLs are not fetched (no network access here); download it first: {path}")
         if not os.path.isfile(path):
             raise ValueError(f"Video file not found: {path}")
         open_container = functools.partial(av.open, path)
@@ -131,6 +137,7 @@ def read_video_pyav(source, sample_indices_fn=None) -> tuple[np.ndarray, VideoMe
     if decoded[0] is None:
         raise ValueError(f"{name} has no decodable video frame up to frame {targets[0]}")
     frames = np.stack(decoded)[np.searchsorted(targets, indices)]
+    metadata.height, metadata.width = frames.shape[1:3]  # as displayed (rotated)
     metadata.frames_indices = indices
     return frames, metadata
 
@@ -159,14 +166,42 @@ def _decode_targets(container, targets: np.ndarray, fps: Fraction, close: bool =
     past the end of the stream when this container decoded nothing before them."""
     try:
         reader = _FrameReader(container, container.streams.video[0], fps)
-        frames = []
+        frames, rotations = [], {}
         for index in targets:
             frame = reader.frame_at(int(index))
-            frames.append(None if frame is None else frame.to_ndarray(format="rgb24"))
+            frames.append(None if frame is None else displayed_pixels(frame, rotations))
         return frames
     finally:
         if close:
             container.close()
+
+
+# FFmpeg filters that turn a frame by its display rotation, per counter-clockwise quarter turn (FFmpeg's autorotate)
+ROTATION_FILTERS = {1: [("transpose", "cclock")], 2: [("hflip", None), ("vflip", None)], 3: [("transpose", "clock")]}
+
+
+def displayed_pixels(frame, rotations: dict) -> np.ndarray:
+    """`(H, W, 3)` uint8 RGB pixels of a decoded frame as players show them: the rotation of the stream's display
+    matrix (phone videos) applied, like FFmpeg's autorotate (mirroring in the matrix is not). The turn runs in FFmpeg
+    on the decoded planes, several times faster than turning the RGB array; `rotations` caches its filter graphs."""
+    quarter_turns = round(frame.rotation / 90) % 4  # `rotation`: degrees counter-clockwise
+    if quarter_turns:
+        key = (quarter_turns, frame.width, frame.height, frame.format.name)
+        if key not in rotations:
+            rotations[key] = _rotation_graph(frame, ROTATION_FILTERS[quarter_turns])
+        rotations[key].push(frame)
+        frame = rotations[key].pull()
+    return frame.to_ndarray(format="rgb24")
+
+
+def _rotation_graph(frame, filters):
+    graph = av.filter.Graph()
+    nodes = [graph.add_buffer(width=frame.width, height=frame.height, format=frame.format, time_base=frame.time_base)]
+    nodes += [graph.add(name, argument) for name, argument in filters] + [graph.add("buffersink")]
+    for source, target in zip(nodes, nodes[1:]):
+        source.link_to(target)
+    graph.configure()
+    return graph
 
 
 class _FrameReader:
@@ -227,8 +262,9 @@ class TowerVisionVideoProcessor(LlavaOnevisionVideoProcessor):
     no tiling) and normalised with mean = std = 0.5. For the same frames the output equals transformers'
     `LlavaOnevisionVideoProcessor` configured the same way.
 
-    Videos may be local paths or encoded bytes (decoded with PyAV, seeking so that only the needed frames are
-    decoded, see `read_video_pyav`), `(T, H, W, 3)` arrays/tensors, or lists of frames (PIL images or arrays).
+    Videos may be local paths, http(s) URLs or encoded bytes (decoded with PyAV, seeking so that only the needed
+    frames are decoded, see `read_video_pyav`), `(T, H, W, 3)` arrays/tensors, or lists of frames (PIL images or
+    arrays).
 
     Frame sampling (`do_sample_frames=True`, the default): indices `np.linspace(0, total - 1, n).round()` with
     `n = num_frames`, or, when `fps` is given (it takes precedence over `num_frames`),
@@ -259,7 +295,7 @@ class TowerVisionVideoProcessor(LlavaOnevisionVideoProcessor):
         return uniform_frame_indices(total, num_frames or self.num_frames)
 
     def fetch_videos(self, video_url_or_urls, sample_indices_fn=None):
-        """Decode paths or encoded bytes with PyAV (torchcodec is not needed)."""
+        """Decode paths, http(s) URLs or encoded bytes with PyAV (torchcodec is not needed)."""
         if isinstance(video_url_or_urls, (list, tuple)):
             return list(zip(*[self.fetch_videos(video, sample_indices_fn) for video in video_url_or_urls]))
         return read_video_pyav(video_url_or_urls, sample_indices_fn)

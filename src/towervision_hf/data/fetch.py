@@ -11,8 +11,9 @@ import os
 import threading
 import time
 import urllib.error
-import urllib.request
 from pathlib import Path
+
+from ..fetching_towervision import UrlFetchError, fetch_once
 
 
 DEFAULT_CACHE_DIR = Path(os.environ.get("TOWERVISION_CACHE", Path.home() / ".cache" / "towervision")) / "media"
@@ -27,18 +28,13 @@ class FetchError(Exception):
         self.url, self.reason, self.detail = url, reason, detail
 
 
-def _urlopen(url: str, timeout: float) -> bytes:
-    request = urllib.request.Request(url, headers={"User-Agent": "towervision-hf/0.1 (+dataset builder)"})
-    with urllib.request.urlopen(request, timeout=timeout) as response:
-        return response.read()
-
-
 def _sha256(data: bytes | str) -> str:
     return hashlib.sha256(data.encode() if isinstance(data, str) else data).hexdigest()
 
 
 class UrlFetcher:
-    """Fetch URLs into bytes. `opener(url, timeout) -> bytes` and `sleep` are injectable for tests.
+    """Fetch URLs into bytes. `opener(url, timeout) -> bytes` (default: one GET with the processors' fetcher,
+    `fetching_towervision.fetch_once`, which caps the size) and `sleep` are injectable for tests.
 
     4xx answers that cannot change on retry (400, 401, 403, 404, 410, 451) fail at once; other HTTP errors, timeouts
     and connection errors are retried `retries` times with exponential backoff. Failures raise `FetchError`.
@@ -48,7 +44,7 @@ class UrlFetcher:
                  sleep=time.sleep):
         self.cache_dir = Path(cache_dir) if cache_dir is not None else DEFAULT_CACHE_DIR
         self.retries, self.timeout, self.backoff = retries, timeout, backoff
-        self.opener, self.sleep = opener or _urlopen, sleep
+        self.opener, self.sleep = opener or fetch_once, sleep
 
     def _entry(self, kind: str, key: str) -> Path:
         return self.cache_dir / kind / key[:2] / key
@@ -91,6 +87,10 @@ class UrlFetcher:
                 if data:
                     return data
                 error = "empty response"
+            except UrlFetchError as fetch_error:
+                error = fetch_error.detail
+                if not fetch_error.retryable:  # 4xx but 408 / 425 / 429, over the size cap
+                    break
             except urllib.error.HTTPError as http_error:
                 error = f"HTTP {http_error.code}"
                 if http_error.code in _PERMANENT_HTTP_ERRORS:

@@ -148,8 +148,10 @@ def _source_spec(recipe_name: str, stage: str, entry: dict, switches: dict, lang
         raise ValueError(f"{where}, source {spec.name!r}: paper.tag must be one of {sorted(PAPER_TAGS)}")
     if spec.samples is None and spec.weight is None:
         raise ValueError(f"{where}, source {spec.name!r}: give `samples` (row count) or `weight`")
-    if spec.mixture_weight <= 0:
-        raise ValueError(f"{where}, source {spec.name!r}: the weight must be positive")
+    for key, kind, types in (("samples", "integer (rows taken)", int), ("weight", "number", (int, float))):
+        value = getattr(spec, key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, types) or value <= 0):
+            raise ValueError(f"{where}, source {spec.name!r}: `{key}` must be a positive {kind}, got {value!r}")
     for switch, value in spec.when.items():
         if switch not in switches:
             raise ValueError(f"{where}, source {spec.name!r}: `when` names unknown switch {switch!r}")

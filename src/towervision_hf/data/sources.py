@@ -59,15 +59,18 @@ _TABLE_BUILDERS = {".parquet": "parquet", ".json": "json", ".jsonl": "json", ".c
 def open_table(path: str, name: str | None = None, split: str = "train", data_files=None, streaming: bool = False):
     """A `datasets` (Iterable)Dataset for a Hub id or local files, with image/video columns left undecoded.
 
-    Local files are always streamed (no cache copy); a folder written by `save_to_disk` is loaded from disk.
+    Local files are always streamed (no cache copy); a folder written by `save_to_disk` (a `Dataset`, or the split
+    `split` of a `DatasetDict`) is loaded from disk.
     """
     from datasets import Image as ImageFeature
-    from datasets import List, load_dataset, load_from_disk
+    from datasets import List, load_dataset
+
+    from .loading import load_split, source_kind
 
     local = Path(path)
     if local.exists():
-        if local.is_dir() and (local / "state.json").exists():
-            dataset = load_from_disk(str(local))
+        if source_kind(path) == "save_to_disk":
+            dataset = load_split(path, split)
         else:
             files = [local] if local.is_file() else sorted(f for f in local.rglob("*") if f.suffix in _TABLE_BUILDERS)
             builders = {_TABLE_BUILDERS.get(f.suffix) for f in files}

@@ -179,11 +179,16 @@ def run(args) -> int:
             raise ValueError(f"--split {args.split!r} is not in {args.data!r}; available splits: {list(splits)}")
         split = splits[args.split]
     if args.task == "multi30k":
-        from .multi30k import parse_pairs
+        from .multi30k import check_pairs, parse_pairs
 
         pairs = parse_pairs(args.pairs)
+        check_pairs(split, pairs)
     result = RunResult(task=args.task, model=args.model, data=provenance, settings=_settings(args))
     languages = _languages(args, result) if hasattr(args, "langs") else None
+    if args.task == "commute":
+        from .commute import check_pairs
+
+        check_pairs(splits, languages)
     model, processor = load_model_and_processor(args.model, args.device, args.dtype, args.attn_implementation)
 
     if args.task == "commute":

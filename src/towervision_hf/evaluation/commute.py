@@ -27,6 +27,17 @@ from .sources import iter_rows, require_columns, undecoded
 COLUMNS = ("image", "source", "correct_translation", "incorrect_translation")
 
 
+def check_pairs(splits, languages=None) -> None:
+    """`ValueError` when no split of `splits` is a requested target language (`None`: any known language)."""
+    present = {language_code(name) for name in splits} - {None}
+    if not (present & set(languages) if languages is not None else present):
+        wanted = "any known target language" if languages is None else f"en-{', en-'.join(sorted(languages))}"
+        raise ValueError(
+            f"CoMMuTE: no split of the data matches {wanted}; its splits are {list(splits)} (splits are named by "
+            "target language, e.g. de, fr, ru)"
+        )
+
+
 def evaluate_commute(model, processor, splits, result: RunResult, languages=None, batch_size=8, limit=None):
     """Fill `result` with per-pair accuracies; return the per-item predictions.
 
@@ -35,6 +46,7 @@ def evaluate_commute(model, processor, splits, result: RunResult, languages=None
     predictions = []
     table = {}
     present = {language_code(name) for name in splits}
+    check_pairs(splits, languages)
     for code in sorted(set(languages or ()) - present):
         result.notes.append(f"requested pair en-{code} is not in the data")
     for split_name, split in splits.items():

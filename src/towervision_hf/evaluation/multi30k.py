@@ -28,6 +28,13 @@ def parse_pairs(value: str) -> list[tuple[str, str]]:
     return pairs
 
 
+def check_pairs(split, pairs) -> None:
+    """`ValueError` when none of `pairs` has both of its language columns in `split`."""
+    if not any(source in split.column_names and target in split.column_names for source, target in pairs):
+        wanted = ", ".join(f"{source}-{target}" for source, target in pairs)
+        raise ValueError(f"Multi30K: none of the pairs {wanted} is in the data; its columns are {split.column_names}")
+
+
 def evaluate_multi30k(
     model,
     processor,
@@ -41,6 +48,7 @@ def evaluate_multi30k(
 ):
     """Fill `result` with per-pair BLEU / chrF (/ COMET); return the per-item translations."""
     require_columns(split, ["image"], "Multi30K")
+    check_pairs(split, pairs)
     predictions, table = [], {}
     for source, target in pairs:
         pair = f"{source}-{target}"

@@ -1,43 +1,19 @@
-"""Loading benchmark data with `datasets`: a Hub id (the default everywhere), a local directory or a single file.
-
-Local directories follow the Hub's parquet layout (`data/<split>-00000-of-00001.parquet`, or any layout
-`datasets.load_dataset(dir)` understands); single `.parquet` / `.json` / `.jsonl` / `.csv` files load as one split
-named after `single_split`. Tasks cast media columns to `decode=False` (`undecoded`) so that a corrupt image or video
-becomes a counted skip instead of an exception inside `datasets`.
+"""Benchmark data: loaded with training's loader (`towervision_hf.data.loading`: a Hub id, the default everywhere, a
+Hub-layout folder, a `save_to_disk` folder or a single file; a single file or saved `Dataset` is the split `test`).
+Tasks cast media columns to `decode=False` (`undecoded`) so that a corrupt image or video becomes a counted skip
+instead of an exception inside `datasets`.
 """
 
-import os
-
-from datasets import Dataset, DatasetDict, Image, Video, load_dataset
+from datasets import Dataset, DatasetDict, Image, Video
 from tqdm.auto import tqdm
 
+from ..data import loading
 
-_FILE_BUILDERS = {".parquet": "parquet", ".json": "json", ".jsonl": "json", ".csv": "csv"}
 
-
-def load_splits(
-    data: str,
-    config: str | None = None,
-    revision: str | None = None,
-    single_split: str = "test",
-) -> tuple[DatasetDict, dict]:
-    """All splits of `data` and a provenance record (source, kind, config, revision, rows per split)."""
-    if os.path.isfile(data):
-        extension = os.path.splitext(data)[1].lower()
-        if extension not in _FILE_BUILDERS:
-            raise ValueError(f"--data {data!r}: unsupported file type {extension!r} (use {sorted(_FILE_BUILDERS)})")
-        splits = load_dataset(_FILE_BUILDERS[extension], data_files={single_split: data})
-        kind = "file"
-    elif os.path.isdir(data):
-        splits = load_dataset(data, config)
-        kind = "directory"
-    else:
-        splits = load_dataset(data, config, revision=revision)
-        kind = "hub"
-    provenance = {"source": os.path.abspath(data) if kind != "hub" else data, "config": config, "kind": kind}
-    provenance["revision"] = (revision or "main") if kind == "hub" else None
-    provenance["rows"] = {name: split.num_rows for name, split in splits.items()}
-    return splits, provenance
+def load_splits(data: str, config: str | None = None, revision: str | None = None) -> tuple[DatasetDict, dict]:
+    """All splits of `data` and a provenance record (source, kind, config, revision, rows per split); a single file
+    or saved `Dataset` is the split `test`."""
+    return loading.load_splits(data, config, revision, single_split="test")
 
 
 def undecoded(split: Dataset, column: str) -> Dataset:

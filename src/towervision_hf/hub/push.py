@@ -124,6 +124,13 @@ def upload_staged(
 def main(argv: list[str] | None = None, api=None) -> int:
     """Entry point of `towervision push`; `api` replaces `huggingface_hub.HfApi()` (tests)."""
     args = build_parser().parse_args(argv)
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:  # before staging anything: the Hub would only refuse the id at upload time
+        validate_repo_id(args.repo_id)
+    except HFValidationError as error:
+        print(f"towervision push: invalid --repo-id: {error}", file=sys.stderr)
+        return 2
     from .card import DEFAULT_LICENSE
     from .load_check import reference_outputs, run_load_check
     from .versions import MIN_TRANSFORMERS_VERSION, install_min_transformers

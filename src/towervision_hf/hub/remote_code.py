@@ -4,7 +4,9 @@ A `trust_remote_code` checkpoint runs these files on the user's machine, from on
 them with `ast` (nothing is imported or executed) and rejects anything that would break the flat layout or make
 the code unsafe to trust: imports of the `towervision_hf` package, relative imports that are not
 `from .sibling import X`, network or pickle modules, and calls to `eval` / `exec` / `compile` / `__import__` /
-`torch.load`.
+`torch.load`. The one exception is `fetching_towervision.py`, the processors' URL fetcher: it alone may use the
+standard library's HTTP client (`urllib.request`, `urllib.error`, `http.client`), and nothing else from the network
+list.
 """
 
 import ast
@@ -20,6 +22,7 @@ REMOTE_CODE_MODULES = (
     "image_processing_towervision",
     "video_processing_towervision",
     "tiling_towervision",
+    "fetching_towervision",
 )
 FORBIDDEN_MODULES = frozenset(
     {
@@ -32,6 +35,9 @@ FORBIDDEN_MODULES = frozenset(
         "subprocess", "multiprocessing",
     }
 )  # fmt: skip
+# The processors fetch image and video URLs through this file only, with the standard library's HTTP client.
+NETWORK_MODULE = "fetching_towervision.py"
+NETWORK_MODULE_IMPORTS = frozenset({"urllib.request", "urllib.error", "http.client"})
 FORBIDDEN_BUILTINS = frozenset({"eval", "exec", "compile", "__import__"})
 FORBIDDEN_ATTRIBUTE_CALLS = frozenset({("torch", "load"), ("os", "system"), ("importlib", "import_module")})
 FORBIDDEN_FUNCTIONS = frozenset({"urlopen", "hf_hub_download", "snapshot_download"})
@@ -66,6 +72,7 @@ def relative_imports(source: str) -> set[str]:
 def audit_source(source: str, name: str, siblings: set[str]) -> list[RemoteCodeProblem]:
     """Every reason why `source` (the file `name`) cannot travel as flat remote code next to `siblings`."""
     problems = []
+    network_allowed = NETWORK_MODULE_IMPORTS if name == NETWORK_MODULE else frozenset()
 
     def report(node, message):
         problems.append(RemoteCodeProblem(name, getattr(node, "lineno", 0), message))
@@ -80,7 +87,7 @@ def audit_source(source: str, name: str, siblings: set[str]) -> list[RemoteCodeP
                 root = alias.name.split(".")[0]
                 if root == "towervision_hf":
                     report(node, f"imports the towervision_hf package ({alias.name}); use `from .module import X`")
-                elif root in FORBIDDEN_MODULES:
+                elif root in FORBIDDEN_MODULES and alias.name not in network_allowed:
                     report(node, f"imports {alias.name!r} (network, pickle or process access is not allowed)")
         elif isinstance(node, ast.ImportFrom):
             if node.level == 0:
@@ -89,7 +96,7 @@ def audit_source(source: str, name: str, siblings: set[str]) -> list[RemoteCodeP
                     report(
                         node, f"imports from the towervision_hf package ({node.module}); use `from .module import X`"
                     )
-                elif root in FORBIDDEN_MODULES:
+                elif root in FORBIDDEN_MODULES and node.module not in network_allowed:
                     report(node, f"imports from {node.module!r} (network, pickle or process access is not allowed)")
             elif node.level > 1 or not node.module:
                 dots = "." * node.level
@@ -107,6 +114,8 @@ def audit_source(source: str, name: str, siblings: set[str]) -> list[RemoteCodeP
                 report(node, f"calls {function.id}()")
             elif isinstance(function, ast.Attribute):
                 owner = function.value.id if isinstance(function.value, ast.Name) else None
+                if network_allowed and ast.unparse(function) == "urllib.request.urlopen":
+                    continue
                 if (owner, function.attr) in FORBIDDEN_ATTRIBUTE_CALLS or function.attr in FORBIDDEN_FUNCTIONS:
                     report(node, f"calls {owner + '.' if owner else ''}{function.attr}()")
     return problems

@@ -2,7 +2,7 @@
 learning rates and the labelled-position loss, and the stage-1 vision-feature cache. `towervision_hf.train` wires them
 together (model loading, LoRA, data)."""
 
-from .collator import SKIPPED_KEY, TowerVisionCollator
+from .collator import SKIPPED_KEY, SKIPPED_UNTRAINABLE_KEY, TowerVisionCollator
 from .feature_cache import VisionFeatureCache
 from .trainer import (
     MODULE_GROUPS,
@@ -17,6 +17,7 @@ from .trainer import (
 __all__ = [
     "MODULE_GROUPS",
     "SKIPPED_KEY",
+    "SKIPPED_UNTRAINABLE_KEY",
     "TowerVisionCollator",
     "TowerVisionSFTTrainer",
     "VisionFeatureCache",

@@ -11,7 +11,7 @@ from torch import nn
 from transformers import TrainerCallback
 from trl import SFTTrainer
 
-from .collator import SKIPPED_KEY
+from .collator import SKIP_COUNTERS
 
 
 # Optimizer groups: the projector group holds the image newline, the language group the LM (and its tied head).
@@ -81,7 +81,8 @@ class TowerVisionSFTTrainer(SFTTrainer):
     and prompts, most of a vision-language batch, never go through the LM head (see [`labelled_logits`]). Other loss
     types, `compute_loss_func` and label smoothing go through TRL unchanged.
 
-    Also logs `skipped_over_length` (samples the [`TowerVisionCollator`] dropped so far, over all processes) and, with
+    Also logs `skipped_over_length` and `skipped_untrainable` (samples the [`TowerVisionCollator`] dropped so far, over
+    all processes) and, with
     a peft model, saves the stage's model config and the trained image newline (a bare parameter peft cannot save,
     as `image_newline.safetensors`) beside the adapter, and restores the newline when resuming.
     """
@@ -92,6 +93,7 @@ class TowerVisionSFTTrainer(SFTTrainer):
         self.skipped_over_length = 0
         self.step_learning_rates = StepLearningRates()
         self.add_callback(self.step_learning_rates)
+        self.skipped_untrainable = 0
 
     def create_optimizer(self, model=None):
         if self.optimizer is not None:
@@ -126,10 +128,12 @@ class TowerVisionSFTTrainer(SFTTrainer):
         return self.args.learning_rate if rate is None else rate
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        skipped = inputs.pop(SKIPPED_KEY, None)
-        if skipped is not None and model.training:
-            skipped = torch.as_tensor(skipped, device=self.accelerator.device).reshape(1)
-            self.skipped_over_length += int(self.accelerator.gather_for_metrics(skipped).sum())
+        for key, counter in SKIP_COUNTERS.items():
+            skipped = inputs.pop(key, None)
+            if skipped is not None and model.training:
+                skipped = torch.as_tensor(skipped, device=self.accelerator.device).reshape(1)
+                total = int(self.accelerator.gather_for_metrics(skipped).sum())
+                setattr(self, counter, getattr(self, counter) + total)
         custom_loss = self.compute_loss_func is not None or self.label_smoother is not None
         if self.args.loss_type != "nll" or custom_loss or return_outputs or self.aux_loss_enabled:
             return super().compute_loss(
@@ -165,6 +169,7 @@ class TowerVisionSFTTrainer(SFTTrainer):
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         if self.model.training:
             logs["skipped_over_length"] = self.skipped_over_length
+            logs["skipped_untrainable"] = self.skipped_untrainable
             if "loss" in logs:
                 for name, rate in self.step_learning_rates.rates.items():
                     logs[f"learning_rate_{name}"] = rate

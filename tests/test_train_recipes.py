@@ -5,10 +5,12 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from accelerate.commands.config.config_args import load_config_from_file
+from PIL import Image
 
-from towervision_hf import train
+from towervision_hf import TowerVisionConfig, TowerVisionForConditionalGeneration, TowerVisionProcessor, train
 from towervision_hf.data.mixture import load_recipe
 
 
@@ -74,8 +76,8 @@ def test_stages_chain_and_use_the_papers_settings(family):
     recipes = {stage: yaml.safe_load((RECIPES / family / f"{stage}.yaml").read_text()) for stage in STAGES}
     one, two, three = (recipes[stage] for stage in STAGES)
     assert two["model_name_or_path"] == one["output_dir"] and three["model_name_or_path"] == two["output_dir"]
-    assert one["vision_lr"] == one["language_lr"] == 0 and one.get("projector_lr") is None  # projector + newline only
-    assert one["max_tiles"] == 1 and two["max_tiles"] == 6
+    assert one["vision_lr"] == one["language_lr"] == 0 and one.get("projector_lr") is None  # projector only
+    assert one["image_aspect_ratio"] == "square" and (two["image_aspect_ratio"], two["max_tiles"]) == ("anyres", 6)
     assert two["vision_lr"] < two["learning_rate"] and three["vision_lr"] < three["learning_rate"]
     if family == "tiny":
         assert three["num_frames"] == 4 and all(r["use_cpu"] for r in recipes.values())
@@ -87,6 +89,24 @@ def test_stages_chain_and_use_the_papers_settings(family):
         # sized for 8 GPUs
         assert recipe["per_device_train_batch_size"] * recipe["gradient_accumulation_steps"] * 8 == global_batch
         assert recipe["max_length"] == 8192 and recipe["num_train_epochs"] == 1 and recipe["dtype"] == "bfloat16"
+
+
+@pytest.mark.parametrize("family", ["towervision-2b", "towervision-9b"])
+def test_stage1_encodes_each_image_once_in_729_tokens(family, tiny_tokenizer):
+    """Paper §2.2: SigLIP2-so400m/14@384 gives 27x27 = 729 embeddings per image, encoded once in stage 1."""
+    stage_args = train.parse_args([str(RECIPES / family / "stage1_projector.yaml"), "--bf16", "false"])[1]
+    config = TowerVisionConfig.from_preset(family)  # the real geometry, no weights
+    processor = TowerVisionProcessor.from_model_config(config, tiny_tokenizer)
+    with torch.device("meta"):
+        model = TowerVisionForConditionalGeneration(config)
+    train.apply_stage_layout(model, processor, stage_args)
+    sizes = [(300, 1000), (384, 384), (2000, 50), (10, 10)]  # (height, width)
+    images = [Image.new("RGB", (width, height)) for height, width in sizes]
+    inputs = processor(images=images, text=["<image> a caption"] * len(images), padding=True, return_tensors="pt")
+    assert inputs["input_ids"].eq(processor.image_token_id).sum(dim=1).tolist() == [729] * len(images)
+    assert tuple(inputs["pixel_values"].shape) == (len(images), 1, 3, 384, 384)
+    features = model.model.get_image_features(inputs["pixel_values"].to("meta"), inputs["image_sizes"])
+    assert [tuple(feature.shape) for feature in features] == [(729, config.text_config.hidden_size)] * len(images)
 
 
 def test_packaged_tiny_recipes_are_the_repository_ones():

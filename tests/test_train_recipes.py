@@ -2,6 +2,8 @@
 configs with accelerate, data recipes with the data pipeline; and the stage recipes chain and carry the paper's numbers."""
 
 import os
+import re
+import shlex
 from pathlib import Path
 
 import pytest
@@ -11,6 +13,7 @@ from accelerate.commands.config.config_args import load_config_from_file
 from PIL import Image
 
 from towervision_hf import TowerVisionConfig, TowerVisionForConditionalGeneration, TowerVisionProcessor, train
+from towervision_hf.init_model import build_parser as init_parser
 from towervision_hf.data.mixture import load_recipe
 
 
@@ -115,3 +118,41 @@ def test_packaged_tiny_recipes_are_the_repository_ones():
         assert packaged.read_text() == (RECIPES / "tiny" / f"{stage}.yaml").read_text()
     with pytest.raises(ValueError, match="neither a file nor a recipe shipped"):
         train.resolve_recipe("tiny/no_such_stage.yaml")
+
+
+# Table 10 of the paper: (resolution, patch size, tiles) of the vision-encoder ablation; 384/14/6 is the main recipe.
+TABLE_10 = {"res224-p14": (224, 14, 22), "res224-p16": (224, 16, 20), "res512-p16": (512, 16, 4)}
+
+
+def ablation_commands() -> dict[str, dict[str, list[str]]]:
+    """The `# ablations` block of recipes/README.md: per ablation, its `init` and stage argument lists."""
+    block = re.search(r"```bash\n# ablations\n(.*?)```", (RECIPES / "README.md").read_text(), re.S).group(1)
+    ablations = {}
+    for line in block.strip().splitlines():
+        program, command, *argv = shlex.split(line)
+        assert program == "towervision" and command in ("init", "train"), line
+        name = re.search(r"outputs/ablations/([\w-]+)/", line).group(1)
+        key = "init" if command == "init" else Path(argv[0]).stem
+        ablations.setdefault(name, {})[key] = argv
+    return ablations
+
+
+def test_ablations_parse_and_follow_the_papers_tables():
+    ablations = ablation_commands()
+    assert set(ablations) == {*TABLE_10, "gemma2-pt", "gemma2-it", "towerplus-pt", "siglip1"}
+    for name, commands in ablations.items():
+        init = init_parser().parse_args(commands["init"])
+        assert init.output_dir == f"outputs/ablations/{name}/stage0"
+        one, two = (  # bf16 needs a GPU: parse with only that switched off
+            train.parse_args([str(ROOT / commands[stage][0]), *commands[stage][1:], "--bf16", "false"])
+            for stage in ("stage1_projector", "stage2_vision")
+        )
+        assert one[3].model_name_or_path == init.output_dir and two[3].model_name_or_path == one[2].output_dir
+        assert one[1].image_aspect_ratio == "square" and two[1].image_aspect_ratio == "anyres"
+        if name in TABLE_10:
+            resolution, patch, tiles = TABLE_10[name]
+            assert re.search(rf"siglip2-.*-patch{patch}-{resolution}$", init.vision) and two[1].max_tiles == tiles
+        else:  # the main recipe's encoder geometry and tiles
+            assert init.vision.endswith("patch14-384") and two[1].max_tiles == 6
+    assert ablations["siglip1"]["init"][1] == "google/siglip-so400m-patch14-384"
+    assert {ablations[name]["init"][3] for name in ("gemma2-pt", "gemma2-it")} == {"google/gemma-2-2b", "google/gemma-2-2b-it"}

@@ -109,6 +109,7 @@ def test_multi30k_cli(workspace):
     assert all(0 <= row["chrf"] <= 100 and 0 <= row["bleu"] <= 100 for row in table.values())
     assert payload["skipped"] == {"missing_image": 3, "empty_reference": 1, "unknown_language": 4}
     assert any("COMET skipped" in note for note in payload["notes"])  # unbabel-comet is not installed here
+    assert payload["tables"]["headline"] == {"xcomet": {"en-de": None, "en-fr": None, "en-cs": None}}
     assert len((out / "multi30k.predictions.jsonl").read_text().splitlines()) == 8
 
 
@@ -133,7 +134,9 @@ def test_multi30k_comet_seam(tiny, monkeypatch):
     predictions = evaluate_multi30k(
         model, processor, split, result, [("en", "de")], max_new_tokens=3, comet_model="Unbabel/XCOMET-XL"
     )
-    assert result.tables["language pair"]["en-de"]["comet"] == 0.5
+    row = result.tables["language pair"]["en-de"]
+    assert list(row)[:3] == ["xcomet", "bleu", "chrf"] and row["xcomet"] == 50.0  # headline first, x 100 (Table 2)
+    assert result.tables["headline"] == {"xcomet": {"en-de": 50.0}}
     assert calls["model"] == "Unbabel/XCOMET-XL"
     assert calls["samples"] == [{"src": "A dog.", "mt": predictions[0]["translation"], "ref": "Ein Hund."}]
 

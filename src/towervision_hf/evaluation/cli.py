@@ -39,12 +39,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="target languages: 'paper' (Table 2: de,fr,ru,zh), 'all' (every split: ar, cs are opt-in) or codes",
     )
 
-    multi30k = tasks.add_parser("multi30k", help="Multi30K translation: BLEU, chrF (+ COMET) per pair")
+    multi30k = tasks.add_parser("multi30k", help="Multi30K translation: xCOMET (headline), chrF and BLEU per pair")
     _common(multi30k, "romrawinjp/multi30k")
     multi30k.add_argument("--split", default="test")
-    multi30k.add_argument("--pairs", default="en-de,en-fr,en-cs")
+    multi30k.add_argument("--pairs", default="en-cs,en-de,en-fr", help="the paper's Table 2 pairs by default")
     multi30k.add_argument("--max-new-tokens", type=int, default=256)
-    multi30k.add_argument("--comet-model", default="Unbabel/XCOMET-XL", help="used only if unbabel-comet is installed")
+    multi30k.add_argument(
+        "--comet-model", default="Unbabel/XCOMET-XL", help="xCOMET checkpoint (needs the `comet` extra, unbabel-comet)"
+    )
     multi30k.add_argument("--no-comet", action="store_true")
 
     alm = tasks.add_parser("alm-bench", help="ALM-Bench accuracy per language and category (+ bar plot)")

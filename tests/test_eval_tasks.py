@@ -261,4 +261,6 @@ def test_vimul_scores_known_answers_with_a_judge(workspace, tiny, monkeypatch):
     vimul.evaluate_vimul(*tiny, dict(splits), result, judge=FakeJudge(), video_root=video_root, num_frames=5)
     english, spanish = result.tables["language"]["english"], result.tables["language"]["spanish"]
     assert (english["mcq_accuracy"], english["judge_score"], spanish["mcq_accuracy"]) == (1.0, 0.6, 1.0)
+    # the paper's Table 3 number: per language, MCQ and open-ended averaged; Spanish has no open-ended answer
+    assert result.tables["headline"]["score"] == {"english": 0.8, "spanish": None}
     assert seen_frames == [(5, 32, 48, 3)] * 3  # 5 uniformly sampled frames, also from a 3-frame video

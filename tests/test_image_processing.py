@@ -101,7 +101,8 @@ SINGLE_TILE_SAMPLES = [[random_image(40, 90)], [random_image(70, 30), random_ima
 
 
 def test_pad_layout_is_llava_onevisions_multi_image_tile_for_every_image():
-    ours = TowerVisionImageProcessor(tile_size=TILE, image_aspect_ratio="pad")(SINGLE_TILE_SAMPLES, return_tensors="pt")
+    processor = TowerVisionImageProcessor(tile_size=TILE, image_aspect_ratio="pad")
+    ours = processor(SINGLE_TILE_SAMPLES, return_tensors="pt")
     # every image as one image of a multi-image sample of LLaVA-OneVision: padded to a square, resized to one tile
     flat = [image for sample in SINGLE_TILE_SAMPLES for image in sample]
     expected = LlavaOnevisionImageProcessorPil(

@@ -226,7 +226,7 @@ def test_single_tile_layout_matches_llava(model, config, tokenizer, aspect_ratio
     """One encode per image, `patches_per_side**2` tokens and no newline: LLaVA-1.5's layout (LLaVA's `flat` merge),
     with SigLIP / LLaVA-NeXT's resize ("square") or LLaVA's pad-to-square ("pad"), end to end."""
     native = {key: value for key, value in native_config_kwargs(config).items() if key != "image_grid_pinpoints"}
-    native = LlavaConfig(image_token_index=config.image_token_id, image_seq_length=config.patches_per_side**2, **native)
+    native = LlavaConfig(image_token_index=config.image_token_id, **native)
     reference = LlavaForConditionalGeneration._from_config(native, attn_implementation="eager").eval()
     state_dict = model.state_dict()
     reference.load_state_dict({key: value for key, value in state_dict.items() if key != "model.image_newline"})
@@ -246,7 +246,7 @@ def test_single_tile_layout_matches_llava(model, config, tokenizer, aspect_ratio
     ours = build_model(config, state_dict, image_aspect_ratio=aspect_ratio)
     processor = TowerVisionProcessor.from_model_config(ours.config, tokenizer)
     images = [random_image(30, 150, 1), random_image(100, 90, 2), random_image(57, 1, 3)]
-    prompts = ["<bos>Look: <image> what is it?", "<bos><image>\nDescribe this picture in detail, please.", "<bos><image>"]
+    prompts = ["<bos>Look: <image> what is it?", "<bos><image>\nDescribe this picture in detail.", "<bos><image>"]
     inputs = processor(images=images, text=prompts, return_tensors="pt", padding=True)
     expected_inputs = reference_processor(images=images, text=prompts, return_tensors="pt", padding=True)
     assert torch.equal(inputs["input_ids"], expected_inputs["input_ids"])

@@ -49,7 +49,7 @@ class TowerVisionProcessor(ProcessorMixin):
 
     * A sample with one image is tiled (thumbnail + unpadded tile grid + one newline per feature row); each image of
       a sample with several images is one tile + one newline (LLaVA-OneVision rule). With the image processor's
-      `image_aspect_ratio` `"square"` / `"pad"` every image is one tile of `(tile_size // patch_size)**2` tokens. `images` may be nested per
+      `image_aspect_ratio` `"square"` / `"pad"` every image is one tile: `(tile_size // patch_size)**2` tokens. `images` may be nested per
       sample (`[[img], [img, img]]`) or flat, in which case they are assigned to the samples in the order of their
       `<image>` placeholders.
     * A video gives `ceil(patches_per_side / video_pool_size)²` tokens per frame plus one newline.

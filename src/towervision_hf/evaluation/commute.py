@@ -11,8 +11,8 @@ normalisation matters here because the two translations often differ in length (
 `accuracy_sum` compares summed log-probabilities (the total probability of each translation) and is reported
 alongside. Both are log-probabilities, higher is better -- never the lmms-eval loss convention.
 
-Pairs: the paper's Table 2 reports en→de, fr, ru, zh (`languages.COMMUTE_LANGUAGES`, the default); the data's other splits
-(ar, cs) are opt-in (`languages=None` / `--langs all` evaluates every split). `average` is the unweighted mean over
+Pairs: the paper's Table 2 reports en→de, fr, ru, zh (`languages.COMMUTE_LANGUAGES`, the default); the data's
+other splits (ar, cs) are opt-in (`languages=None` / `--langs all` evaluates every split). `average` is the unweighted mean over
 the evaluated pairs.
 
 Data: `Unbabel/commute_multimodal_mt` (gated; splits named by target language `de`, `fr`, `ru`, `zh`, `ar`, `cs`;

@@ -197,7 +197,7 @@ def evaluate_vimul(
         result.tables[name] = {group: _summary(items) for group, items in group_by(records, key).items()}
     if judge is None:
         result.notes.append("open-ended questions were not scored: no --judge-endpoint given")
-    result.tables["headline"] = {"score": {language: row["score"] for language, row in result.tables["language"].items()}}
+    result.tables["headline"] = {"score": {name: row["score"] for name, row in result.tables["language"].items()}}
     result.notes.append(
         "score: mean of mcq_accuracy and judge_score (the paper's Table 3: MCQ and open-ended averaged per language), "
         "empty unless both are known; mcq_accuracy: option letter or option text must match the gold option; "

@@ -85,6 +85,8 @@ PAPER_LANGUAGES = {
     ),
 }  # fmt: skip
 COMMUTE_LANGUAGES = PAPER_LANGUAGES["commute"]
+# CC-OCR multilingual text reading (footnote 5), as the `split` values of CC-OCR's `multi_lan_ocr` rows.
+CC_OCR_LANGUAGES = ("German", "French", "Italian", "Russian", "Spanish", "Korean", "Portuguese")
 
 
 def parse_language_list(value: str) -> tuple[list[str] | None, list[str]]:

@@ -81,15 +81,19 @@ def test_other_normalisation_stays_exact():
     assert torch.equal(ours.pixel_values, expected.pixel_values)
 
 
-def test_multi_image_samples_follow_llava_onevision(processor):
-    samples = [[random_image(40, 90), random_image(70, 30)], [random_image(100, 100)], [random_image(3, 5)] * 3]
-    expected = LlavaOnevisionImageProcessorPil(
+def llava_onevision_pil_processor():
+    return LlavaOnevisionImageProcessorPil(
         size={"height": TILE, "width": TILE},
         image_grid_pinpoints=default_grid_pinpoints(6, TILE),
         image_mean=[0.5] * 3,
         image_std=[0.5] * 3,
         resample=Image.Resampling.BICUBIC,
-    )(samples, return_tensors="pt")
+    )
+
+
+def test_multi_image_samples_follow_llava_onevision(processor):
+    samples = [[random_image(40, 90), random_image(70, 30)], [random_image(100, 100)], [random_image(3, 5)] * 3]
+    expected = llava_onevision_pil_processor()(samples, return_tensors="pt")
     ours = processor(samples, return_tensors="pt")
     assert torch.equal(ours.pixel_values, expected.pixel_values)
     assert ours.batch_num_images.tolist() == expected.batch_num_images.tolist() == [2, 1, 3]
@@ -105,13 +109,7 @@ def test_pad_layout_is_llava_onevisions_multi_image_tile_for_every_image():
     ours = processor(SINGLE_TILE_SAMPLES, return_tensors="pt")
     # every image as one image of a multi-image sample of LLaVA-OneVision: padded to a square, resized to one tile
     flat = [image for sample in SINGLE_TILE_SAMPLES for image in sample]
-    expected = LlavaOnevisionImageProcessorPil(
-        size={"height": TILE, "width": TILE},
-        image_grid_pinpoints=default_grid_pinpoints(6, TILE),
-        image_mean=[0.5] * 3,
-        image_std=[0.5] * 3,
-        resample=Image.Resampling.BICUBIC,
-    )([flat], return_tensors="pt")
+    expected = llava_onevision_pil_processor()([flat], return_tensors="pt")
     assert tuple(ours.pixel_values.shape) == (4, 1, 3, TILE, TILE)
     assert torch.equal(ours.pixel_values, expected.pixel_values)
     assert ours.batch_num_images.tolist() == [1, 2, 1]

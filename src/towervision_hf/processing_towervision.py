@@ -98,8 +98,8 @@ class TowerVisionProcessor(ProcessorMixin):
 
     @classmethod
     def from_model_config(cls, config, tokenizer, **kwargs) -> "TowerVisionProcessor":
-        """The processor matching a `TowerVisionConfig`: its tile size, grid pinpoints, patch size, frame count,
-        video pooling and newline setting, around `tokenizer` (which must know `<image>` / `<video>`)."""
+        """The processor matching a `TowerVisionConfig`: its tile size, image layout, grid pinpoints, patch size, frame
+        count, video pooling and newline setting, around `tokenizer` (which must know `<image>` / `<video>`)."""
         tile_size = config.tile_size
         return cls(
             image_processor=TowerVisionImageProcessor(

@@ -1,6 +1,18 @@
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
-from towervision_hf import TowerVisionConfig
+from towervision_hf import TowerVisionConfig, configuration_towervision
+from towervision_hf.configuration_towervision import (
+    MIN_TRANSFORMERS_VERSION,
+    NEWEST_TESTED_TRANSFORMERS_SERIES,
+    check_transformers_version,
+)
+from towervision_hf.init_model import build_tiny
 from towervision_hf.tiling_towervision import default_grid_pinpoints
 
 
@@ -49,3 +61,55 @@ def test_inconsistent_config_is_rejected_at_construction(tiny_tokenizer, overrid
 
     with pytest.raises(ValueError, match=message):
         tiny_config(tiny_tokenizer, **overrides)
+
+
+def test_unsupported_transformers_is_refused_with_the_version_the_range_and_the_fix():
+    with pytest.raises(ImportError) as error:
+        check_transformers_version("5.9.0")
+    message = str(error.value)
+    assert "transformers 5.9.0 is installed" in message
+    assert f"{MIN_TRANSFORMERS_VERSION} to {NEWEST_TESTED_TRANSFORMERS_SERIES}.x" in message
+    assert "pip install -U transformers" in message
+
+
+def test_newer_than_tested_transformers_warns_once_and_runs(monkeypatch):
+    warnings = []
+    monkeypatch.setattr(configuration_towervision.logger, "warning_once", warnings.append)
+    check_transformers_version(MIN_TRANSFORMERS_VERSION)
+    check_transformers_version(f"{NEWEST_TESTED_TRANSFORMERS_SERIES}.9")
+    assert warnings == []
+    major, minor = NEWEST_TESTED_TRANSFORMERS_SERIES.split(".")
+    check_transformers_version(f"{major}.{int(minor) + 1}.0")
+    assert len(warnings) == 1 and f"transformers {major}.{int(minor) + 1}.0 is newer and untested" in warnings[0]
+
+
+def test_newest_tested_series_is_the_locked_transformers():
+    lock = (Path(__file__).parents[1] / "requirements" / "lock.txt").read_text()
+    locked = re.search(r"^transformers==(\S+)$", lock, re.MULTILINE).group(1)
+    assert locked.startswith(NEWEST_TESTED_TRANSFORMERS_SERIES + ".")
+    pyproject = (Path(__file__).parents[1] / "pyproject.toml").read_text()
+    major, minor = NEWEST_TESTED_TRANSFORMERS_SERIES.split(".")
+    assert f'"transformers>=5.23,<{major}.{int(minor) + 1}"' in pyproject
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    not os.environ.get("TOWERVISION_TRANSFORMERS_452"),
+    reason="set TOWERVISION_TRANSFORMERS_452 to a `pip install --target` folder holding transformers 4.52",
+)
+@pytest.mark.parametrize("auto_class", ["AutoConfig", "AutoModelForImageTextToText", "AutoProcessor"])
+def test_checkpoint_under_too_old_transformers_fails_with_the_fix(tmp_path, auto_class):
+    """A published checkpoint's remote code under transformers 4.52 says what is wrong instead of crashing inside it."""
+    checkpoint = tmp_path / "tiny"
+    model, processor = build_tiny()
+    model.save_pretrained(checkpoint)
+    processor.save_pretrained(checkpoint)
+    load = f"from transformers import {auto_class}; {auto_class}.from_pretrained({str(checkpoint)!r}, trust_remote_code=True)"
+    env = {**os.environ, "PYTHONPATH": os.environ["TOWERVISION_TRANSFORMERS_452"], "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run(
+        [sys.executable, "-c", load], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300, check=False
+    )
+    assert result.returncode != 0
+    last_line = result.stderr.strip().splitlines()[-1]
+    assert last_line.startswith("ImportError: TowerVision's code supports transformers")
+    assert "transformers 4.52.4 is installed" in last_line and "pip install -U transformers" in last_line

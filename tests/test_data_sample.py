@@ -1,18 +1,23 @@
-"""The embedded sample (shipped as package data) and synthetic-caption requests."""
+"""The embedded sample (shipped as package data) and the synthetic VQA answers (A.5.2 prompts)."""
 
 import base64
 import json
+import threading
 from collections import Counter
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 from PIL import Image
 
 from towervision_hf.data.cli import main
-from towervision_hf.data.jsonl import read_jsonl
-from towervision_hf.data.prompts import CAPTION_PROMPTS, SYNTH_SYSTEM_PROMPTS
+from towervision_hf.data.jsonl import read_jsonl, write_jsonl
+from towervision_hf.data.prompts import ANSWER_FORMAT_PROMPTS, CAPTION_PROMPTS
 from towervision_hf.data.sample import SAMPLE_LANGUAGES, draw_shape, load_sample, png_bytes, sample_dir
-from towervision_hf.data.schema import load_images, load_video_frames, media, validate_sample
-from towervision_hf.data.synth import ChatClient, synthesize_captions
+from towervision_hf.data.report import BuildReport
+from towervision_hf.data.schema import (
+    image_block, load_images, load_video_frames, make_sample, media, message, validate_sample,
+)
+from towervision_hf.data.synth import ChatClient, synthesize_answers
 
 
 def test_the_sample_loads_in_the_schema_for_every_stage():
@@ -56,47 +61,100 @@ def test_the_shipped_sample_is_what_the_generator_produces(tmp_path):
     assert sum((shipped / relative).stat().st_size for relative in files) < 1_500_000
 
 
-def test_synthetic_caption_requests(tmp_path):
-    images = tmp_path / "images"
-    images.mkdir()
-    for name, shape in (("b.png", "square"), ("a.png", "circle")):
-        (images / name).write_bytes(png_bytes(draw_shape(shape, "red", (32, 32))))
-    (images / "notes.txt").write_text("not an image")
-    requests = []
 
-    def post(url, payload, headers, timeout):
-        requests.append((url, payload, headers))
-        if len(requests) == 2:
-            raise OSError("connection reset")
-        return {"choices": [{"message": {"content": " A red circle on white. "}}]}
 
-    client = ChatClient("http://127.0.0.1:9/v1/", api_key="k", post=post)
-    rows = list(synthesize_captions(images, client, "gemini-x", seed=1))
-    assert [url for url, _, _ in requests] == ["http://127.0.0.1:9/v1/chat/completions"] * 2
-    url, payload, headers = requests[0]
-    assert headers["Authorization"] == "Bearer k" and payload["model"] == "gemini-x"
+class ChatServer:
+    """An OpenAI-compatible `/v1/chat/completions` on 127.0.0.1 that records requests; the `fail`-th one gets a 500."""
+
+    def __init__(self, fail: int | None = None):
+        self.requests = []
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                server.requests.append((self.path, dict(self.headers), body))
+                if len(server.requests) == fail:
+                    self.send_response(500)
+                    self.end_headers()
+                    return
+                question = body["messages"][1]["content"][-1]["text"]
+                answer = json.dumps({"choices": [{"message": {"content": f" Final Answer: {question[:4]} "}}]})
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.end_headers()
+                self.wfile.write(answer.encode())
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.endpoint = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def question_rows(tmp_path):
+    """A two-question chart row with embedded bytes and a one-question row with an image file."""
+    picture = tmp_path / "q.png"
+    picture.write_bytes(png_bytes(draw_shape("circle", "red", (16, 16))))
+    chart = png_bytes(draw_shape("square", "blue", (24, 16)))
+    return [
+        make_sample("chart-1", "chartqa", "en", [message("user", image_block(), "What is the highest bar?"),
+                                                 message("assistant", "7"), message("user", "And the lowest?"),
+                                                 message("assistant", "2")], images=[media(bytes=chart)]),
+        make_sample("photo-1", "chartqa", "en", [message("user", image_block(), "What colour is the circle?"),
+                                                 message("assistant", "red")], images=[media(path=str(picture))]),
+    ]
+
+
+def test_synthetic_answers_re_ask_every_question_with_the_papers_system_prompts(tmp_path):
+    server = ChatServer(fail=3)
+    try:
+        report = BuildReport("synth")
+        client = ChatClient(server.endpoint, api_key="k")
+        rows = list(synthesize_answers(question_rows(tmp_path), client, "gemini-2.5", seed=1, report=report))
+    finally:
+        server.close()
+    assert len(server.requests) == 3 and all(path == "/v1/chat/completions" for path, _, _ in server.requests)
+    _, headers, payload = server.requests[0]
+    assert headers["Authorization"] == "Bearer k" and payload["model"] == "gemini-2.5"
     system, user = payload["messages"]
-    assert system["role"] == "system" and any(system["content"] in family for family in SYNTH_SYSTEM_PROMPTS.values())
+    every_prompt = {prompt for prompts in ANSWER_FORMAT_PROMPTS.values() for prompt in prompts}
+    assert system["role"] == "system" and system["content"] in every_prompt
     image_part, text_part = user["content"]
     assert image_part["image_url"]["url"].startswith("data:image/png;base64,")
-    assert base64.b64decode(image_part["image_url"]["url"].split(",", 1)[1]) == (images / "a.png").read_bytes()
-    assert text_part["text"] in CAPTION_PROMPTS["en"]
-    assert len(rows) == 1 and rows[0]["messages"][1]["content"][0]["text"] == "A red circle on white."
-    assert rows[0]["synthesis"]["family"] in SYNTH_SYSTEM_PROMPTS
-    assert validate_sample({k: v for k, v in rows[0].items() if k != "synthesis"}) == []
+    assert base64.b64decode(image_part["image_url"]["url"].split(",", 1)[1]) == question_rows(tmp_path)[0][
+        "images"][0]["bytes"]
+    assert text_part["text"] == "What is the highest bar?"
+    # the two questions of one image get different prompts; the failed request is counted, not written
+    first, second = (body["messages"][0]["content"] for _, _, body in server.requests[:2])
+    assert first != second
+    assert report.to_dict()["sources"]["synthetic"]["skipped"] == {"request_failed": 1}
+    assert [row["id"] for row in rows] == ["chart-1:q0:p0", "chart-1:q1:p0"]
+    assert rows[1]["messages"][0] == {"role": "system", "content": [{"type": "text", "text": second}]}
+    assert rows[1]["messages"][1]["content"] == [{"type": "image", "text": None},
+                                                 {"type": "text", "text": "And the lowest?"}]
+    assert rows[1]["messages"][2]["content"][0]["text"] == "Final Answer: And"
+    assert rows[1]["synthesis"] == {"model": "gemini-2.5", "family": next(
+        family for family, prompts in ANSWER_FORMAT_PROMPTS.items() if second in prompts), "prompt": second,
+        "source_id": "chart-1"}
+    assert all(validate_sample({k: v for k, v in row.items() if k != "synthesis"}) == [] for row in rows)
 
 
-def test_synth_command_writes_local_jsonl(tmp_path, monkeypatch):
-    import towervision_hf.data.synth as synth
-
-    images = tmp_path / "images"
-    images.mkdir()
-    (images / "x.png").write_bytes(png_bytes(draw_shape("triangle", "blue", (16, 16))))
-    monkeypatch.setattr(synth, "_post_json", lambda url, payload, headers, timeout: {
-        "choices": [{"message": {"content": "A blue triangle."}}]})
-    assert main(["synth", "--images", str(images), "--endpoint", "http://127.0.0.1:9/v1", "--model", "m",
-                 "--families", "spatial", "--out", str(tmp_path / "synth")]) == 0
+def test_synth_command_answers_rows_of_a_source_into_local_jsonl(tmp_path):
+    write_jsonl(question_rows(tmp_path), tmp_path / "questions")
+    server = ChatServer()
+    try:
+        assert main(["synth", "--source", str(tmp_path / "questions"), "--endpoint", server.endpoint, "--model", "m",
+                     "--families", "direct", "--prompts-per-question", "2", "--out", str(tmp_path / "synth")]) == 0
+    finally:
+        server.close()
     rows = list(read_jsonl(tmp_path / "synth"))
-    assert rows[0]["synthesis"] == {"family": "spatial", "model": "m"}
-    assert rows[0]["images"][0]["path"] == str((images / "x.png").resolve())
-    assert json.loads((tmp_path / "synth" / "report.json").read_text())["total"] == 1
+    assert len(rows) == 6 and {row["synthesis"]["family"] for row in rows} == {"direct"}
+    assert len({row["messages"][0]["content"][0]["text"] for row in rows[:4]}) == 4  # one image, four prompts
+    assert load_images(rows[-1])[0].size == (16, 16)
+    assert json.loads((tmp_path / "synth" / "report.json").read_text())["total"] == 6

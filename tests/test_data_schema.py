@@ -9,7 +9,9 @@ from PIL import Image
 from towervision_hf.data.languages import (
     CORE_LANGUAGES, LANGUAGE_CODES, LANGUAGES, language_name, normalize_language, resolve_language_set,
 )
-from towervision_hf.data.prompts import CAPTION_INTENTS, CAPTION_PROMPTS, SYNTH_SYSTEM_PROMPTS
+from towervision_hf.data.prompts import (
+    ANSWER_FORMAT_PROMPTS, CAPTION_INTENTS, CAPTION_PROMPTS, OUR_CAPTION_LANGUAGES, PAPER_CAPTION_LANGUAGES,
+)
 from towervision_hf.data.schema import (
     image_block, load_image, make_sample, media, message, text_block, to_features, to_trl_example, validate_sample,
     video_block,
@@ -101,8 +103,11 @@ def test_media_resolve_to_rgb_pil_images_from_bytes_path_and_url(tmp_path):
 
 
 def test_the_twenty_languages():
-    assert len(LANGUAGE_CODES) == 21
-    assert set(CORE_LANGUAGES) <= set(LANGUAGE_CODES) and len(CORE_LANGUAGES) == 10
+    # footnote 2 of the paper, in its order; Spanish is only Spanish (Latin America)
+    assert LANGUAGE_CODES == ("en", "de", "nl", "es-LATAM", "fr", "pt-PT", "pt-BR", "uk", "hi", "zh-Hans", "zh-Hant",
+                              "ru", "cs", "ko", "ja", "it", "pl", "ro", "nn", "nb")
+    # Table 11's core languages: zh-Hant is one of them, Korean is not
+    assert CORE_LANGUAGES == ("en", "de", "nl", "pt-PT", "ru", "zh-Hans", "zh-Hant", "es-LATAM", "fr", "it")
     # the 18 codes of the model cards, with pt and zh split into their variants
     assert {language.card_code for language in LANGUAGES.values()} == set(
         "en de nl es fr pt uk hi zh ru cs ko ja it pl ro nb nn".split()
@@ -113,7 +118,9 @@ def test_the_twenty_languages():
 @pytest.mark.parametrize(
     "value, code",
     [("pt_BR", "pt-BR"), ("PT", "pt-PT"), ("zh-CN", "zh-Hans"), ("zh-Hant-TW", "zh-Hant"), ("zh-TW", "zh-Hant"),
-     ("no", "nb"), ("nno", "nn"), ("de-AT", "de"), ("es-419", "es-LATAM"), ("German", "de"), ("Norwegian Nynorsk", "nn")],
+     ("no", "nb"), ("nno", "nn"), ("de-AT", "de"), ("es-419", "es-LATAM"), ("German", "de"),
+     ("Norwegian Nynorsk", "nn"), ("es", "es-LATAM"), ("es_ES", "es-LATAM"), ("Spanish", "es-LATAM"),
+     ("spa", "es-LATAM")],
 )
 def test_language_codes_are_normalised(value, code):
     assert normalize_language(value) == code
@@ -140,7 +147,21 @@ def test_caption_prompts_cover_every_language_with_seven_distinct_intents():
     # dialects are written separately, not copied
     for first, second in (("pt-PT", "pt-BR"), ("zh-Hans", "zh-Hant"), ("nb", "nn")):
         assert not set(CAPTION_PROMPTS[first]) & set(CAPTION_PROMPTS[second]), (first, second)
-    assert all(prompts for prompts in SYNTH_SYSTEM_PROMPTS.values())
+
+
+def test_prompts_are_the_papers_where_it_prints_them():
+    # A.5.1 prints nine languages; the other eleven are ours
+    assert set(PAPER_CAPTION_LANGUAGES) == {"en", "pt-PT", "fr", "nl", "de", "es-LATAM", "it", "ko", "zh-Hans"}
+    assert set(OUR_CAPTION_LANGUAGES) == set(LANGUAGE_CODES) - set(PAPER_CAPTION_LANGUAGES)
+    assert CAPTION_PROMPTS["en"][0] == "Describe this image." and CAPTION_PROMPTS["en"][4] == "Caption this image."
+    assert CAPTION_PROMPTS["nl"][4] == "Onderschrift deze afbeelding."  # verbatim, as printed
+    assert CAPTION_PROMPTS["zh-Hans"][-1] == "提供这张图片的描述。"
+    # A.5.2: six families, 35 prompts, printed slips not reproduced
+    assert {family: len(prompts) for family, prompts in ANSWER_FORMAT_PROMPTS.items()} == {
+        "direct": 7, "caption_answer": 6, "final_answer": 7, "naive": 6, "formatted_pairs": 5, "markers": 4}
+    assert ANSWER_FORMAT_PROMPTS["final_answer"][0] == "End your response with 'Final Answer: <your answer>' ."
+    assert ANSWER_FORMAT_PROMPTS["formatted_pairs"][3] == "# Image: <description>\n# Answer: <response>"
+    assert ANSWER_FORMAT_PROMPTS["markers"][2].endswith("</ANSWER>")
 
 
 def test_blocks_helpers():

@@ -3,8 +3,11 @@ supported transformers, and the upload calls (a fake HfApi at the seam; everythi
 
 import hashlib
 import json
+import os
 import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -92,7 +95,7 @@ def reference(staged):
 
 
 @pytest.fixture(scope="module")
-def newest_check(staged, reference):
+def locked_check(staged, reference):
     return load_check.run_load_check(staged.path, reference=reference)
 
 
@@ -392,9 +395,9 @@ def test_evaluation_files_are_validated(tmp_path):
 
 
 @pytest.mark.slow
-def test_load_check_through_auto_classes_and_pipeline(newest_check, reference):
-    assert newest_check.passed, newest_check.summary()
-    report = newest_check.report
+def test_load_check_through_auto_classes_and_pipeline(locked_check, reference):
+    assert locked_check.passed, locked_check.summary()
+    report = locked_check.report
     assert report["towervision_hf_importable"] is False
     assert set(report["classes"]) >= {
         "config",
@@ -406,10 +409,10 @@ def test_load_check_through_auto_classes_and_pipeline(newest_check, reference):
     }
     assert all(name.startswith("transformers_modules.") for name in report["classes"].values())
     assert report["classes"]["model"].endswith("modeling_towervision.TowerVisionForConditionalGeneration")
-    assert set(newest_check.max_logit_diff) == {"image", "video"}
-    assert torch.equal(newest_check.remote["image.pipeline_generated"], reference["image.generated"])
-    assert len(newest_check.tokens["image"]) == 8
-    assert "passed under transformers" in newest_check.summary()
+    assert set(locked_check.max_logit_diff) == {"image", "video"}
+    assert torch.equal(locked_check.remote["image.pipeline_generated"], reference["image.generated"])
+    assert len(locked_check.tokens["image"]) == 8
+    assert "passed under transformers" in locked_check.summary()
 
 
 @pytest.mark.slow
@@ -429,21 +432,23 @@ def test_load_check_catches_remote_code_that_computes_differently(staged, tmp_pa
     assert "load check FAILED" in result.summary()
 
 
-def _install_oldest_or_skip() -> Path:
+def _side_install_or_skip(install, what: str):
     try:
-        return versions.install_min_transformers(REPO_ROOT / ".cache")
+        return install(REPO_ROOT / ".cache")
     except RuntimeError as error:
         unreachable = ("Failed to establish", "Name or service not known", "Temporary failure in name resolution",
                        "Network is unreachable", "No matching distribution", "Could not find a version", "timed out")  # fmt: skip
         if any(text in str(error) for text in unreachable):
-            pytest.skip(
-                f"package registry unreachable, cannot install transformers {versions.MIN_TRANSFORMERS_VERSION}"
-            )
+            pytest.skip(f"package registry unreachable, cannot install {what}")
         raise
 
 
+def _install_oldest_or_skip() -> Path:
+    return _side_install_or_skip(versions.install_min_transformers, f"transformers {versions.MIN_TRANSFORMERS_VERSION}")
+
+
 @pytest.mark.slow
-def test_oldest_supported_transformers_loads_the_staged_checkpoint(staged, reference, newest_check):
+def test_oldest_supported_transformers_loads_the_staged_checkpoint(staged, reference, locked_check):
     side = _install_oldest_or_skip()
     oldest = load_check.run_load_check(
         staged.path,
@@ -454,9 +459,55 @@ def test_oldest_supported_transformers_loads_the_staged_checkpoint(staged, refer
     assert oldest.passed, oldest.summary()
     assert oldest.report["transformers_file"].startswith(str(side))
     for modality in ("image", "video"):
-        newest_logits, oldest_logits = newest_check.remote[f"{modality}.logits"], oldest.remote[f"{modality}.logits"]
+        newest_logits, oldest_logits = locked_check.remote[f"{modality}.logits"], oldest.remote[f"{modality}.logits"]
         assert (newest_logits - oldest_logits).abs().max().item() <= 1e-4
-        assert torch.equal(newest_check.remote[f"{modality}.generated"], oldest.remote[f"{modality}.generated"])
+        assert torch.equal(locked_check.remote[f"{modality}.generated"], oldest.remote[f"{modality}.generated"])
+
+
+@pytest.mark.slow
+def test_newest_transformers_release_loads_the_staged_checkpoint(staged, reference, locked_check):
+    """The remote code under the newest transformers on the package registry today, resolved afresh on every run:
+    a new release that breaks published checkpoints fails CI the day it ships."""
+    version, side = _side_install_or_skip(versions.install_newest_transformers, "the newest transformers release")
+    if side is None:  # the locked version is the newest release: its check is `locked_check`
+        newest = locked_check
+    else:
+        newest = load_check.run_load_check(
+            staged.path, reference=reference, extra_sys_path=[side], expected_transformers=version
+        )
+    assert newest.passed, (
+        f"transformers {version}, the newest release on the package registry, breaks the remote code "
+        f"(installed here: {transformers.__version__}):\n{newest.summary()}"
+    )
+    assert newest.report["transformers_version"] == version
+    for modality in ("image", "video"):
+        assert torch.equal(locked_check.remote[f"{modality}.generated"], newest.remote[f"{modality}.generated"])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("release", ["oldest", "newest"])
+def test_parity_with_native_llava_classes_under_other_transformers(release):
+    """tests/test_modeling.py's exact LlavaNext / LlavaOnevision parity tests (max |Δlogits| = 0.0), re-run under the
+    oldest supported transformers and under the newest release of the day (this suite runs them under the lock)."""
+    if release == "oldest":
+        version, side = versions.MIN_TRANSFORMERS_VERSION, _install_oldest_or_skip()
+    else:
+        version, side = _side_install_or_skip(versions.install_newest_transformers, "the newest transformers release")
+        if side is None:
+            pytest.skip(f"the locked transformers {version} is the newest release: this suite's run covers it")
+    env = {**os.environ, "PYTHONPATH": str(side)}
+    command = [sys.executable, "-c", "import transformers; print(transformers.__version__)"]
+    ran_under = subprocess.run(command, env=env, capture_output=True, text=True, check=True).stdout.strip()
+    assert ran_under == version
+    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-o", "addopts=", "-k", "matches"]
+    result = subprocess.run(
+        [*command, str(REPO_ROOT / "tests" / "test_modeling.py")],
+        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=1800, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, (
+        f"parity with LlavaNext / LlavaOnevision breaks under transformers {version} ({release} release):\n"
+        f"{result.stdout[-6000:]}"
+    )
 
 
 def test_declared_minimum_is_documented():

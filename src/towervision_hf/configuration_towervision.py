@@ -1,10 +1,46 @@
 # Copyright 2026 The towervision-hf authors. Licensed under the Apache License, Version 2.0.
 """TowerVision configuration: SigLIP(2) vision tower + 2-layer MLP projector + Tower+ (Gemma2) language model."""
 
+import transformers
+from packaging import version
 from transformers import AutoConfig, PretrainedConfig
 from transformers.models.auto import CONFIG_MAPPING
+from transformers.utils import logging
 
 from .tiling_towervision import IMAGE_ASPECT_RATIOS, default_grid_pinpoints
+
+
+logger = logging.get_logger(__name__)
+
+# The transformers releases this code is tested against: the oldest supported one and the newest tested minor series
+# (CI load-checks the remote code under both and under the newest release of the day).
+MIN_TRANSFORMERS_VERSION = "5.10.1"
+NEWEST_TESTED_TRANSFORMERS_SERIES = "5.24"
+
+
+def check_transformers_version(installed: str = transformers.__version__) -> None:
+    """Fail clearly below `MIN_TRANSFORMERS_VERSION`; warn once above the newest tested minor series.
+
+    Runs when this module is imported, i.e. before any TowerVision class is built from a checkpoint.
+
+    Raises:
+        ImportError: naming the installed version, the supported range and the fix.
+    """
+    supported = f"{MIN_TRANSFORMERS_VERSION} to {NEWEST_TESTED_TRANSFORMERS_SERIES}.x"
+    installed_version = version.parse(installed)
+    if installed_version < version.parse(MIN_TRANSFORMERS_VERSION):
+        raise ImportError(
+            f"TowerVision's code supports transformers {supported}, but transformers {installed} is installed. "
+            "Upgrade it with: pip install -U transformers"
+        )
+    if installed_version.release[:2] > version.parse(NEWEST_TESTED_TRANSFORMERS_SERIES).release[:2]:
+        logger.warning_once(
+            f"TowerVision's code is tested with transformers {supported}; transformers {installed} is newer and "
+            "untested. It runs, but if its results look wrong, please report it with the transformers version."
+        )
+
+
+check_transformers_version()
 
 
 # SigLIP2-so400m/14@384 with its last encoder layer dropped and no pooling head, as in the released checkpoints:

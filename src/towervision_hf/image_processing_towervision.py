@@ -8,6 +8,9 @@ views, rescaling and normalisation use the same float32 operations, and images a
 (Pillow and numpy release the GIL).
 """
 
+# First: importing the configuration checks the installed transformers version and fails clearly if unsupported.
+from .configuration_towervision import check_transformers_version  # noqa: F401  # isort: skip
+
 import io
 import os
 from concurrent.futures import ThreadPoolExecutor

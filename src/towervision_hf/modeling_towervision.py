@@ -127,7 +127,12 @@ class TowerVisionModel(TowerVisionPreTrainedModel):
             self.image_newline = nn.Parameter(torch.randn(text_hidden) / math.sqrt(text_hidden))
         else:
             self.register_parameter("image_newline", None)
-        self.language_model = AutoModel.from_config(config.text_config)
+        text_config = config.text_config
+        if getattr(text_config, "attn_logit_softcapping", None) and text_config._attn_implementation in (None, "sdpa"):
+            # SDPA cannot softcap attention scores: Gemma2 runs eager by default and instead of SDPA, as transformers
+            # >= 5.23 decides by itself (earlier 5.x default to SDPA and silently drop the trained softcap).
+            text_config._attn_implementation = "eager"
+        self.language_model = AutoModel.from_config(text_config)
         self.post_init()
 
     def get_input_embeddings(self) -> nn.Module:

@@ -1,6 +1,9 @@
 # Copyright 2026 The towervision-hf authors. Licensed under the Apache License, Version 2.0.
 """Processor for TowerVision / TowerVideo: Tower+ (Gemma) tokenizer + image processor + video processor."""
 
+# First: importing the configuration checks the installed transformers version and fails clearly if unsupported.
+from .configuration_towervision import check_transformers_version  # noqa: F401  # isort: skip
+
 from transformers.feature_extraction_utils import BatchFeature
 from transformers.image_utils import make_flat_list_of_images
 from transformers.processing_utils import MultiModalData, ProcessorMixin

@@ -1,6 +1,9 @@
 # Copyright 2026 The towervision-hf authors. Licensed under the Apache License, Version 2.0.
 """Video processor for TowerVideo: uniform frame sampling, PyAV decoding that seeks, 384 px frames without tiling."""
 
+# First: importing the configuration checks the installed transformers version and fails clearly if unsupported.
+from .configuration_towervision import check_transformers_version  # noqa: F401  # isort: skip
+
 import bisect
 import functools
 import io

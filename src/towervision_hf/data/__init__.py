@@ -1,5 +1,5 @@
 """VisionBlocks data: the sample schema, source adapters, mixture recipes, Tower+ translation, COMETKiwi filtering,
-caption prompts, synthetic captions and the embedded sample. `towervision data ...` is the command line."""
+the paper's prompts, synthetic VQA answers and the embedded sample. `towervision data ...` is the command line."""
 
 from .languages import CORE_LANGUAGES, LANGUAGE_CODES, LANGUAGES, normalize_language
 from .sample import load_sample

@@ -10,9 +10,14 @@ from .report import BuildReport
 
 
 def _build(args) -> int:
-    from .mixture import build, load_recipe
+    from .mixture import build, format_plan, load_recipe
 
     recipe = load_recipe(args.recipe, args.set)
+    if args.dry_run:
+        print(format_plan(recipe))
+        return 0
+    if not args.out:
+        raise SystemExit("towervision data build: --out is required (or --dry-run)")
     if args.cache_dir:
         recipe.media["cache_dir"] = args.cache_dir
     if args.no_fetch:
@@ -23,10 +28,18 @@ def _build(args) -> int:
     return 0
 
 
-def _read_rows(source: str):
-    """Schema rows from a local JSONL file/folder or a `save_to_disk` folder."""
+def _read_rows(source: str, limit: int | None = None):
+    """Schema rows from a local JSONL file/folder, a `save_to_disk` folder or a recipe input (`RECIPE.yaml#NAME`)."""
     from .jsonl import read_jsonl
 
+    recipe_path, separator, input_name = source.partition("#")
+    if separator and recipe_path.endswith((".yaml", ".yml")):
+        from .mixture import input_samples, load_recipe
+
+        report = BuildReport(source)
+        rows = list(input_samples(load_recipe(recipe_path), input_name, report, limit=limit))
+        print(report.format_table(), file=sys.stderr)
+        return rows
     path = Path(source)
     if path.is_dir() and (path / "state.json").exists():
         from datasets import load_from_disk
@@ -44,15 +57,23 @@ def _translate(args) -> int:
     from .jsonl import write_jsonl
     from .translate import make_backend, translate_rows
 
-    rows = _read_rows(args.source)[: args.limit]
+    rows = _read_rows(args.source, args.limit)[: args.limit]
     backend = make_backend(args.model, args.backend, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens)
     report = BuildReport("translate", model=args.model, mode=args.mode, assign=args.assign, seed=args.seed)
-    translated = translate_rows(rows, args.langs.split(","), backend, mode=args.mode, assign=args.assign,
+    translated = translate_rows(rows, _target_languages(args.langs), backend, mode=args.mode, assign=args.assign,
                                 seed=args.seed, keep_english=args.keep_english, model_name=args.model, report=report)
     out = Path(args.out)
     write_jsonl(translated, out)
     _finish(report, out)
     return 0
+
+
+def _target_languages(spec: str) -> list[str]:
+    """`all` / `core`: the set's languages other than English; else a comma-separated list of codes."""
+    from .languages import LANGUAGE_SETS, resolve_language_set
+
+    codes = resolve_language_set(spec)
+    return [code for code in codes if code != "en"] if spec in LANGUAGE_SETS else list(codes)
 
 
 def _filter(args) -> int:
@@ -80,13 +101,13 @@ def _filter(args) -> int:
 
 def _synth(args) -> int:
     from .jsonl import write_jsonl
-    from .synth import ChatClient, synthesize_captions
+    from .synth import ChatClient, synthesize_answers
 
     client = ChatClient(args.endpoint, api_key=os.environ.get(args.api_key_env))
     report = BuildReport("synth", model=args.model, endpoint=args.endpoint)
-    rows = synthesize_captions(args.images, client, args.model, seed=args.seed,
-                               families=args.families.split(",") if args.families else None, limit=args.limit,
-                               report=report)
+    rows = synthesize_answers(_read_rows(args.source, args.limit), client, args.model, seed=args.seed,
+                              families=args.families.split(",") if args.families else None,
+                              prompts_per_question=args.prompts_per_question, limit=args.limit, report=report)
     out = Path(args.out)
     write_jsonl(rows, out)
     _finish(report, out)
@@ -115,7 +136,9 @@ def _parser() -> argparse.ArgumentParser:
 
     build = commands.add_parser("build", help="build a mixture recipe into save_to_disk folders with counts")
     build.add_argument("recipe", help="recipe YAML, e.g. recipes/data/visionblocks.yaml")
-    build.add_argument("--out", required=True, help="output folder (one sub-folder per stage when building several)")
+    build.add_argument("--out", help="output folder (one sub-folder per stage when building several)")
+    build.add_argument("--dry-run", action="store_true",
+                       help="print every source's samples and shares (and the paper's rows) without reading data")
     build.add_argument("--stage", help="build only this stage")
     build.add_argument("--streaming", action="store_true", help="stream Hub sources instead of downloading them")
     build.add_argument("--limit", type=int, help="stop each stage after this many rows")
@@ -127,8 +150,10 @@ def _parser() -> argparse.ArgumentParser:
     build.set_defaults(run=_build)
 
     translate = commands.add_parser("translate", help="translate rows with Tower+")
-    translate.add_argument("--source", required=True, help="local JSONL file/folder or save_to_disk folder")
-    translate.add_argument("--langs", required=True, help="comma-separated target codes, e.g. de,pt-PT,ko")
+    translate.add_argument("--source", required=True,
+                           help="local JSONL file/folder, save_to_disk folder or RECIPE.yaml#INPUT")
+    translate.add_argument("--langs", required=True,
+                           help="all / core (their languages but English) or comma-separated codes, e.g. de,pt-PT")
     translate.add_argument("--model", default="Unbabel/Tower-Plus-9B")
     translate.add_argument("--out", required=True)
     translate.add_argument("--mode", choices=("caption", "conversation"), default="conversation")
@@ -153,12 +178,17 @@ def _parser() -> argparse.ArgumentParser:
     quality.add_argument("--gpus", type=int)
     quality.set_defaults(run=_filter)
 
-    synth = commands.add_parser("synth", help="synthetic captions from an OpenAI-compatible endpoint")
-    synth.add_argument("--images", required=True, help="folder of images")
+    synth = commands.add_parser("synth", help="re-answer VQA questions through an OpenAI-compatible endpoint with "
+                                "the paper's A.5.2 answer-format system prompts")
+    synth.add_argument("--source", required=True,
+                       help="question rows: RECIPE.yaml#INPUT (e.g. ...visionblocks.yaml#chartqa_questions), a local "
+                            "JSONL file/folder or a save_to_disk folder")
     synth.add_argument("--endpoint", required=True, help="base URL, e.g. http://localhost:8000/v1")
     synth.add_argument("--model", required=True)
     synth.add_argument("--out", required=True)
-    synth.add_argument("--families", help="comma-separated system-prompt families (default: all)")
+    synth.add_argument("--families", help="comma-separated A.5.2 prompt families (default: all)")
+    synth.add_argument("--prompts-per-question", type=int, default=1,
+                       help="requests per question, each with a different system prompt")
     synth.add_argument("--api-key-env", default="OPENAI_API_KEY", help="environment variable holding the API key")
     synth.add_argument("--seed", type=int, default=0)
     synth.add_argument("--limit", type=int)

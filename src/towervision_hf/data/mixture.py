@@ -14,11 +14,18 @@ Recipe YAML (see recipes/data/visionblocks.yaml)::
             adapter: pixmo_docs      # sources.ADAPTERS
             samples: 117000          # rows taken at most (the paper's count); default interleaving weight
             weight: 2.0              # optional interleaving weight (default: samples)
-            when: {video: english}   # optional: only when every listed switch has this value
-            params: {config: charts} # adapter keyword arguments
+            when: {video_qe_filter: true}  # optional: only when every listed switch has this value
+            params: {config: charts} # adapter keyword arguments; "{languages}" in a string becomes the set's name
+            paper: {row: PixMo-Docs, category: Doc VQA, tag: public}  # optional: the paper's table row it rebuilds
+    inputs:                          # optional: sources read by `data translate` / `data synth` (RECIPE#NAME)
+      pixmo_cap_en: {adapter: pixmo_cap, params: {}}
+    paper: {table: Table 8, total: 6313286}   # optional: the paper's printed totals, for `build --dry-run`
 
 Interleaving draws the next source with probability proportional to its weight among the sources not yet exhausted
 (random.Random(seed)), so the first rows of a build follow the weights and a full build uses every row once.
+`samples` counts rows kept after the language filter, so switching `languages` (all / core) keeps every source's
+size, and so the dataset's, whenever the source holds enough rows in the selected languages; a source that runs
+short is reported after the build.
 """
 
 import random
@@ -45,6 +52,7 @@ class SourceSpec:
     samples: int | None = None
     weight: float | None = None
     when: dict = field(default_factory=dict)
+    paper: dict = field(default_factory=dict)
 
     @property
     def mixture_weight(self) -> float:
@@ -59,6 +67,8 @@ class Recipe:
     languages: tuple[str, ...] = ()
     switches: dict = field(default_factory=dict)
     media: dict = field(default_factory=dict)
+    inputs: dict[str, SourceSpec] = field(default_factory=dict)
+    paper: dict = field(default_factory=dict)
 
     def active_sources(self, stage: str) -> list[SourceSpec]:
         """The stage's sources whose `when` conditions hold under the current switches."""
@@ -71,6 +81,7 @@ class Recipe:
 
 
 _MEDIA_DEFAULTS = {"fetch": True, "embed_local": False, "workers": 8, "cache_dir": None}
+PAPER_TAGS = {"public": "Public Data", "synthetic": "Synthetic (Generated)", "translated": "Translated (Augmented)"}
 
 
 def _apply_override(config: dict, assignment: str) -> None:
@@ -88,17 +99,32 @@ def _apply_override(config: dict, assignment: str) -> None:
     target[leaf] = value if isinstance(parsed, bool) and value.strip().lower() not in ("true", "false") else parsed
 
 
-def _source_spec(recipe_name: str, stage: str, entry: dict, switches: dict) -> SourceSpec:
+def _with_language_set(value, language_set: str):
+    """`"{languages}"` in the strings of `value` (params) becomes the language set's name (all / core / custom)."""
+    if isinstance(value, str):
+        return value.replace("{languages}", language_set)
+    if isinstance(value, dict):
+        return {key: _with_language_set(item, language_set) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_with_language_set(item, language_set) for item in value]
+    return value
+
+
+def _source_spec(recipe_name: str, stage: str, entry: dict, switches: dict, language_set: str = "all") -> SourceSpec:
     where = f"recipe {recipe_name!r}, stage {stage!r}"
     if not isinstance(entry, dict) or "name" not in entry or "adapter" not in entry:
         raise ValueError(f"{where}: every source needs a name and an adapter, got {entry!r:.120}")
-    unknown = set(entry) - {"name", "adapter", "params", "samples", "weight", "when"}
+    unknown = set(entry) - {"name", "adapter", "params", "samples", "weight", "when", "paper"}
     if unknown:
         raise ValueError(f"{where}, source {entry['name']!r}: unknown keys {sorted(unknown)}")
     spec = SourceSpec(
-        name=entry["name"], adapter=entry["adapter"], params=dict(entry.get("params") or {}),
+        name=entry["name"], adapter=entry["adapter"],
+        params=_with_language_set(dict(entry.get("params") or {}), language_set),
         samples=entry.get("samples"), weight=entry.get("weight"), when=dict(entry.get("when") or {}),
+        paper=dict(entry.get("paper") or {}),
     )
+    if spec.paper and spec.paper.get("tag") not in PAPER_TAGS:
+        raise ValueError(f"{where}, source {spec.name!r}: paper.tag must be one of {sorted(PAPER_TAGS)}")
     if spec.samples is None and spec.weight is None:
         raise ValueError(f"{where}, source {spec.name!r}: give `samples` (row count) or `weight`")
     if spec.mixture_weight <= 0:
@@ -119,6 +145,8 @@ def load_recipe(path, overrides=()) -> Recipe:
         _apply_override(config, assignment)
     name = config.get("name") or Path(path).stem
     switches = dict(config.get("switches") or {})
+    language_spec = config.get("languages", "all")
+    language_set = language_spec if language_spec in ("all", "core") else "custom"
     raw_stages = config.get("stages") or ({"default": {"sources": config["sources"]}} if "sources" in config else None)
     if not raw_stages:
         raise ValueError(f"recipe {path}: needs `stages` (or a top-level `sources` list)")
@@ -127,10 +155,16 @@ def load_recipe(path, overrides=()) -> Recipe:
         entries = body.get("sources") if isinstance(body, dict) else None
         if not entries:
             raise ValueError(f"recipe {path}: stage {stage!r} has no sources")
-        stages[stage] = [_source_spec(name, stage, entry, switches) for entry in entries]
+        stages[stage] = [_source_spec(name, stage, entry, switches, language_set) for entry in entries]
         names = [spec.name for spec in stages[stage]]
         if len(set(names)) != len(names):
             raise ValueError(f"recipe {path}: stage {stage!r} has duplicate source names {names}")
+    inputs = {}
+    for input_name, entry in (config.get("inputs") or {}).items():
+        if not isinstance(entry, dict) or "adapter" not in entry or set(entry) - {"adapter", "params", "samples"}:
+            raise ValueError(f"recipe {path}: input {input_name!r} needs an adapter and takes params and samples only")
+        inputs[input_name] = SourceSpec(name=input_name, adapter=entry["adapter"], samples=entry.get("samples"),
+                                        params=_with_language_set(dict(entry.get("params") or {}), language_set))
     unknown_media = set(config.get("media") or {}) - set(_MEDIA_DEFAULTS)
     if unknown_media:
         raise ValueError(f"recipe {path}: unknown media options {sorted(unknown_media)}")
@@ -138,10 +172,87 @@ def load_recipe(path, overrides=()) -> Recipe:
         name=name,
         stages=stages,
         seed=int(config.get("seed", 0)),
-        languages=resolve_language_set(config.get("languages", "all")),
+        languages=resolve_language_set(language_spec),
         switches=switches,
         media={**_MEDIA_DEFAULTS, **(config.get("media") or {})},
+        inputs=inputs,
+        paper=dict(config.get("paper") or {}),
     )
+
+
+def input_samples(recipe: Recipe, name: str, report: BuildReport, streaming: bool = False,
+                  limit: int | None = None):
+    """Rows of the recipe's input `name` (the data `translate` and `synth` start from), in the recipe's languages;
+    image URLs are left unresolved (the endpoint or a later build fetches them)."""
+    if name not in recipe.inputs:
+        raise ValueError(f"recipe {recipe.name!r} has no input {name!r}; inputs: {sorted(recipe.inputs)}")
+    spec = recipe.inputs[name]
+    adapter = make_adapter(spec.adapter, spec.name, seed=recipe.seed, streaming=streaming, **spec.params)
+    caps = [value for value in (spec.samples, limit) if value is not None]
+    cap = min(caps) if caps else None
+    yield from iter_samples(adapter, report, languages=set(recipe.languages), embed_local=recipe.media["embed_local"],
+                            max_samples=cap, workers=1)
+
+
+def plan(recipe: Recipe) -> list[dict]:
+    """One entry per active source of every stage: stage, name, adapter, samples, paper row, category and tag."""
+    return [
+        {"stage": stage, "name": spec.name, "adapter": spec.adapter, "samples": spec.samples,
+         "row": spec.paper.get("row"), "category": spec.paper.get("category"), "tag": spec.paper.get("tag")}
+        for stage in recipe.stages for spec in recipe.active_sources(stage)
+    ]
+
+
+def is_multilingual(entry: dict) -> bool:
+    """Table 8's "Total (Multilingual)" counts its Multilingual/Cultural rows and the translated rows."""
+    return entry["category"] == "Multilingual/Cultural" or entry["tag"] == "translated"
+
+
+def paper_percent(samples: int, total: int) -> str:
+    """`samples` as a percentage of `total`, printed like Table 8: two decimals, three below 0.015."""
+    percent = 100 * samples / total
+    return f"{percent:.2f}" if percent >= 0.015 else f"{percent:.3f}"
+
+
+def format_plan(recipe: Recipe) -> str:
+    """The `build --dry-run` table: per source its rows and shares, per stage and over the paper's table rows.
+
+    `share` is of the recipe's rows; `paper %` is of the total the paper prints (`paper.total`), the way the paper
+    computes its percentages."""
+    entries = plan(recipe)
+    paper_total = recipe.paper.get("total")
+    width = max(len("source"), *(len(entry["name"]) for entry in entries))
+    row_width = max(len("paper row"), *(len(entry["row"] or "-") for entry in entries))
+    lines = []
+    for stage in recipe.stages:
+        stage_entries = [entry for entry in entries if entry["stage"] == stage]
+        stage_total = sum(entry["samples"] or 0 for entry in stage_entries)
+        size = "every row" if any(entry["samples"] is None for entry in stage_entries) else f"{stage_total:,} rows"
+        lines += [f"{recipe.name}/{stage}: {len(stage_entries)} sources, {size}",
+                  f"{'source':<{width}}  {'paper row':<{row_width}}  {'tag':<10}  {'samples':>11}  {'share':>7}"
+                  + ("  paper %" if paper_total else "")]
+        for entry in stage_entries:
+            samples = entry["samples"]
+            share = f"{samples / stage_total:>7.2%}" if samples and stage_total else f"{'-':>7}"
+            count = f"{samples:,}" if samples is not None else "all"
+            line = (f"{entry['name']:<{width}}  {entry['row'] or '-':<{row_width}}  {entry['tag'] or '-':<10}  "
+                    f"{count:>11}  {share}")
+            if paper_total and entry["row"] and samples:
+                line += f"  {paper_percent(samples, paper_total):>7}"
+            lines.append(line)
+        lines.append("")
+    rows = [entry for entry in entries if entry["row"]]
+    if rows:
+        total = sum(entry["samples"] for entry in rows)
+        multilingual = sum(entry["samples"] for entry in rows if is_multilingual(entry))
+        lines.append(f"{recipe.paper.get('table', 'paper')} rows: {len(rows)}, {total:,} samples "
+                     f"(English {total - multilingual:,}, multilingual {multilingual:,})")
+        if paper_total:
+            printed = {key: recipe.paper[key] for key in ("english", "multilingual") if key in recipe.paper}
+            lines.append(f"as printed in the paper: total {paper_total:,}"
+                         + "".join(f", {key} {value:,}" for key, value in printed.items())
+                         + f"; rows minus printed total: {total - paper_total:+,}")
+    return "\n".join(lines)
 
 
 def mixture_samples(recipe: Recipe, stage: str, report: BuildReport, streaming: bool = False,
@@ -213,6 +324,12 @@ def build(recipe: Recipe, out, stage: str | None = None, streaming: bool = False
         echo(report.format_table())
         if first is None:
             echo(f"warning: stage {name!r} of {recipe.name!r} produced no rows; see the skipped counts above")
+        elif limit is None:
+            for spec in recipe.active_sources(name):
+                kept = sum(report.kept.get(spec.name, {}).values())
+                if spec.samples is not None and kept < spec.samples:
+                    echo(f"warning: source {spec.name!r} gave {kept} of its {spec.samples} samples "
+                         f"in languages {','.join(recipe.languages)}")
         reports[name] = report
     return reports
 

@@ -1,9 +1,10 @@
-"""Caption prompt templates in every TowerVision language, and the system-prompt families for synthetic captions.
+"""The prompts of TowerVision's appendix A.5: caption templates per language (A.5.1) and the Gemini 2.5 system prompts
+that set the answer format of the synthetic data (A.5.2).
 
-Every language has the same seven intents, in this order (written for each language, not machine-translated):
-  1. describe in detail            2. what do you see               3. write a detailed caption
-  4. everything, precisely         5. what is happening             6. comprehensive: objects, people, colours, setting
-  7. so that someone who cannot see it could picture it
+A.5.1 prints seven caption templates for English, European Portuguese, French, Dutch, German, Spanish, Italian,
+Korean and Chinese; they are copied verbatim (`PAPER_CAPTION_LANGUAGES`; the paper's "Spanish" is es-LATAM here, its
+"Chinese" zh-Hans). The other eleven languages have our translations of the English templates, marked as ours
+(`OUR_CAPTION_LANGUAGES`). Every language has the same seven intents, in the paper's order (`CAPTION_INTENTS`).
 A caption row pairs one of them, drawn with a seeded RNG, with a caption in the same language.
 """
 
@@ -12,240 +13,256 @@ import random
 from .languages import normalize_language
 
 
-CAPTION_INTENTS = ("detailed", "what_do_you_see", "caption", "everything", "happening", "comprehensive", "picture_it")
+CAPTION_INTENTS = ("describe", "what_can_you_see", "tell_me", "explain", "caption", "happening", "description")
 
-CAPTION_PROMPTS: dict[str, tuple[str, ...]] = {
+# verbatim from the paper's A.5.1 (EN_PROMPTS, PT_PROMPTS, FR_PROMPTS, NL_PROMPTS, DE_PROMPTS, ES_PROMPTS,
+# IT_PROMPTS, KO_PROMPTS, ZH_PROMPTS)
+_PAPER_CAPTION_PROMPTS: dict[str, tuple[str, ...]] = {
     "en": (
-        "Describe this image in detail.",
-        "What do you see in this image?",
-        "Write a detailed caption for this image.",
-        "Describe everything that can be seen in the image, as precisely as possible.",
-        "Explain what is happening in this image.",
-        "Give a comprehensive description of the image, including the objects, people, colours and setting.",
-        "Describe the image so that someone who cannot see it could picture it.",
-    ),
-    "de": (
-        "Beschreibe dieses Bild im Detail.",
-        "Was siehst du auf diesem Bild?",
-        "Schreibe eine ausführliche Bildunterschrift für dieses Bild.",
-        "Beschreibe so genau wie möglich alles, was auf dem Bild zu sehen ist.",
-        "Erkläre, was auf diesem Bild passiert.",
-        "Gib eine umfassende Beschreibung des Bildes, einschließlich der Objekte, Personen, Farben und der Umgebung.",
-        "Beschreibe das Bild so, dass sich jemand, der es nicht sehen kann, es vorstellen kann.",
-    ),
-    "nl": (
-        "Beschrijf deze afbeelding in detail.",
-        "Wat zie je op deze afbeelding?",
-        "Schrijf een uitgebreid bijschrift bij deze afbeelding.",
-        "Beschrijf zo nauwkeurig mogelijk alles wat er op de afbeelding te zien is.",
-        "Leg uit wat er op deze afbeelding gebeurt.",
-        "Geef een volledige beschrijving van de afbeelding, inclusief de objecten, personen, kleuren en omgeving.",
-        "Beschrijf de afbeelding zo dat iemand die haar niet kan zien, zich er een voorstelling van kan maken.",
-    ),
-    "es": (
-        "Describe esta imagen con detalle.",
-        "¿Qué ves en esta imagen?",
-        "Escribe un pie de foto detallado para esta imagen.",
-        "Describe todo lo que se ve en la imagen con la mayor precisión posible.",
-        "Explica lo que está ocurriendo en esta imagen.",
-        "Haz una descripción completa de la imagen, incluidos los objetos, las personas, los colores y el entorno.",
-        "Describe la imagen de forma que alguien que no pueda verla sea capaz de imaginarla.",
-    ),
-    "es-LATAM": (
-        "Describe esta imagen en detalle.",
-        "¿Qué ves en esta imagen?",
-        "Escribe una descripción detallada para esta imagen.",
-        "Describe con la mayor precisión posible todo lo que aparece en la imagen.",
-        "Explica qué está pasando en esta imagen.",
-        "Haz una descripción completa de la imagen, incluyendo los objetos, las personas, los colores y el ambiente.",
-        "Describe la imagen de manera que alguien que no puede verla logre imaginársela.",
-    ),
-    "fr": (
-        "Décris cette image en détail.",
-        "Que vois-tu sur cette image ?",
-        "Rédige une légende détaillée pour cette image.",
-        "Décris le plus précisément possible tout ce que l'on voit sur l'image.",
-        "Explique ce qui se passe sur cette image.",
-        "Donne une description complète de l'image, y compris les objets, les personnes, les couleurs et le décor.",
-        "Décris l'image de sorte qu'une personne qui ne peut pas la voir puisse se la représenter.",
-    ),
-    "it": (
-        "Descrivi questa immagine nel dettaglio.",
-        "Che cosa vedi in questa immagine?",
-        "Scrivi una didascalia dettagliata per questa immagine.",
-        "Descrivi nel modo più preciso possibile tutto ciò che si vede nell'immagine.",
-        "Spiega che cosa sta succedendo in questa immagine.",
-        "Fornisci una descrizione completa dell'immagine, compresi gli oggetti, le persone, i colori e "
-        "l'ambientazione.",
-        "Descrivi l'immagine in modo che chi non può vederla riesca a immaginarla.",
+        "Describe this image.",
+        "What can you see in this picture?",
+        "Tell me what's in this image.",
+        "Explain what this image shows.",
+        "Caption this image.",
+        "What's happening in this picture?",
+        "Provide a description of this image.",
     ),
     "pt-PT": (
-        "Descreve esta imagem em pormenor.",
-        "O que vês nesta imagem?",
-        "Escreve uma legenda detalhada para esta imagem.",
-        "Descreve, o mais rigorosamente possível, tudo o que se vê na imagem.",
-        "Explica o que está a acontecer nesta imagem.",
-        "Faz uma descrição completa da imagem, incluindo os objetos, as pessoas, as cores e o cenário.",
-        "Descreve a imagem de forma a que alguém que não a consiga ver a possa imaginar.",
+        "Descreva esta imagem.",
+        "O que consegue ver nesta fotografia?",
+        "Diga-me o que está nesta imagem.",
+        "Explique o que esta imagem mostra.",
+        "Legende esta imagem.",
+        "O que se passa nesta fotografia?",
+        "Forneça uma descrição desta imagem.",
     ),
-    "pt-BR": (
-        "Descreva esta imagem em detalhes.",
-        "O que você vê nesta imagem?",
-        "Escreva uma legenda detalhada para esta imagem.",
-        "Descreva, com a maior precisão possível, tudo o que aparece na imagem.",
-        "Explique o que está acontecendo nesta imagem.",
-        "Faça uma descrição completa da imagem, incluindo os objetos, as pessoas, as cores e o ambiente.",
-        "Descreva a imagem de um jeito que alguém que não consegue vê-la possa imaginá-la.",
+    "fr": (
+        "Décrivez cette image.",
+        "Que pouvez-vous voir sur cette photo?",
+        "Dites-moi ce qu'il y a dans cette image.",
+        "Expliquez ce que cette image montre.",
+        "Légendez cette image.",
+        "Que se passe-t-il sur cette photo?",
+        "Fournissez une description de cette image.",
     ),
-    "uk": (
-        "Детально опиши це зображення.",
-        "Що ти бачиш на цьому зображенні?",
-        "Напиши детальний підпис до цього зображення.",
-        "Якомога точніше опиши все, що видно на зображенні.",
-        "Поясни, що відбувається на цьому зображенні.",
-        "Надай вичерпний опис зображення, зокрема об'єктів, людей, кольорів і обстановки.",
-        "Опиши зображення так, щоб людина, яка не може його побачити, змогла його уявити.",
+    "nl": (
+        "Beschrijf deze afbeelding.",
+        "Wat zie je op deze foto?",
+        "Vertel me wat er op deze afbeelding staat.",
+        "Leg uit wat deze afbeelding laat zien.",
+        "Onderschrift deze afbeelding.",
+        "Wat gebeurt er op deze foto?",
+        "Geef een beschrijving van deze afbeelding.",
     ),
-    "ru": (
-        "Подробно опиши это изображение.",
-        "Что ты видишь на этом изображении?",
-        "Напиши подробную подпись к этому изображению.",
-        "Как можно точнее опиши всё, что видно на изображении.",
-        "Объясни, что происходит на этом изображении.",
-        "Дай исчерпывающее описание изображения, включая объекты, людей, цвета и обстановку.",
-        "Опиши изображение так, чтобы человек, который не может его увидеть, смог его представить.",
+    "de": (
+        "Beschreiben Sie dieses Bild.",
+        "Was können Sie auf diesem Foto sehen?",
+        "Sagen Sie mir, was auf diesem Bild zu sehen ist.",
+        "Erklären Sie, was dieses Bild zeigt.",
+        "Beschriften Sie dieses Bild.",
+        "Was passiert auf diesem Foto?",
+        "Geben Sie eine Beschreibung dieses Bildes.",
     ),
-    "pl": (
-        "Opisz szczegółowo ten obraz.",
-        "Co widzisz na tym obrazie?",
-        "Napisz szczegółowy podpis do tego obrazu.",
-        "Opisz jak najdokładniej wszystko, co widać na obrazie.",
-        "Wyjaśnij, co dzieje się na tym obrazie.",
-        "Przedstaw wyczerpujący opis obrazu, uwzględniając obiekty, osoby, kolory i otoczenie.",
-        "Opisz obraz tak, aby osoba, która nie może go zobaczyć, mogła go sobie wyobrazić.",
+    "es-LATAM": (
+        "Describe esta imagen.",
+        "¿Qué puedes ver en esta foto?",
+        "Dime qué hay en esta imagen.",
+        "Explica qué muestra esta imagen.",
+        "Pon un título a esta imagen.",
+        "¿Qué está pasando en esta foto?",
+        "Proporciona una descripción de esta imagen.",
     ),
-    "cs": (
-        "Popiš podrobně tento obrázek.",
-        "Co vidíš na tomto obrázku?",
-        "Napiš k tomuto obrázku podrobný popisek.",
-        "Popiš co nejpřesněji vše, co je na obrázku vidět.",
-        "Vysvětli, co se na tomto obrázku děje.",
-        "Podej úplný popis obrázku včetně objektů, osob, barev a prostředí.",
-        "Popiš obrázek tak, aby si ho dokázal představit i někdo, kdo ho nevidí.",
-    ),
-    "ro": (
-        "Descrie în detaliu această imagine.",
-        "Ce vezi în această imagine?",
-        "Scrie o legendă detaliată pentru această imagine.",
-        "Descrie cât mai precis tot ce se vede în imagine.",
-        "Explică ce se întâmplă în această imagine.",
-        "Oferă o descriere completă a imaginii, inclusiv obiectele, persoanele, culorile și cadrul.",
-        "Descrie imaginea astfel încât cineva care nu o poate vedea să și-o poată imagina.",
-    ),
-    "nb": (
-        "Beskriv dette bildet i detalj.",
-        "Hva ser du på dette bildet?",
-        "Skriv en detaljert bildetekst til dette bildet.",
-        "Beskriv så nøyaktig som mulig alt som er å se på bildet.",
-        "Forklar hva som skjer på dette bildet.",
-        "Gi en fullstendig beskrivelse av bildet, inkludert gjenstander, personer, farger og omgivelser.",
-        "Beskriv bildet slik at noen som ikke kan se det, kan forestille seg det.",
-    ),
-    "nn": (
-        "Beskriv dette biletet i detalj.",
-        "Kva ser du på dette biletet?",
-        "Skriv ein detaljert bilettekst til dette biletet.",
-        "Beskriv så nøyaktig som mogleg alt som er å sjå på biletet.",
-        "Forklar kva som skjer på dette biletet.",
-        "Gi ei fullstendig skildring av biletet, medrekna gjenstandar, personar, fargar og omgjevnader.",
-        "Beskriv biletet slik at nokon som ikkje kan sjå det, kan førestille seg det.",
-    ),
-    "zh-Hans": (
-        "请详细描述这张图片。",
-        "你在这张图片中看到了什么？",
-        "请为这张图片写一段详细的说明文字。",
-        "请尽可能准确地描述图片中能看到的一切。",
-        "请解释这张图片中正在发生什么。",
-        "请全面描述这张图片，包括其中的物体、人物、颜色和环境。",
-        "请描述这张图片，让看不到它的人也能想象出它的样子。",
-    ),
-    "zh-Hant": (
-        "請詳細描述這張圖片。",
-        "你在這張圖片中看到了什麼？",
-        "請為這張圖片寫一段詳細的說明文字。",
-        "請盡可能準確地描述圖片中能看到的一切。",
-        "請解釋這張圖片中正在發生什麼事。",
-        "請全面描述這張圖片，包括其中的物體、人物、顏色和環境。",
-        "請描述這張圖片，讓看不到它的人也能想像出它的樣子。",
-    ),
-    "ja": (
-        "この画像を詳しく説明してください。",
-        "この画像には何が写っていますか？",
-        "この画像に詳しいキャプションを付けてください。",
-        "画像に写っているものをすべて、できるだけ正確に説明してください。",
-        "この画像で何が起きているのか説明してください。",
-        "画像に含まれる物体、人物、色、背景などを含めて、画像を総合的に説明してください。",
-        "この画像を見ることができない人でも思い浮かべられるように、画像を説明してください。",
+    "it": (
+        "Descrivi questa immagine.",
+        "Cosa puoi vedere in questa foto?",
+        "Dimmi cosa c'è in questa immagine.",
+        "Spiega cosa mostra questa immagine.",
+        "Dai un titolo a questa immagine.",
+        "Cosa sta succedendo in questa foto?",
+        "Fornisci una descrizione di questa immagine.",
     ),
     "ko": (
-        "이 이미지를 자세히 설명해 주세요.",
-        "이 이미지에서 무엇이 보이나요?",
-        "이 이미지에 대한 자세한 캡션을 작성해 주세요.",
-        "이미지에 보이는 모든 것을 최대한 정확하게 설명해 주세요.",
-        "이 이미지에서 무슨 일이 일어나고 있는지 설명해 주세요.",
-        "이미지 속 사물, 사람, 색상, 배경을 포함하여 이미지를 종합적으로 설명해 주세요.",
-        "이 이미지를 볼 수 없는 사람도 떠올릴 수 있도록 이미지를 설명해 주세요.",
+        "이 이미지를 설명해주세요.",
+        "이 사진에서 무엇을 볼 수 있나요?",
+        "이 이미지에 무엇이 있는지 알려주세요.",
+        "이 이미지가 보여주는 것을 설명해주세요.",
+        "이 이미지에 캡션을 달아주세요.",
+        "이 사진에서 무슨 일이 일어나고 있나요?",
+        "이 이미지에 대한 설명을 제공해주세요.",
     ),
-    "hi": (
-        "इस चित्र का विस्तार से वर्णन करें।",
-        "आपको इस चित्र में क्या दिखाई देता है?",
-        "इस चित्र के लिए एक विस्तृत कैप्शन लिखें।",
-        "चित्र में दिखाई देने वाली हर चीज़ का यथासंभव सटीक वर्णन करें।",
-        "समझाइए कि इस चित्र में क्या हो रहा है।",
-        "चित्र का एक व्यापक विवरण दें, जिसमें वस्तुएँ, लोग, रंग और परिवेश शामिल हों।",
-        "चित्र का वर्णन इस तरह करें कि जो व्यक्ति इसे देख नहीं सकता, वह भी इसकी कल्पना कर सके।",
+    "zh-Hans": (
+        "描述这张图片。",
+        "你能在这张照片中看到什么？",
+        "告诉我这张图片里有什么。",
+        "解释这张图片展示了什么。",
+        "为这张图片添加说明。",
+        "这张照片中发生了什么？",
+        "提供这张图片的描述。",
     ),
 }
 
+# ours: translations of the English templates for the languages A.5.1 does not print
+_OUR_CAPTION_PROMPTS: dict[str, tuple[str, ...]] = {
+    "pt-BR": (
+        "Descreva essa imagem.",
+        "O que você consegue ver nessa foto?",
+        "Me diga o que tem nessa imagem.",
+        "Explique o que essa imagem mostra.",
+        "Crie uma legenda para essa imagem.",
+        "O que está acontecendo nessa foto?",
+        "Faça uma descrição dessa imagem.",
+    ),
+    "uk": (
+        "Опишіть це зображення.",
+        "Що ви бачите на цій фотографії?",
+        "Скажіть, що зображено на цьому зображенні.",
+        "Поясніть, що показує це зображення.",
+        "Підпишіть це зображення.",
+        "Що відбувається на цій фотографії?",
+        "Надайте опис цього зображення.",
+    ),
+    "hi": (
+        "इस छवि का वर्णन करें।",
+        "आप इस तस्वीर में क्या देख सकते हैं?",
+        "मुझे बताइए कि इस छवि में क्या है।",
+        "समझाइए कि यह छवि क्या दिखाती है।",
+        "इस छवि के लिए एक कैप्शन लिखें।",
+        "इस तस्वीर में क्या हो रहा है?",
+        "इस छवि का विवरण दीजिए।",
+    ),
+    "zh-Hant": (
+        "描述這張圖片。",
+        "你能在這張照片中看到什麼？",
+        "告訴我這張圖片裡有什麼。",
+        "解釋這張圖片展示了什麼。",
+        "為這張圖片加上說明。",
+        "這張照片中發生了什麼事？",
+        "提供這張圖片的描述。",
+    ),
+    "ru": (
+        "Опишите это изображение.",
+        "Что вы видите на этой фотографии?",
+        "Расскажите, что изображено на этой картинке.",
+        "Объясните, что показывает это изображение.",
+        "Придумайте подпись к этому изображению.",
+        "Что происходит на этой фотографии?",
+        "Дайте описание этого изображения.",
+    ),
+    "cs": (
+        "Popište tento obrázek.",
+        "Co můžete vidět na této fotografii?",
+        "Řekněte mi, co je na tomto obrázku.",
+        "Vysvětlete, co tento obrázek ukazuje.",
+        "Napište k tomuto obrázku popisek.",
+        "Co se děje na této fotografii?",
+        "Poskytněte popis tohoto obrázku.",
+    ),
+    "ja": (
+        "この画像を説明してください。",
+        "この写真に何が見えますか？",
+        "この画像に何が写っているか教えてください。",
+        "この画像が何を示しているか説明してください。",
+        "この画像にキャプションを付けてください。",
+        "この写真では何が起きていますか？",
+        "この画像の説明を提供してください。",
+    ),
+    "pl": (
+        "Opisz ten obraz.",
+        "Co widzisz na tym zdjęciu?",
+        "Powiedz mi, co jest na tym obrazie.",
+        "Wyjaśnij, co przedstawia ten obraz.",
+        "Dodaj podpis do tego obrazu.",
+        "Co dzieje się na tym zdjęciu?",
+        "Podaj opis tego obrazu.",
+    ),
+    "ro": (
+        "Descrieți această imagine.",
+        "Ce puteți vedea în această fotografie?",
+        "Spuneți-mi ce este în această imagine.",
+        "Explicați ce arată această imagine.",
+        "Scrieți o legendă pentru această imagine.",
+        "Ce se întâmplă în această fotografie?",
+        "Oferiți o descriere a acestei imagini.",
+    ),
+    "nn": (
+        "Beskriv dette biletet.",
+        "Kva kan du sjå på dette fotografiet?",
+        "Fortel meg kva som er på dette biletet.",
+        "Forklar kva dette biletet viser.",
+        "Skriv ein bilettekst til dette biletet.",
+        "Kva skjer på dette fotografiet?",
+        "Gi ei skildring av dette biletet.",
+    ),
+    "nb": (
+        "Beskriv dette bildet.",
+        "Hva kan du se på dette fotografiet?",
+        "Fortell meg hva som er på dette bildet.",
+        "Forklar hva dette bildet viser.",
+        "Skriv en bildetekst til dette bildet.",
+        "Hva skjer på dette fotografiet?",
+        "Gi en beskrivelse av dette bildet.",
+    ),
+}
+
+PAPER_CAPTION_LANGUAGES: tuple[str, ...] = tuple(_PAPER_CAPTION_PROMPTS)
+OUR_CAPTION_LANGUAGES: tuple[str, ...] = tuple(_OUR_CAPTION_PROMPTS)
+CAPTION_PROMPTS: dict[str, tuple[str, ...]] = {**_PAPER_CAPTION_PROMPTS, **_OUR_CAPTION_PROMPTS}
+
 
 def caption_prompt(language: str, rng: random.Random) -> str:
-    """One of the seven caption prompts of `language`, drawn with `rng`."""
+    """One of the seven caption templates of `language`, drawn with `rng`."""
     return rng.choice(CAPTION_PROMPTS[normalize_language(language)])
 
 
-# System-prompt families for synthetic captions: each steers the captioner toward one kind of detail (fine-grained
-# attributes, spatial relations, contextual cues, text in the image); a request draws one family, then one prompt.
-SYNTH_SYSTEM_PROMPTS: dict[str, tuple[str, ...]] = {
-    "dense": (
-        "You are an expert image describer. Write one detailed, factual paragraph describing the image: every visible "
-        "object, person and animal, their appearance, and the overall scene. Describe only what is visible; do not "
-        "speculate, and do not mention that this is an image.",
-        "Describe the image exhaustively, as a careful human annotator would when asked to leave nothing out. Use "
-        "plain, precise language and a single flowing paragraph.",
+# Verbatim from the paper's A.5.2 ("Gemini 2.5 system prompts"), grouped under its six headings. Two printing slips
+# are not reproduced: the "<IMAGE> ... </ANSWER>" line lacks its comma (in Python it would fuse with the next
+# prompt) and the "Image Description" line ends with a stray quote.
+ANSWER_FORMAT_PROMPTS: dict[str, tuple[str, ...]] = {
+    "direct": (
+        "Answer the question concisely.",
+        "Provide a brief, direct answer to the question.",
+        "Keep your response short and to the point.",
+        "Give a concise answer based on what you see in the image.",
+        "Answer directly based on the visual information.",
+        "Respond with a short, clear answer to the question.",
+        "Be brief and direct in your response.",
     ),
-    "attributes": (
-        "You describe images with a focus on fine-grained visual attributes: colours, materials, textures, shapes, "
-        "sizes, patterns, states (open, broken, wet...) and exact counts of repeated objects. Be precise and "
-        "concrete.",
-        "Write a caption that would let someone distinguish this image from very similar ones: name the specific "
-        "attributes of each salient object and count objects whenever there are several of the same kind.",
+    "caption_answer": (
+        "First provide a caption of what you see, then give your answer.",
+        "Write a brief caption describing the image, followed by your answer to the question.",
+        "Start with a description of the image, then provide your answer clearly marked as 'Answer:'.",
+        "First write 'Caption: <brief image description>' then answer the question.",
+        "Begin with 'Caption: [what you see in the image]' followed by your response to the question.",
+        "Start by writing 'CAPTION: {description}' before answering the question.",
     ),
-    "spatial": (
-        "You describe images with a focus on spatial layout: where each object is (left, right, centre, foreground, "
-        "background), how objects relate to each other (on, under, behind, next to), their relative sizes and the "
-        "camera viewpoint.",
-        "Describe the composition of the image from foreground to background and from left to right, stating the "
-        "position of every salient element relative to the others.",
+    "final_answer": (
+        "End your response with 'Final Answer: <your answer>' .",
+        "Conclude with 'Final Answer: <your answer>' .",
+        "After looking at the image, provide 'Final Answer: <your answer>' .",
+        "Your response should end with 'Final Answer: <your answer>' .",
+        "First describe what you see, then provide 'Final Answer: <your answer>' .",
+        "Always end your response with 'Final Answer: <your answer>' after analyzing the image.",
+        "Provide a concise answer. End with 'Final Answer: <your answer>' .",
     ),
-    "context": (
-        "You describe images with a focus on context: the kind of place, the likely time of day and season, what "
-        "people are doing and why, and cultural cues such as clothing, food, architecture, signage or customs, "
-        "without inventing facts the image does not support.",
-        "Describe what is happening in the image and the setting in which it happens, including any cultural or "
-        "regional details that are visible.",
+    "naive": (
+        "Describe the image and answer the question.",
+        "Begin by describing the image and then answer the question.",
+        "Provide a brief description of the image and then answer the question.",
+        "Answer the question in a helpful and informative manner.",
+        "Start by describing the image and then answer the question.",
+        "You are a helpful assistant. Describe the image and answer the question.",
     ),
-    "text": (
-        "You describe images that may contain text. Transcribe every legible piece of text exactly, say where it "
-        "appears and what it belongs to (sign, label, document, screen), then describe the rest of the image.",
+    "formatted_pairs": (
+        "Caption: <description> → Answer: <response>",
+        "Image shows: <description> | My answer: <response>",
+        "[CAPTION] <description> [ANSWER] <response>",
+        "# Image: <description>\n# Answer: <response>",
+        "First 'Image Description: <what you see>' then 'Answer: <your response>'",
+    ),
+    "markers": (
+        "<description><answer>",
+        "Image: <description> → Answer: <conclusion>",
+        "<IMAGE> describe what you see </IMAGE> <ANSWER> provide your response </ANSWER>",
+        "Begin with '{IMAGE DESCRIPTION}' and end with '{FINAL ANSWER}'.",
     ),
 }

@@ -17,7 +17,7 @@ SKIP_REASONS = {
     "invalid_sample": "the converted row fails validate_sample",
     "empty_translation": "the translation model returned an empty text",
     "below_threshold": "the COMETKiwi score is under the filter threshold",
-    "request_failed": "the captioning endpoint failed for this image",
+    "request_failed": "the chat endpoint failed for this request",
 }
 MAX_EXAMPLES = 5
 

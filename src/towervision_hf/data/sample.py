@@ -70,7 +70,7 @@ LEXICON = {
         "ask_direction": "Dans quelle direction la forme se déplace-t-elle ?",
         "describe_video": "Décris ce qui se passe dans cette vidéo.",
     },
-    "es": {
+    "es-LATAM": {
         "shapes": {"circle": ("un círculo", "El círculo"), "square": ("un cuadrado", "El cuadrado"),
                    "triangle": ("un triángulo", "El triángulo")},
         "colours": {"red": "rojo", "green": "verde", "blue": "azul", "yellow": "amarillo"},

@@ -5,8 +5,8 @@ it cannot use; `iter_samples` drives it, validates, filters languages, resolves 
 `BuildReport`. A source whose columns are not what the adapter expects fails at load time with a `SchemaError`
 naming the expected and the found columns.
 
-Adapters (recipe `adapter:` name -> class): pixmo_cap, pixmo_qa, pixmo_docs, vqa, llava, cultural_ground, chat,
-llava_video, visionblocks, local, sample.
+Adapters (recipe `adapter:` name -> class): pixmo_cap, pixmo_qa, pixmo_docs, pixmo_count, cauldron, vqa, llava,
+cultural_ground, chat, llava_video, visionblocks, local, sample.
 """
 
 import inspect
@@ -62,7 +62,7 @@ def open_table(path: str, name: str | None = None, split: str = "train", data_fi
     Local files are always streamed (no cache copy); a folder written by `save_to_disk` is loaded from disk.
     """
     from datasets import Image as ImageFeature
-    from datasets import load_dataset, load_from_disk
+    from datasets import List, load_dataset, load_from_disk
 
     local = Path(path)
     if local.exists():
@@ -81,6 +81,8 @@ def open_table(path: str, name: str | None = None, split: str = "train", data_fi
     for column, feature in (dataset.features or {}).items():
         if isinstance(feature, ImageFeature):
             dataset = dataset.cast_column(column, ImageFeature(decode=False))
+        elif isinstance(feature, List) and isinstance(feature.feature, ImageFeature):  # a list of images per row
+            dataset = dataset.cast_column(column, List(ImageFeature(decode=False)))
     return dataset
 
 
@@ -342,6 +344,52 @@ class PixmoDocs(Adapter):
         return make_sample(row_id, self.name, "en", messages, images=[_media_from_feature(record.get("image"))])
 
 
+class PixmoCount(PixmoQA):
+    """`allenai/pixmo-count` (`image_url`, `image_sha256`, `label`, `count`): one counting question per image,
+    "How many {label} are there?" -> the count (the question wording is ours; the paper does not print it)."""
+
+    def __init__(self, name, *, path="allenai/pixmo-count", label_column="label", count_column="count", **kwargs):
+        super().__init__(name, path=path, **kwargs)
+        self.label_column, self.count_column = label_column, count_column
+        self.required_columns = ((label_column,), (count_column,), (self.image_column, self.url_column))
+
+    def convert(self, record, index):
+        label, count = record.get(self.label_column), record.get(self.count_column)
+        if not isinstance(label, str) or not label.strip() or not isinstance(count, int) or isinstance(count, bool):
+            raise RowError("malformed", f"label {label!r:.40} and count {count!r:.20}")
+        messages = qa_messages(f"How many {label.strip()} are there?", str(count), [image_block()])
+        return make_sample(index, self.name, "en", messages, images=[self.image_media(record)])
+
+
+class Cauldron(Adapter):
+    """One subset of `HuggingFaceM4/the_cauldron` (`subset`: ai2d, aokvqa, chartqa, docvqa, dvqa, iconqa,
+    infographic_vqa, okvqa, plotqa, scienceqa, st_vqa, tabmwp, tallyqa, textvqa, vqav2, ...): `images` (a list of
+    images) and `texts` (a list of {user, assistant}); all pairs of a record become one multi-turn conversation with
+    the images opening the first user turn. English."""
+
+    def __init__(self, name, *, subset, path="HuggingFaceM4/the_cauldron", split="train", data_files=None, **kwargs):
+        super().__init__(name, **kwargs)
+        self.path, self.subset, self.split, self.data_files = path, subset, split, data_files
+        self.required_columns = (("images",), ("texts",))
+
+    def records(self):
+        return self.table_records(self.path, self.subset, self.split, self.data_files)
+
+    def convert(self, record, index):
+        texts, images = record.get("texts"), record.get("images")
+        if not isinstance(texts, list) or not isinstance(images, list) or not images:
+            raise RowError("malformed", f"texts is {type(texts).__name__}, images is {type(images).__name__}")
+        messages = []
+        for pair in texts:
+            user, assistant = (pair.get("user"), pair.get("assistant")) if isinstance(pair, dict) else (None, None)
+            if isinstance(user, str) and isinstance(assistant, str) and user.strip() and assistant.strip():
+                messages += [message("user", user.strip()), message("assistant", assistant.strip())]
+        if not messages:
+            raise RowError("empty_conversation", "no non-empty user/assistant pair")
+        messages[0]["content"][:0] = [image_block() for _ in images]
+        return make_sample(index, self.name, "en", messages, images=[_media_from_feature(image) for image in images])
+
+
 class VQA(Adapter):
     """VQAv2-style tables: an image column, a question and an answer (a string, or a list of answers / of
     {answer: ...} dicts whose most frequent value is used). Defaults fit `HuggingFaceM4/VQAv2`."""
@@ -506,19 +554,25 @@ class VisionBlocks(Adapter):
 
 class Local(Adapter):
     """Rows already in this package's schema, from a `.jsonl` file or a folder of `data*.jsonl` files
-    (jsonl.py). Extra keys (translation bookkeeping) are dropped; the language is normalised."""
+    (jsonl.py). Extra keys (translation bookkeeping) are dropped; the language is normalised. `translated` selects
+    a part of a `data translate` output: true reads only the translated rows, false only the rows kept as they were
+    (the English half of `--keep-english 0.5`), null (default) all of them."""
 
     required_columns = tuple((column,) for column in ("messages", "language"))
 
-    def __init__(self, name, *, path, **kwargs):
+    def __init__(self, name, *, path, translated: bool | None = None, **kwargs):
         super().__init__(name, **kwargs)
-        self.path = path
+        if translated not in (None, True, False):
+            raise ValueError(f"source {name!r}: translated must be true, false or null, got {translated!r}")
+        self.path, self.translated = path, translated
 
     def records(self):
         for index, record in enumerate(read_jsonl(self.path)):
             if index == 0 and MALFORMED_KEY not in record:
                 check_columns(self.name, str(self.path), record, self.required_columns)
-            yield record
+            selected = self.translated is None or bool(record.get("translation")) == self.translated
+            if selected or MALFORMED_KEY in record:
+                yield record
 
     def convert(self, record, index):
         if not isinstance(record.get("messages"), list) or not record["messages"]:
@@ -541,6 +595,8 @@ ADAPTERS = {
     "pixmo_cap": PixmoCap,
     "pixmo_qa": PixmoQA,
     "pixmo_docs": PixmoDocs,
+    "pixmo_count": PixmoCount,
+    "cauldron": Cauldron,
     "vqa": VQA,
     "llava": LLaVA,
     "cultural_ground": CulturalGround,

@@ -1,9 +1,13 @@
-"""Synthetic captions from any OpenAI-compatible chat endpoint (the paper used Gemini 2.5; vLLM, TGI and most
-hosted APIs serve the same `/chat/completions` route). Optional: nothing else in the package needs it.
+"""Synthetic answers from any OpenAI-compatible chat endpoint: the "Synthetic (Generated)" rows of VisionBlocks.
 
-Each image gets one request: a system prompt from a family of prompts.SYNTH_SYSTEM_PROMPTS (seeded draw per image)
-and a user turn holding the image (as a data URL) and an English caption prompt. The answer becomes a caption row
-(English) with `synthesis = {family, model}` bookkeeping, written in the local JSONL format.
+The paper re-answers the questions of public VQA sets with Gemini 2.5, steering the answer format with the system
+prompts of its A.5.2 (prompts.ANSWER_FORMAT_PROMPTS: direct answers, caption + answer, "Final Answer:" endings, ...),
+several prompts per image. Here every question (each user turn of a source row) becomes one request: the A.5.2
+system prompt, the row's images (bytes and files as data URLs, URLs as they are) and the question. The questions of
+one image get different prompts (drawn without replacement, seeded per image), `prompts_per_question` requests per
+question. The answer becomes a row `[system prompt, question + images, answer]` that keeps the system prompt, so the
+model learns to follow it, with `synthesis = {model, family, prompt, source_id}` bookkeeping (local JSONL format).
+vLLM, TGI and most hosted APIs (Gemini's OpenAI-compatible endpoint included) serve `/chat/completions`.
 """
 
 import base64
@@ -13,12 +17,11 @@ import urllib.request
 from pathlib import Path
 
 from .jsonl import media_extension
-from .prompts import SYNTH_SYSTEM_PROMPTS, caption_prompt
+from .prompts import ANSWER_FORMAT_PROMPTS
 from .report import BuildReport
-from .schema import image_block, make_sample, media, message
+from .schema import make_sample, validate_sample
 
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".gif")
 _MIME = {".png": "image/png", ".jpg": "image/jpeg", ".gif": "image/gif", ".webp": "image/webp"}
 
 
@@ -47,48 +50,78 @@ class ChatClient:
             raise ValueError(f"{self.url} answered without choices[0].message.content: {str(answer)[:300]}") from None
 
 
-def caption_request(image: bytes, system_prompt: str, user_prompt: str, model: str, max_tokens: int = 1024,
-                    temperature: float = 0.7) -> dict:
-    """The chat-completions payload for one image."""
-    mime = _MIME.get(media_extension(image), "application/octet-stream")
-    data_url = f"data:{mime};base64,{base64.b64encode(image).decode()}"
+def image_url(entry: dict) -> str:
+    """A media entry as an `image_url` the endpoint reads: a base64 data URL for bytes and files, else its URL."""
+    data = entry.get("bytes")
+    if not data and entry.get("path"):
+        data = Path(entry["path"]).read_bytes()
+    if not data:
+        return entry["url"]
+    mime = _MIME.get(media_extension(data), "application/octet-stream")
+    return f"data:{mime};base64,{base64.b64encode(data).decode()}"
+
+
+def answer_request(images: list[dict], question: str, system_prompt: str, model: str, max_tokens: int = 1024,
+                   temperature: float = 0.7) -> dict:
+    """The chat-completions payload asking `question` about `images` (schema media entries) under `system_prompt`."""
+    content = [{"type": "image_url", "image_url": {"url": image_url(entry)}} for entry in images]
     return {
         "model": model,
-        "messages": [
-            {"role": "system", "content": system_prompt},
-            {"role": "user", "content": [{"type": "image_url", "image_url": {"url": data_url}},
-                                         {"type": "text", "text": user_prompt}]},
-        ],
+        "messages": [{"role": "system", "content": system_prompt},
+                     {"role": "user", "content": content + [{"type": "text", "text": question}]}],
         "max_tokens": max_tokens,
         "temperature": temperature,
     }
 
 
-def synthesize_captions(images_dir, client: ChatClient, model: str, *, seed: int = 0, families=None,
-                        limit: int | None = None, source: str = "synthetic_captions",
-                        report: BuildReport | None = None):
-    """Yield caption rows for the images in `images_dir` (sorted, non-recursive); failed requests are counted."""
-    families = list(families or SYNTH_SYSTEM_PROMPTS)
-    unknown = set(families) - set(SYNTH_SYSTEM_PROMPTS)
+def _questions(row: dict) -> list[str]:
+    return [" ".join(block["text"] for block in turn["content"] if block["type"] == "text")
+            for turn in row["messages"] if turn["role"] == "user"]
+
+
+def synthesize_answers(rows, client: ChatClient, model: str, *, seed: int = 0, families=None,
+                       prompts_per_question: int = 1, source: str = "synthetic", limit: int | None = None,
+                       report: BuildReport | None = None):
+    """Yield re-answered rows for the questions of `rows` (schema rows with images); failures are counted."""
+    families = list(families or ANSWER_FORMAT_PROMPTS)
+    unknown = set(families) - set(ANSWER_FORMAT_PROMPTS)
     if unknown:
-        raise ValueError(f"unknown prompt families {sorted(unknown)}; known: {sorted(SYNTH_SYSTEM_PROMPTS)}")
+        raise ValueError(f"unknown prompt families {sorted(unknown)}; known: {sorted(ANSWER_FORMAT_PROMPTS)}")
+    if prompts_per_question < 1:
+        raise ValueError(f"prompts_per_question must be at least 1, got {prompts_per_question}")
+    prompts = [(family, prompt) for family in families for prompt in ANSWER_FORMAT_PROMPTS[family]]
     report = report if report is not None else BuildReport("synth")
-    paths = sorted(p for p in Path(images_dir).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)[:limit]
-    for path in paths:
-        rng = random.Random(f"{seed}:{path.name}")
-        family = rng.choice(families)
-        system_prompt = rng.choice(SYNTH_SYSTEM_PROMPTS[family])
-        user_prompt = caption_prompt("en", rng)
-        try:
-            caption = client.complete(caption_request(path.read_bytes(), system_prompt, user_prompt, model))
-        except (OSError, ValueError) as error:
-            report.skip(source, "request_failed", f"{path.name}: {error}")
+    emitted = 0
+    for row in rows:
+        problems = validate_sample({key: value for key, value in row.items() if key in
+                                    ("id", "source", "language", "messages", "images", "videos")})
+        if problems or not row["images"]:
+            report.skip(source, "invalid_sample", f"{row.get('id')}: {'; '.join(problems) or 'no image'}")
             continue
-        if not caption:
-            report.skip(source, "empty_conversation", f"{path.name}: empty caption")
-            continue
-        row = make_sample(path.stem, source, "en", [message("user", image_block(), user_prompt),
-                                                    message("assistant", caption)],
-                          images=[media(path=str(path.resolve()))])
-        report.keep(source, "en")
-        yield {**row, "synthesis": {"family": family, "model": model}}
+        questions = [question for question in _questions(row) if question.strip()]
+        rng = random.Random(f"{seed}:{row['id']}")
+        needed = len(questions) * prompts_per_question
+        draws = rng.sample(prompts, needed) if needed <= len(prompts) else rng.choices(prompts, k=needed)
+        for number, question in enumerate(questions):
+            for repeat in range(prompts_per_question):
+                family, system_prompt = draws[number * prompts_per_question + repeat]
+                try:
+                    answer = client.complete(answer_request(row["images"], question, system_prompt, model))
+                except (OSError, ValueError) as error:
+                    report.skip(source, "request_failed", f"{row['id']} question {number}: {error}")
+                    continue
+                if not answer:
+                    report.skip(source, "empty_conversation", f"{row['id']} question {number}: empty answer")
+                    continue
+                user = {"role": "user", "content": [{"type": "image", "text": None} for _ in row["images"]]
+                        + [{"type": "text", "text": question}]}
+                messages = [{"role": "system", "content": [{"type": "text", "text": system_prompt}]}, user,
+                            {"role": "assistant", "content": [{"type": "text", "text": answer}]}]
+                synthetic = make_sample(f"{row['id']}:q{number}:p{repeat}", source, "en", messages,
+                                        images=[dict(entry) for entry in row["images"]])
+                report.keep(source, "en")
+                yield {**synthetic, "synthesis": {"model": model, "family": family, "prompt": system_prompt,
+                                                  "source_id": row["id"]}}
+                emitted += 1
+                if limit is not None and emitted >= limit:
+                    return

@@ -85,6 +85,7 @@ PAPER_LANGUAGES = {
     ),
 }  # fmt: skip
 COMMUTE_LANGUAGES = PAPER_LANGUAGES["commute"]
+ALM_BENCH_LANGUAGES = PAPER_LANGUAGES["alm-bench"]
 # CC-OCR multilingual text reading (footnote 5), as the `split` values of CC-OCR's `multi_lan_ocr` rows.
 CC_OCR_LANGUAGES = ("German", "French", "Italian", "Russian", "Spanish", "Korean", "Portuguese")
 

@@ -11,8 +11,8 @@ optimizer states, activations and logits). Times are the best of `--repeats` ste
     llava_onevision_fused  theirs through TRL's fused LM head: the loss TRL's SFTTrainer computes
     towervision_logits     ours through the full logits (the same loss path as llava_onevision)
 
-Part `cache`: a stage-1 step (SigLIP2-so400m-shaped tower and LM frozen, projector + newline trained, one 384 px tile
-plus thumbnail per image) without the feature cache and with a warm cache, alternating, best of `--repeats`.
+Part `cache`: a stage-1 step (SigLIP2-so400m-shaped tower and LM frozen, projector trained, each image encoded once
+as one 384 px tile) without the feature cache and with a warm cache, alternating, best of `--repeats`.
 
     PYTHONPATH=src python bench/bench_train.py                     # both parts: ~25 min on 2 busy CPU cores, the
                                                                    # full-logit variants at 256k vocabulary dominate
@@ -71,7 +71,7 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def build_config(args, vision: dict, max_tiles: int = 6) -> TowerVisionConfig:
+def build_config(args, vision: dict, max_tiles: int = 6, image_aspect_ratio: str = "anyres") -> TowerVisionConfig:
     tokenizer = build_tiny_tokenizer()
     vision_config = SiglipVisionConfig(image_size=args.tile, patch_size=args.patch, vision_use_head=False, **vision)
     text_config = Gemma2Config(
@@ -96,6 +96,7 @@ def build_config(args, vision: dict, max_tiles: int = 6) -> TowerVisionConfig:
         video_token_id=tokenizer.video_token_id,
         max_tiles=max_tiles,
         image_grid_pinpoints=default_grid_pinpoints(max_tiles, args.tile),
+        image_aspect_ratio=image_aspect_ratio,
     )
 
 
@@ -247,20 +248,20 @@ def step_part(args) -> None:
 
 
 def cache_part(args) -> None:
-    config = build_config(args, SO400M, max_tiles=1)
+    config = build_config(args, SO400M, image_aspect_ratio="square")  # stage 1: each image encoded once
     batch = make_batch(config, args.cache_batch, (args.tile, args.tile), seed=1)
     dtype = getattr(torch, args.dtype)
     torch.manual_seed(0)
     plain = TowerVisionForConditionalGeneration(config).to(args.device, dtype)
     for name, param in plain.named_parameters():
-        param.requires_grad_("multi_modal_projector" in name or name.endswith("image_newline"))
+        param.requires_grad_("multi_modal_projector" in name)
     cached = copy.deepcopy(plain)
     inputs = {k: v.to(args.device) for k, v in batch.items()}
     inputs["pixel_values"] = inputs["pixel_values"].to(dtype)
-    tiles = 2 * args.cache_batch
+    tiles = args.cache_batch
     print(
         f"[cache] stage 1: so400m-shaped frozen tower (1152x26), frozen text {args.text_hidden}x{args.text_layers} "
-        f"(vocab {args.vocab}), {args.dtype} on {args.device}; {args.cache_batch} images x (thumbnail + 1 tile) = "
+        f"(vocab {args.vocab}), {args.dtype} on {args.device}; {args.cache_batch} images x 1 tile = "
         f"{tiles} tiles per step, {batch['input_ids'].shape[1]} tokens per sample"
     )
     with tempfile.TemporaryDirectory() as cache_dir:

@@ -53,6 +53,7 @@ def test_round_trip_through_save_pretrained(tmp_path, tiny_config):
         ({"vision_feature_layer": 7}, "vision_feature_layer"),
         ({"vision_feature_select_strategy": "cls"}, "vision_feature_select_strategy"),
         ({"image_grid_pinpoints": [[56, 60]]}, "image_grid_pinpoints"),
+        ({"image_aspect_ratio": "crop"}, "image_aspect_ratio"),
     ],
 )
 def test_inconsistent_config_is_rejected_at_construction(tiny_tokenizer, overrides, message):

@@ -5,6 +5,7 @@ the checkpoints in the release's exact format, the images, the prompts and the t
 (4.52 LlavaNext / LlavaOnevision, eager attention, float32, final-logit softcap applied).
 """
 
+import copy
 import json
 import math
 import os
@@ -440,3 +441,12 @@ def test_export_runs_as_released_under_transformers_4_52(exported, tmp_path, for
     version, identical, worst = result.stdout.split()[-3:]
     assert version.startswith("4.52.") and identical == "True"
     assert float(worst) <= LOGITS_TOLERANCE
+
+
+def test_single_tile_layouts_are_not_exported(tiny_config):
+    from towervision_hf.convert import native_config_from_towervision
+
+    config = copy.deepcopy(tiny_config)
+    config.image_aspect_ratio = "square"
+    with pytest.raises(ValueError, match="image_aspect_ratio='square'.*no llava_next / llava_onevision equivalent"):
+        native_config_from_towervision(config, "llava_next")

@@ -135,6 +135,7 @@ def test_multi30k_cli(workspace):
     assert all(0 <= row["chrf"] <= 100 and 0 <= row["bleu"] <= 100 for row in table.values())
     assert payload["skipped"] == {"missing_image": 3, "empty_reference": 1, "unknown_language": 4}
     assert any("COMET skipped" in note for note in payload["notes"])  # unbabel-comet is not installed here
+    assert payload["tables"]["headline"] == {"xcomet": {"en-de": None, "en-fr": None, "en-cs": None}}
     assert len((out / "multi30k.predictions.jsonl").read_text().splitlines()) == 8
 
 
@@ -159,7 +160,9 @@ def test_multi30k_comet_seam(tiny, monkeypatch):
     predictions = evaluate_multi30k(
         model, processor, split, result, [("en", "de")], max_new_tokens=3, comet_model="Unbabel/XCOMET-XL"
     )
-    assert result.tables["language pair"]["en-de"]["comet"] == 0.5
+    row = result.tables["language pair"]["en-de"]
+    assert list(row)[:3] == ["xcomet", "bleu", "chrf"] and row["xcomet"] == 50.0  # headline first, x 100 (Table 2)
+    assert result.tables["headline"] == {"xcomet": {"en-de": 50.0}}
     assert calls["model"] == "Unbabel/XCOMET-XL"
     assert calls["samples"] == [{"src": "A dog.", "mt": predictions[0]["translation"], "ref": "Ein Hund."}]
 
@@ -169,17 +172,34 @@ def test_alm_bench_cli_with_plot(workspace):
     payload, out = _run(
         "alm-bench", workspace, "--data", workspace["alm"], "--max-new-tokens", "4", "--plot", str(plot)
     )
-    assert set(payload["tables"]["language"]) == {"English", "German", "Klingon"}
+    assert set(payload["tables"]["language"]) == {"English", "German"}  # the paper's 23 languages by default
     assert payload["tables"]["language"]["English"]["n"] == 4 and payload["tables"]["language"]["German"]["n"] == 2
     assert set(payload["tables"]["question type"]) == {"mcq", "tf", "short", "long"}
+    assert payload["tables"]["headline"]["closed-form accuracy"]["languages"] == 1
     assert payload["skipped"] == {
         "missing_image": 1,
         "unknown_question_type": 1,
         "unparsable_mcq_answer": 1,
-        "open_ended_unjudged": 3,
+        "open_ended_unjudged": 2,
+        "unknown_language": 1,  # the Klingon row
     }
     assert plot.read_bytes().startswith(b"\x89PNG")
     assert not any("alm.png" in note for note in payload["notes"])  # a local file: never published with the results
+
+
+def test_alm_bench_all_languages_is_opt_in(workspace):
+    payload, _ = _run("alm-bench", workspace, "--data", workspace["alm"], "--max-new-tokens", "2", "--langs", "all")
+    assert set(payload["tables"]["language"]) == {"English", "German", "Klingon"}
+
+
+def test_paper_languages_are_footnote_4_and_table_2():
+    from towervision_hf.evaluation.languages import PAPER_LANGUAGES, language_code
+
+    footnote_4 = "German, Spanish, French, Italian, Korean, Dutch, Russian, English, Portuguese, Chinese, Icelandic, "
+    footnote_4 += "Czech, Ukrainian, Hindi, Japanese, Polish, Swedish, Hungarian, Romanian, Danish, Finnish"
+    # + Chinese (Traditional) as a second zh language and Norwegian (Nynorsk), matched by nb or nn: 23
+    assert set(PAPER_LANGUAGES["alm-bench"]) == {language_code(name) for name in footnote_4.split(", ")} | {"nb", "nn"}
+    assert PAPER_LANGUAGES["commute"] == ("de", "fr", "ru", "zh")
 
 
 def test_alm_bench_language_selection(workspace):
@@ -213,7 +233,9 @@ def test_alm_bench_scores_known_answers(workspace, tiny, monkeypatch):
     english, german = result.tables["language"]["English"], result.tables["language"]["German"]
     assert (english["mcq_accuracy"], english["tf_accuracy"], english["judge_score"]) == (1.0, 1.0, 0.8)
     assert (german["mcq_accuracy"], german["tf_accuracy"]) == (0.0, 1.0)
-    assert english["score"] == pytest.approx((1 + 1 + 0.8 + 0.8) / 4)
+    # the headline is closed-form accuracy only: the judge's 0.8 never enters it
+    assert result.tables["headline"]["closed-form accuracy"] == {"en": 1.0, "multilingual": 0.5, "languages": 1}
+    assert english["accuracy"] == 1.0 and german["accuracy"] == 0.5
     assert "open_ended_unjudged" not in result.skipped
     assert len(records) == 7
 
@@ -266,6 +288,8 @@ def test_vimul_scores_known_answers_with_a_judge(workspace, tiny, monkeypatch):
     vimul.evaluate_vimul(*tiny, dict(splits), result, judge=FakeJudge(), video_root=video_root, num_frames=5)
     english, spanish = result.tables["language"]["english"], result.tables["language"]["spanish"]
     assert (english["mcq_accuracy"], english["judge_score"], spanish["mcq_accuracy"]) == (1.0, 0.6, 1.0)
+    # the paper's Table 3 number: per language, MCQ and open-ended averaged; Spanish has no open-ended answer
+    assert result.tables["headline"]["score"] == {"english": 0.8, "spanish": None}
     assert seen_frames == [(5, 32, 48, 3)] * 3  # 5 uniformly sampled frames, also from a 3-frame video
 
 

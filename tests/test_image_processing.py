@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image, ImageOps
-from transformers import LlavaNextImageProcessorPil, LlavaOnevisionImageProcessorPil
+from transformers import LlavaImageProcessorPil, LlavaNextImageProcessorPil, LlavaOnevisionImageProcessorPil
 
 from towervision_hf.image_processing_towervision import TowerVisionImageProcessor
 from towervision_hf.tiling_towervision import default_grid_pinpoints, restrict_pinpoints
@@ -81,20 +81,61 @@ def test_other_normalisation_stays_exact():
     assert torch.equal(ours.pixel_values, expected.pixel_values)
 
 
-def test_multi_image_samples_follow_llava_onevision(processor):
-    samples = [[random_image(40, 90), random_image(70, 30)], [random_image(100, 100)], [random_image(3, 5)] * 3]
-    expected = LlavaOnevisionImageProcessorPil(
+def llava_onevision_pil_processor():
+    return LlavaOnevisionImageProcessorPil(
         size={"height": TILE, "width": TILE},
         image_grid_pinpoints=default_grid_pinpoints(6, TILE),
         image_mean=[0.5] * 3,
         image_std=[0.5] * 3,
         resample=Image.Resampling.BICUBIC,
-    )(samples, return_tensors="pt")
+    )
+
+
+def test_multi_image_samples_follow_llava_onevision(processor):
+    samples = [[random_image(40, 90), random_image(70, 30)], [random_image(100, 100)], [random_image(3, 5)] * 3]
+    expected = llava_onevision_pil_processor()(samples, return_tensors="pt")
     ours = processor(samples, return_tensors="pt")
     assert torch.equal(ours.pixel_values, expected.pixel_values)
     assert ours.batch_num_images.tolist() == expected.batch_num_images.tolist() == [2, 1, 3]
     assert ours.pixel_values.shape[1] == 5  # the lone 100x100 image is tiled: thumbnail + 2x2 tiles
     assert not ours.pixel_values[0, 1:].any()  # images of multi-image samples are one tile each
+
+
+SINGLE_TILE_SAMPLES = [[random_image(40, 90)], [random_image(70, 30), random_image(100, 100)], [random_image(3, 500)]]
+
+
+def test_pad_layout_is_llava_onevisions_multi_image_tile_for_every_image():
+    processor = TowerVisionImageProcessor(tile_size=TILE, image_aspect_ratio="pad")
+    ours = processor(SINGLE_TILE_SAMPLES, return_tensors="pt")
+    # every image as one image of a multi-image sample of LLaVA-OneVision: padded to a square, resized to one tile
+    flat = [image for sample in SINGLE_TILE_SAMPLES for image in sample]
+    expected = llava_onevision_pil_processor()([flat], return_tensors="pt")
+    assert tuple(ours.pixel_values.shape) == (4, 1, 3, TILE, TILE)
+    assert torch.equal(ours.pixel_values, expected.pixel_values)
+    assert ours.batch_num_images.tolist() == [1, 2, 1]
+
+
+@pytest.mark.parametrize("aspect_ratio", ["square", "pad"])
+def test_single_tile_layouts_match_llava_image_processor(aspect_ratio):
+    """"square" is SigLIP / LLaVA-NeXT's default resize to one tile, "pad" LLaVA-1.5's pad-to-square first."""
+    processor = TowerVisionImageProcessor(tile_size=TILE, image_aspect_ratio=aspect_ratio)
+    ours = processor(SINGLE_TILE_SAMPLES, return_tensors="pt")
+    expected = LlavaImageProcessorPil(
+        size={"height": TILE, "width": TILE},
+        do_center_crop=False,
+        do_pad=aspect_ratio == "pad",
+        image_mean=[0.5] * 3,
+        image_std=[0.5] * 3,
+        resample=Image.Resampling.BICUBIC,
+    )([image for sample in SINGLE_TILE_SAMPLES for image in sample], return_tensors="pt")
+    assert torch.equal(ours.pixel_values[:, 0], expected.pixel_values)
+
+
+def test_single_tile_layout_round_trips_and_bad_layouts_raise(tmp_path):
+    TowerVisionImageProcessor(tile_size=TILE, image_aspect_ratio="square").save_pretrained(tmp_path)
+    assert TowerVisionImageProcessor.from_pretrained(tmp_path).image_aspect_ratio == "square"
+    with pytest.raises(ValueError, match="image_aspect_ratio must be one of"):
+        TowerVisionImageProcessor(tile_size=TILE, image_aspect_ratio="crop")
 
 
 def test_samples_without_images_are_skipped(processor):

@@ -19,6 +19,9 @@ from transformers import (
     AutoModelForImageTextToText,
     AutoModelForMultimodalLM,
     Gemma2ForCausalLM,
+    LlavaConfig,
+    LlavaForConditionalGeneration,
+    LlavaImageProcessorPil,
     LlavaNextConfig,
     LlavaNextForConditionalGeneration,
     LlavaNextImageProcessor,
@@ -28,9 +31,10 @@ from transformers import (
     LlavaOnevisionImageProcessor,
     LlavaOnevisionProcessor,
     LlavaOnevisionVideoProcessor,
+    LlavaProcessor,
 )
 
-from towervision_hf import TowerVisionForConditionalGeneration, TowerVisionModel
+from towervision_hf import TowerVisionForConditionalGeneration, TowerVisionModel, TowerVisionProcessor
 from towervision_hf.modeling_towervision import CACHE_NAME
 from towervision_hf.tiling_towervision import anyres_grid_shape
 from towervision_hf.tiny import TINY_PATCH_SIZE, TINY_TILE_SIZE, tiny_config
@@ -215,6 +219,66 @@ def test_matches_llava_onevision_multi_image(model, llava_onevision, multi_image
 
 def test_matches_llava_onevision_video(model, llava_onevision, video_inputs):
     assert_matches(model, llava_onevision, video_inputs)
+
+
+@pytest.mark.parametrize("aspect_ratio", ["square", "pad"])
+def test_single_tile_layout_matches_llava(model, config, tokenizer, aspect_ratio):
+    """One encode per image, `patches_per_side**2` tokens and no newline: LLaVA-1.5's layout (LLaVA's `flat` merge),
+    with SigLIP / LLaVA-NeXT's resize ("square") or LLaVA's pad-to-square ("pad"), end to end."""
+    native = {key: value for key, value in native_config_kwargs(config).items() if key != "image_grid_pinpoints"}
+    native = LlavaConfig(image_token_index=config.image_token_id, **native)
+    reference = LlavaForConditionalGeneration._from_config(native, attn_implementation="eager").eval()
+    state_dict = model.state_dict()
+    reference.load_state_dict({key: value for key, value in state_dict.items() if key != "model.image_newline"})
+    reference_processor = LlavaProcessor(
+        image_processor=LlavaImageProcessorPil(
+            size={"height": TINY_TILE_SIZE, "width": TINY_TILE_SIZE},
+            do_center_crop=False,
+            do_pad=aspect_ratio == "pad",
+            image_mean=[0.5] * 3,
+            image_std=[0.5] * 3,
+        ),
+        tokenizer=tokenizer,
+        patch_size=TINY_PATCH_SIZE,
+        vision_feature_select_strategy="full",
+        num_additional_image_tokens=0,
+    )
+    ours = build_model(config, state_dict, image_aspect_ratio=aspect_ratio)
+    processor = TowerVisionProcessor.from_model_config(ours.config, tokenizer)
+    images = [random_image(30, 150, 1), random_image(100, 90, 2), random_image(57, 1, 3)]
+    prompts = ["<bos>Look: <image> what is it?", "<bos><image>\nDescribe this picture in detail.", "<bos><image>"]
+    inputs = processor(images=images, text=prompts, return_tensors="pt", padding=True)
+    expected_inputs = reference_processor(images=images, text=prompts, return_tensors="pt", padding=True)
+    assert torch.equal(inputs["input_ids"], expected_inputs["input_ids"])
+    assert inputs["input_ids"].eq(config.image_token_id).sum(dim=1).tolist() == [config.patches_per_side**2] * 3
+    assert torch.equal(inputs["pixel_values"][:, 0], expected_inputs["pixel_values"])
+    with torch.no_grad():
+        logits = ours(**inputs).logits
+        expected = softcap(reference(**expected_inputs).logits)
+    assert (logits - expected).abs().max().item() <= TOLERANCE
+    generated = ours.generate(**inputs, max_new_tokens=10, do_sample=False)
+    assert torch.equal(generated, reference.generate(**expected_inputs, max_new_tokens=10, do_sample=False))
+
+
+def test_single_tile_features_are_llava_onevision_multi_image_features_without_newline(
+    model, config, llava_onevision, onevision_processor
+):
+    images = [[random_image(60, 80, 1), random_image(90, 40, 2), random_image(100, 120, 3)]]
+    inputs = onevision_processor(images=images, text=["<bos><image><image><image>"], return_tensors="pt")
+    ours = build_model(config, model.state_dict(), image_aspect_ratio="pad")
+    with torch.no_grad():
+        features = ours.get_image_features(inputs["pixel_values"], inputs["image_sizes"], inputs["batch_num_images"])
+        expected = llava_onevision.model.get_image_features(
+            inputs["pixel_values"],
+            inputs["image_sizes"],
+            vision_feature_layer=-1,
+            vision_feature_select_strategy="full",
+            batch_num_images=inputs["batch_num_images"],
+        ).pooler_output
+    for feature, reference in zip(features, expected, strict=True):
+        assert feature.shape[0] == config.patches_per_side**2 == reference.shape[0] - 1
+        torch.testing.assert_close(feature, reference[:-1], rtol=0, atol=TOLERANCE)
+        assert torch.equal(reference[-1], llava_onevision.model.image_newline)  # the one thing left out
 
 
 def scaled_reference_logits(reference, inputs, modality):

@@ -387,6 +387,31 @@ def test_placeholders_match_the_model_features():
     assert logits.shape[:2] == batch.input_ids.shape
 
 
+@pytest.mark.parametrize("aspect_ratio", ["square", "pad"])
+def test_single_tile_layout_placeholders_match_the_model_features(aspect_ratio):
+    """One tile per image, 7x7 = 49 tokens whatever the image (and however many per sample), videos unchanged."""
+    from towervision_hf.init_model import build_tiny
+    from towervision_hf.processing_towervision import TowerVisionProcessor
+
+    model, processor = build_tiny()
+    model.config.image_aspect_ratio = aspect_ratio
+    processor = TowerVisionProcessor.from_model_config(model.config, processor.tokenizer)
+    texts = ["<image>\nOne.", "<image><image> Two.", "<video> A clip."]
+    batch = processor(
+        text=texts,
+        images=[random_image(30, 200), random_image(50, 50), random_image(10, 90)],
+        videos=[np.zeros((7, 20, 30, 3), np.uint8)],
+        padding=True,
+        return_tensors="pt",
+    )
+    assert batch.input_ids.eq(processor.image_token_id).sum(dim=1).tolist() == [49, 98, 0]
+    assert processor._get_num_multimodal_tokens(image_sizes=[(30, 200), (500, 20)]).num_image_tokens == [49, 49]
+    with torch.no_grad():
+        features = model.model.get_image_features(batch.pixel_values, batch.image_sizes, batch.batch_num_images)
+        logits = model(**batch).logits
+    assert [feature.shape[0] for feature in features] == [49] * 3 and logits.shape[:2] == batch.input_ids.shape
+
+
 @pytest.mark.parametrize("max_tiles", [1, 2, 4])
 def test_lowered_max_tiles_drives_the_model(max_tiles):
     """`processor(..., max_tiles=k)` gives the same features as a model whose own budget is k tiles."""

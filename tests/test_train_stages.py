@@ -45,14 +45,23 @@ def stage1_checkpoint(tmp_path_factory):
     return str(output_dir)
 
 
-def test_stage1_changes_only_projector_and_newline(tmp_path):
+def test_stage1_changes_only_the_projector(tmp_path):
     trainer = build(*stage_args("stage1_projector", tmp_path, "--max_steps", "2", "--vision_feature_cache", ""))
+    assert trainer.model.config.image_aspect_ratio == "square"  # one tile per image: the newline is never used
+    assert not trainer.model.model.image_newline.requires_grad
     before = snapshot(trainer.model)
     trainer.train()
     changed = {name for name, value in snapshot(trainer.model).items() if not torch.equal(value, before[name])}
-    trainable = {name for name in before if module_group(name) == "projector"}
-    assert "model.image_newline" in trainable
-    assert changed == trainable
+    assert changed == {name for name in before if module_group(name) == "projector"} - {"model.image_newline"}
+
+
+def test_anyres_stage1_trains_the_newline_too(tmp_path):
+    extra = ("--max_steps", "2", "--vision_feature_cache", "", "--image_aspect_ratio", "anyres", "--max_tiles", "1")
+    trainer = build(*stage_args("stage1_projector", tmp_path, *extra))
+    before = snapshot(trainer.model)
+    trainer.train()
+    changed = {name for name, value in snapshot(trainer.model).items() if not torch.equal(value, before[name])}
+    assert changed == {name for name in before if module_group(name) == "projector"}
 
 
 def test_module_learning_rates_become_optimizer_groups(stage1_checkpoint, tmp_path):
@@ -236,12 +245,16 @@ def test_stages_chain_through_saved_checkpoints_with_their_image_layout(stage1_c
     } <= files
     summary = json.loads((Path(stage1_checkpoint) / "train_summary.json").read_text())
     assert summary["global_step"] == 1 and summary["trainable_parameters"]["language"] == 0
-    # stage 1 saves a one-tile model and processor (thumbnail + 1 tile); stage 2 widens both back to 6 tiles
+    # stage 1 saves a one-tile-per-image model and processor (7x7 = 49 tokens, no thumbnail, no newline); stage 2
+    # switches both back to anyres with 6 tiles
     processor = AutoProcessor.from_pretrained(stage1_checkpoint)
     config = json.loads((Path(stage1_checkpoint) / "config.json").read_text())
-    assert config["max_tiles"] == processor.image_processor.max_tiles == 1
-    assert processor.image_processor([Image.new("RGB", (300, 100))])["pixel_values"].shape[1] == 2
+    assert config["image_aspect_ratio"] == processor.image_processor.image_aspect_ratio == "square"
+    inputs = processor(images=[Image.new("RGB", (300, 100))], text=["<image> caption"], return_tensors="pt")
+    assert inputs["pixel_values"].shape[1] == 1 and inputs["input_ids"].eq(processor.image_token_id).sum() == 49
     stage2 = build(*stage_args("stage2_vision", tmp_path, "--model_name_or_path", stage1_checkpoint))
+    assert stage2.model.config.image_aspect_ratio == stage2.processing_class.image_processor.image_aspect_ratio
+    assert stage2.model.config.image_aspect_ratio == "anyres"
     assert stage2.model.config.max_tiles == stage2.processing_class.image_processor.max_tiles == 6
     assert stage2.model.config.image_grid_pinpoints == stage2.processing_class.image_processor.image_grid_pinpoints
     assert len(stage2.model.config.image_grid_pinpoints) == 14

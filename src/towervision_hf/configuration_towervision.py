@@ -7,7 +7,7 @@ from transformers import AutoConfig, PretrainedConfig
 from transformers.models.auto import CONFIG_MAPPING
 from transformers.utils import logging
 
-from .tiling_towervision import default_grid_pinpoints
+from .tiling_towervision import IMAGE_ASPECT_RATIOS, default_grid_pinpoints
 
 
 logger = logging.get_logger(__name__)
@@ -130,8 +130,15 @@ class TowerVisionConfig(PretrainedConfig):
             `post_layernorm`); a list concatenates several layers on the channel axis.
         vision_feature_select_strategy (`str`, *optional*, defaults to `"full"`):
             `"full"` keeps every patch (SigLIP has no CLS token); `"default"` drops the first one.
+        image_aspect_ratio (`str`, *optional*, defaults to `"anyres"`):
+            How an image is encoded, with the names of the LLaVA(-NeXT) code base. `"anyres"`: a sample with one image
+            is tiled (global thumbnail + unpadded tile grid + one newline per feature row), each image of a sample with
+            several images is one tile + one newline (LLaVA-OneVision). `"square"` (the image squashed to one tile) and
+            `"pad"` (padded to a square with the mean colour, then resized to one tile): every image is encoded once,
+            `patches_per_side**2` features and no newline (LLaVA's `flat` merge), as in the TowerVision paper's
+            projector pretraining (§2.2: 384 px, 729 tokens).
         max_tiles (`int`, *optional*, defaults to 6):
-            Largest number of tiles an image may be split into (plus the global thumbnail).
+            Largest number of tiles an image may be split into (plus the global thumbnail) with `"anyres"`.
         tile_size (`int`, *optional*):
             Side of a tile in pixels; defaults to the vision tower's `image_size`.
         image_grid_pinpoints (`list[list[int]]`, *optional*):
@@ -164,6 +171,7 @@ class TowerVisionConfig(PretrainedConfig):
         multimodal_projector_bias=True,
         vision_feature_layer=-1,
         vision_feature_select_strategy="full",
+        image_aspect_ratio="anyres",
         max_tiles=6,
         tile_size=None,
         image_grid_pinpoints=None,
@@ -182,6 +190,7 @@ class TowerVisionConfig(PretrainedConfig):
         self.multimodal_projector_bias = multimodal_projector_bias
         self.vision_feature_layer = vision_feature_layer
         self.vision_feature_select_strategy = vision_feature_select_strategy
+        self.image_aspect_ratio = image_aspect_ratio
         self.max_tiles = max_tiles
         self.tile_size = tile_size if tile_size is not None else self.vision_config.image_size
         self.image_grid_pinpoints = (
@@ -222,6 +231,10 @@ class TowerVisionConfig(PretrainedConfig):
         if self.vision_feature_select_strategy not in ("full", "default"):
             raise ValueError(
                 f"vision_feature_select_strategy must be 'full' or 'default', got {self.vision_feature_select_strategy!r}"
+            )
+        if self.image_aspect_ratio not in IMAGE_ASPECT_RATIOS:
+            raise ValueError(
+                f"image_aspect_ratio must be one of {IMAGE_ASPECT_RATIOS}, got {self.image_aspect_ratio!r}"
             )
         layers = self.vision_feature_layer if isinstance(self.vision_feature_layer, list) else [self.vision_feature_layer]
         num_states = vision.num_hidden_layers + 1  # embeddings + one per encoder layer

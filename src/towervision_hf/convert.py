@@ -482,6 +482,11 @@ def native_config_from_towervision(config: TowerVisionConfig, native_format: str
         raise ValueError(
             "native llava classes always append image-newline features; use_image_newline=False cannot be exported"
         )
+    if config.image_aspect_ratio != "anyres":
+        raise ValueError(
+            f"image_aspect_ratio={config.image_aspect_ratio!r} (one tile per image, no newline: a stage-1 layout) has "
+            "no llava_next / llava_onevision equivalent; export a model trained with anyres (stage 2 or later)"
+        )
     text_config = config.text_config.to_dict()
     text_config["tie_word_embeddings"] = config.tie_word_embeddings
     common = {

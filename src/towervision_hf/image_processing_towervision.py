@@ -26,7 +26,13 @@ from transformers.processing_utils import ImagesKwargs, Unpack
 from transformers.utils import TensorType
 
 from .fetching_towervision import fetch_url, is_url
-from .tiling_towervision import anyres_grid_shape, default_grid_pinpoints, resize_within, restrict_pinpoints
+from .tiling_towervision import (
+    IMAGE_ASPECT_RATIOS,
+    anyres_grid_shape,
+    default_grid_pinpoints,
+    resize_within,
+    restrict_pinpoints,
+)
 
 
 EXIF_ORIENTATION = 0x0112
@@ -155,6 +161,10 @@ class TowerVisionImageProcessor(TorchvisionBackend):
     `LlavaOnevisionImageProcessorPil` does. Pass `images` nested per sample (`[[img], [img, img]]`) to get that; a
     flat list means one image per sample.
 
+    With `image_aspect_ratio="pad"` every image is that one padded tile, and with `"square"` every image is squashed
+    to one `tile_size`×`tile_size` tile (bicubic, as SigLIP's own processor and LLaVA-NeXT's default `square`
+    preprocessing): the one-encode-per-image layouts of projector pretraining.
+
     Outputs: `pixel_values` `(num_images, max_patches, 3, tile_size, tile_size)` float32, zero-padded on the patch
     axis; `image_sizes` `(num_images, 2)` as (height, width) after EXIF orientation; `batch_num_images`
     `(num_samples_with_images,)`; and `image_max_tiles` `(num_images,)` when a call lowers `max_tiles`.
@@ -167,6 +177,8 @@ class TowerVisionImageProcessor(TorchvisionBackend):
             Side of a tile and of the thumbnail, in pixels (the vision tower's `image_size`).
         max_tiles (`int`, *optional*, defaults to 6):
             Largest number of tiles per image; a call may lower it with `max_tiles=`.
+        image_aspect_ratio (`str`, *optional*, defaults to `"anyres"`):
+            `"anyres"` (tiling as above), `"square"` or `"pad"` (one tile per image); must equal the model config's.
         image_grid_pinpoints (`list[list[int]]`, *optional*):
             Candidate `[height, width]` canvases; by default every grid of at most `max_tiles` tiles, in the order of
             the released checkpoints.
@@ -186,9 +198,18 @@ class TowerVisionImageProcessor(TorchvisionBackend):
     do_pad = True
     max_tiles = 6
 
-    def __init__(self, tile_size: int = 384, image_grid_pinpoints: list[list[int]] | None = None, **kwargs):
+    def __init__(
+        self,
+        tile_size: int = 384,
+        image_grid_pinpoints: list[list[int]] | None = None,
+        image_aspect_ratio: str = "anyres",
+        **kwargs,
+    ):
         super().__init__(**kwargs)
+        if image_aspect_ratio not in IMAGE_ASPECT_RATIOS:
+            raise ValueError(f"image_aspect_ratio must be one of {IMAGE_ASPECT_RATIOS}, got {image_aspect_ratio!r}")
         self.tile_size = tile_size
+        self.image_aspect_ratio = image_aspect_ratio
         self.image_grid_pinpoints = image_grid_pinpoints or default_grid_pinpoints(self.max_tiles, tile_size)
 
     def pinpoints(self, max_tiles: int | None = None) -> list[list[int]]:
@@ -238,8 +259,8 @@ class TowerVisionImageProcessor(TorchvisionBackend):
     def _tiles(self, image: Image.Image, grid: tuple[int, int] | None, resample, image_mean) -> list[np.ndarray]:
         """The `(T, T, 3)` uint8 patches of one image: thumbnail then the `grid` tiles, or one tile when `grid` is None."""
         tile = self.tile_size
-        if grid is None:  # one image of a multi-image sample: padded to a square with the mean colour, resized
-            if image.width != image.height:
+        if grid is None:  # one tile: padded to a square with the mean colour (unless "square"), resized
+            if image.width != image.height and self.image_aspect_ratio != "square":
                 side = max(image.width, image.height)
                 square = Image.new("RGB", (side, side), tuple(int(mean * 255) for mean in image_mean))
                 square.paste(image, ((side - image.width) // 2, (side - image.height) // 2))
@@ -273,7 +294,8 @@ class TowerVisionImageProcessor(TorchvisionBackend):
         **kwargs,
     ) -> BatchFeature:
         pinpoints = self.pinpoints(max_tiles)
-        tiled = [count == 1 for count in batch_num_images for _ in range(count)]
+        anyres = self.image_aspect_ratio == "anyres"
+        tiled = [anyres and count == 1 for count in batch_num_images for _ in range(count)]
         grids = [
             anyres_grid_shape((image.height, image.width), pinpoints, self.tile_size) if is_tiled else None
             for image, is_tiled in zip(images, tiled)

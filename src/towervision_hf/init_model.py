@@ -85,7 +85,8 @@ def compose_from_pretrained(
     return model, processor
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The `towervision init` command line."""
     parser = argparse.ArgumentParser(prog="towervision init", description=__doc__.split("\n\n")[0])
     parser.add_argument("output_dir", help="folder to write the checkpoint to")
     parser.add_argument("--vision", default="google/siglip2-so400m-patch14-384", help="SigLIP(2) checkpoint: Hub id or local dir")
@@ -95,7 +96,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--num-frames", type=int, default=32, help="frames sampled per video (default: %(default)s)")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"], help="default: %(default)s")
     parser.add_argument("--seed", type=int, default=0, help="seed for the randomly initialised projector and newline")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
 
     if args.tiny:
         model, processor = build_tiny(args.seed)

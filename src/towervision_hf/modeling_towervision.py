@@ -187,15 +187,16 @@ class TowerVisionModel(TowerVisionPreTrainedModel):
                 Original `(height, width)` of every image.
             batch_num_images (`torch.Tensor` of shape `(batch_size,)`, *optional*):
                 Images per sample. An image of a sample with more than one image uses only its thumbnail
-                (LLaVA-OneVision rule); `None` tiles every image.
+                (LLaVA-OneVision rule); `None` tiles every image. With `config.image_aspect_ratio` `"square"` or
+                `"pad"` every image is one tile (its only patch) and gets no newline.
             image_max_tiles (`torch.Tensor` of shape `(num_images,)`, *optional*):
                 Tile budget the processor was called with (`max_tiles` lowered at call time); the grid of each image is
                 then chosen among the pinpoints with at most that many tiles, as the processor did.
 
         Returns:
             `list[torch.Tensor]`: thumbnail features, then the unpadded tile grid with a newline ending every feature
-            row (a thumbnail-only image gets one newline), in the text-embedding dtype, scaled by
-            `sqrt(text_config.hidden_size)` when `config.scale_image_features`.
+            row (a thumbnail-only image gets one newline, a single-tile layout none), in the text-embedding dtype,
+            scaled by `sqrt(text_config.hidden_size)` when `config.scale_image_features`.
         """
         config = self.config
         if pixel_values.dim() != 5:
@@ -210,15 +211,16 @@ class TowerVisionModel(TowerVisionPreTrainedModel):
             raise ValueError(
                 f"image_sizes has {len(image_sizes)} entries but pixel_values has {pixel_values.shape[0]} images"
             )
+        anyres = config.image_aspect_ratio == "anyres"
         if batch_num_images is None:
-            tiled = [True] * len(image_sizes)
+            tiled = [anyres] * len(image_sizes)
         else:
             counts = [int(n) for n in batch_num_images]
             if sum(counts) != len(image_sizes):
                 raise ValueError(
                     f"batch_num_images {counts} adds up to {sum(counts)} images, pixel_values has {len(image_sizes)}"
                 )
-            tiled = [count == 1 for count in counts for _ in range(count)]
+            tiled = [anyres and count == 1 for count in counts for _ in range(count)]
 
         if image_max_tiles is None:
             pinpoints = [config.image_grid_pinpoints] * len(image_sizes)
@@ -247,7 +249,7 @@ class TowerVisionModel(TowerVisionPreTrainedModel):
         for feature, size, grid in zip(features, image_sizes, grids):
             if grid is None:
                 packed = feature[0]  # (pps*pps, hidden)
-                if self.image_newline is not None:
+                if self.image_newline is not None and anyres:
                     packed = torch.cat([packed, self.image_newline[None].to(packed.dtype)])
             else:
                 rows, cols = grid

@@ -51,7 +51,8 @@ class TowerVisionProcessor(ProcessorMixin):
     [`TowerVisionImageProcessor`] / [`TowerVisionVideoProcessor`].
 
     * A sample with one image is tiled (thumbnail + unpadded tile grid + one newline per feature row); each image of
-      a sample with several images is one tile + one newline (LLaVA-OneVision rule). `images` may be nested per
+      a sample with several images is one tile + one newline (LLaVA-OneVision rule). With the image processor's
+      `image_aspect_ratio` `"square"` / `"pad"` every image is one tile: `(tile_size // patch_size)**2` tokens. `images` may be nested per
       sample (`[[img], [img, img]]`) or flat, in which case they are assigned to the samples in the order of their
       `<image>` placeholders.
     * A video gives `ceil(patches_per_side / video_pool_size)²` tokens per frame plus one newline.
@@ -100,12 +101,15 @@ class TowerVisionProcessor(ProcessorMixin):
 
     @classmethod
     def from_model_config(cls, config, tokenizer, **kwargs) -> "TowerVisionProcessor":
-        """The processor matching a `TowerVisionConfig`: its tile size, grid pinpoints, patch size, frame count,
-        video pooling and newline setting, around `tokenizer` (which must know `<image>` / `<video>`)."""
+        """The processor matching a `TowerVisionConfig`: its tile size, image layout, grid pinpoints, patch size, frame
+        count, video pooling and newline setting, around `tokenizer` (which must know `<image>` / `<video>`)."""
         tile_size = config.tile_size
         return cls(
             image_processor=TowerVisionImageProcessor(
-                tile_size=tile_size, image_grid_pinpoints=config.image_grid_pinpoints, max_tiles=config.max_tiles
+                tile_size=tile_size,
+                image_grid_pinpoints=config.image_grid_pinpoints,
+                image_aspect_ratio=config.image_aspect_ratio,
+                max_tiles=config.max_tiles,
             ),
             tokenizer=tokenizer,
             video_processor=TowerVisionVideoProcessor(
@@ -180,7 +184,9 @@ class TowerVisionProcessor(ProcessorMixin):
         while image_idx >= first_image + int(image_inputs["batch_num_images"][sample]):
             first_image += int(image_inputs["batch_num_images"][sample])
             sample += 1
-        if int(image_inputs["batch_num_images"][sample]) > 1:
+        if self.image_processor.image_aspect_ratio != "anyres":  # one tile per image, no newline
+            count = single_tile_token_count(tile_size, self.patch_size, use_image_newline=False)
+        elif int(image_inputs["batch_num_images"][sample]) > 1:
             count = single_tile_token_count(tile_size, self.patch_size, self.use_image_newline)
         else:
             max_tiles = image_inputs.get("image_max_tiles")
@@ -200,7 +206,11 @@ class TowerVisionProcessor(ProcessorMixin):
         """Placeholder counts for single-image samples of `image_sizes` and for videos of `(frames, height, width)`."""
         data = {}
         tile_size = self.image_processor.tile_size
-        if image_sizes is not None:
+        if image_sizes is not None and self.image_processor.image_aspect_ratio != "anyres":
+            count = single_tile_token_count(tile_size, self.patch_size, use_image_newline=False)
+            data["num_image_tokens"] = [count] * len(image_sizes)
+            data["num_image_patches"] = [1] * len(image_sizes)
+        elif image_sizes is not None:
             pinpoints = self.image_processor.pinpoints(kwargs.get("max_tiles"))
             data["num_image_tokens"] = [
                 image_token_count(tuple(size), pinpoints, tile_size, self.patch_size, self.use_image_newline)

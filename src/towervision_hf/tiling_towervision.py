@@ -11,11 +11,17 @@ Conventions (identical to transformers' LLaVA-NeXT / LLaVA-OneVision):
     * an anyres image yields ``tile_tokens`` thumbnail features, then the unpadded tile grid with one newline
       feature at the end of every feature row;
     * an image of a multi-image sample (LLaVA-OneVision rule) is one tile: ``tile_tokens`` features + 1 newline;
+    * in the single-tile layouts (``image_aspect_ratio`` ``"square"`` / ``"pad"``) every image is one tile of
+      ``tile_tokens`` features and no newline (LLaVA's ``flat`` merge);
     * a video yields ``pooled_tokens`` features per frame and a single newline feature for the whole video.
 """
 
 import math
 
+
+# `"anyres"`: tiled single images, one tile + newline per image of a multi-image sample. `"square"` / `"pad"`: every
+# image is one tile without newline, squashed to the tile, or first padded to a square with the mean colour.
+IMAGE_ASPECT_RATIOS = ("anyres", "square", "pad")
 
 def default_grid_pinpoints(max_tiles: int, tile_size: int) -> list[list[int]]:
     """Every grid of at most `max_tiles` tiles, as `[height, width]` canvases, in the released checkpoints' order.
@@ -123,7 +129,8 @@ def image_token_count(
 
 
 def single_tile_token_count(tile_size: int, patch_size: int, use_image_newline: bool = True) -> int:
-    """Number of `<image>` tokens for one image of a multi-image sample (one tile, one trailing newline)."""
+    """Number of `<image>` tokens for one image encoded as one tile: `(tile_size // patch_size)**2` features, plus a
+    trailing newline for an image of a multi-image sample under `"anyres"` (`use_image_newline`)."""
     return (tile_size // patch_size) ** 2 + (1 if use_image_newline else 0)
 
 

@@ -30,7 +30,7 @@ from transformers.trainer_utils import get_last_checkpoint
 from trl import ModelConfig, SFTConfig, TrlParser, get_peft_config, get_quantization_config
 
 from .training import TowerVisionCollator, TowerVisionSFTTrainer, VisionFeatureCache, apply_module_learning_rates
-from .training.trainer import restore_image_newline, trainable_parameters
+from .training.trainer import find_image_newline, restore_image_newline, trainable_parameters
 
 
 # LoRA goes on the language model's attention and MLP projections only: SigLIP has q/k/v_proj too.
@@ -76,6 +76,14 @@ class StageArguments:
     )
     language_lr: float | None = field(
         default=None, metadata={"help": "Learning rate of the language model (and its tied head); 0 freezes it."}
+    )
+    image_aspect_ratio: str | None = field(
+        default=None,
+        metadata={
+            "help": "anyres (tiles), square or pad (each image encoded once as one tile, no newline), written into "
+            "model config and processor; unset = keep.",
+            "choices": ["anyres", "square", "pad"],
+        },
     )
     max_tiles: int | None = field(
         default=None,
@@ -204,12 +212,15 @@ def load_model_and_processor(model_args: ModelConfig, stage_args: StageArguments
 
 
 def apply_stage_layout(model, processor, stage_args: StageArguments) -> None:
-    """Write the stage's image grid (`max_tiles`) and frame count (`num_frames`) into the model config and the
-    processor alike, so that they agree during training and in the saved checkpoint (stage 1 saves a one-tile
-    model, stage 2 widens it back to 6 tiles, and the final checkpoint samples the frames it was trained on)."""
+    """Write the stage's image layout (`image_aspect_ratio`), grid (`max_tiles`) and frame count (`num_frames`) into
+    the model config and the processor alike, so that they agree during training and in the saved checkpoint (stage 1
+    saves a one-tile-per-image model, stage 2 switches back to 6-tile anyres, and the final checkpoint samples the
+    frames it was trained on)."""
     from .tiling_towervision import default_grid_pinpoints
 
     config = model.config
+    if stage_args.image_aspect_ratio is not None:
+        config.image_aspect_ratio = processor.image_processor.image_aspect_ratio = stage_args.image_aspect_ratio
     if stage_args.max_tiles is not None:
         pinpoints = default_grid_pinpoints(stage_args.max_tiles, config.tile_size)
         config.max_tiles, config.image_grid_pinpoints = stage_args.max_tiles, pinpoints
@@ -308,6 +319,9 @@ def build_trainer(data_args, stage_args, training_args, model_args) -> TowerVisi
     apply_module_learning_rates(model, stage_args.learning_rates)
     if model_args.use_peft:
         model = apply_lora(model, model_args, stage_args)
+    newline = find_image_newline(model)
+    if newline is not None and model.config.image_aspect_ratio != "anyres":
+        newline.requires_grad_(False)  # no image uses it in a one-tile layout: no gradient would ever reach it
     feature_cache = None
     if stage_args.vision_feature_cache:
         if sharded:

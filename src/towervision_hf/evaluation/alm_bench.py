@@ -7,9 +7,12 @@ Scoring:
   option named in the answer). This is the exact-match MCQ scoring the TowerVision authors used.
 - true/false: right when the normalized answer equals, or starts with, the normalized gold answer.
 - short / long open-ended: graded 0-10 by a judge model when `--judge-endpoint` is given (scaled to 0-1),
-  otherwise counted under `open_ended_unjudged` and left out of the scores.
-Per language and per category the tables give `score` (mean over all scored items: 0/1 for closed questions, the
-judge grade for open ones), `accuracy` (closed questions only), `mcq_accuracy`, `tf_accuracy`, `judge_score`.
+  otherwise counted under `open_ended_unjudged`. Judge grades are reported on their own (`judge_score`) and never
+  enter the accuracies.
+The headline is the paper's metric, closed-form accuracy (multiple choice + true/false), in the two columns of its
+Table 1: `en` (English) and `multilingual` (unweighted mean of the per-language accuracies of every other evaluated
+language; by default footnote 4's 23 languages, `languages.PAPER_LANGUAGES`). Per language, category and question
+type the tables give `accuracy` (closed-form), `mcq_accuracy`, `tf_accuracy` and, separately, `judge_score`.
 
 Data: `MBZUAI/ALM-Bench`, split `test`, columns `file_name` (the image), `ID`, `Language` (English name),
 `Category`, `Question_Type`, `English_Question`, `English_Answer`, `Translated_Question`, `Translated_Answer`,
@@ -115,7 +118,8 @@ def evaluate_alm_bench(
 ):
     """Fill `result` with per-language / per-category / per-type tables; return the per-item predictions.
 
-    `languages`: ISO codes to keep (None = every language in the data); `judge`: an `OpenAICompatibleJudge` or None.
+    `languages`: ISO codes to keep (None = every language in the data; the CLI defaults to the paper's 23);
+    `judge`: an `OpenAICompatibleJudge` or None.
     `limit` caps the number of rows read.
     """
     require_columns(split, COLUMNS, "ALM-Bench")
@@ -138,15 +142,33 @@ def evaluate_alm_bench(
             else:
                 record["score"] = judge_open_ended(judge, record, result)
             records.append(record)
+    result.tables["headline"] = {"closed-form accuracy": headline(records)}
     for name, key in (("language", "language"), ("category", "category"), ("question type", "question_type")):
         result.tables[name] = {group: _summary(items) for group, items in group_by(records, key).items()}
     if judge is None:
         result.notes.append("open-ended questions were not scored: no --judge-endpoint given")
     result.notes.append(
-        "score: mean over scored items (closed questions 0/1, open-ended judge grade / 10); accuracy: closed "
-        "questions (multiple choice + true/false) only; mcq: normalized exact match on the option"
+        "headline: closed-form accuracy (multiple choice + true/false), en = English, multilingual = unweighted mean "
+        "over the other languages' accuracies (the paper's Table 1 columns); judge_score: open-ended questions graded "
+        "by the judge (grade / 10), reported apart and never part of an accuracy; mcq: normalized exact match on the "
+        "option"
     )
     return records
+
+
+def headline(records: list[dict]) -> dict:
+    """`en` and `multilingual` closed-form accuracy (multilingual: mean of the non-English languages' accuracies)."""
+    closed = [r for r in records if r["question_type"] in ("mcq", "tf")]
+    per_language = {
+        language: mean_or_none(r["score"] for r in items) for language, items in group_by(closed, "language").items()
+    }
+    english = [language for language in per_language if language_code(language) == "en"]
+    others = [value for language, value in per_language.items() if language not in english]
+    return {
+        "en": mean_or_none(per_language[language] for language in english),
+        "multilingual": mean_or_none(others),
+        "languages": len(others),
+    }
 
 
 def _summary(items: list[dict]) -> dict:
@@ -154,18 +176,18 @@ def _summary(items: list[dict]) -> dict:
         return [r["score"] for r in items if r["question_type"] in kinds and r["score"] is not None]
 
     return {
-        "score": mean_or_none(scores(("mcq", "tf", "short", "long"))),
         "accuracy": mean_or_none(scores(("mcq", "tf"))),
         "mcq_accuracy": mean_or_none(scores(("mcq",))),
         "tf_accuracy": mean_or_none(scores(("tf",))),
         "judge_score": mean_or_none(scores(("short", "long"))),
         "n": len(items),
-        "n_scored": len(scores(("mcq", "tf", "short", "long"))),
+        "n_closed": len(scores(("mcq", "tf"))),
+        "n_judged": len(scores(("short", "long"))),
         "empty_outputs": sum(r["empty_output"] for r in items),
     }
 
 
-def plot_languages(table: dict[str, dict], path: str, metric: str = "score", title: str = "ALM-Bench") -> None:
+def plot_languages(table: dict[str, dict], path: str, metric: str = "accuracy", title: str = "ALM-Bench") -> None:
     """Per-language bar chart of `metric` (as %), best first -- the layout of the paper's per-language figure."""
     import matplotlib
 

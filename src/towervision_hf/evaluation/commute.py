@@ -11,11 +11,15 @@ normalisation matters here because the two translations often differ in length (
 `accuracy_sum` compares summed log-probabilities (the total probability of each translation) and is reported
 alongside. Both are log-probabilities, higher is better -- never the lmms-eval loss convention.
 
+Pairs: the paper's Table 2 reports en→de, fr, ru, zh (`languages.COMMUTE_LANGUAGES`, the default); the data's
+other splits (ar, cs) are opt-in (`languages=None` / `--langs all` evaluates every split). `average` is the unweighted mean over
+the evaluated pairs.
+
 Data: `Unbabel/commute_multimodal_mt` (gated; splits named by target language `de`, `fr`, `ru`, `zh`, `ar`, `cs`;
 columns `image`, `source`, `correct_translation`, `incorrect_translation`), or a local copy in that layout.
 """
 
-from .languages import language_code, language_name
+from .languages import COMMUTE_LANGUAGES, language_code, language_name
 from .media import decode_image
 from .metrics import contrastive_accuracy
 from .prompts import translation_prompt
@@ -38,10 +42,13 @@ def check_pairs(splits, languages=None) -> None:
         )
 
 
-def evaluate_commute(model, processor, splits, result: RunResult, languages=None, batch_size=8, limit=None):
+def evaluate_commute(
+    model, processor, splits, result: RunResult, languages=COMMUTE_LANGUAGES, batch_size=8, limit=None
+):
     """Fill `result` with per-pair accuracies; return the per-item predictions.
 
-    `languages`: target codes to evaluate (None = every split whose name is a known language).
+    `languages`: target codes to evaluate (default: the paper's de, fr, ru, zh; None = every split whose name is a
+    known language).
     """
     predictions = []
     table = {}
@@ -56,6 +63,7 @@ def evaluate_commute(model, processor, splits, result: RunResult, languages=None
             result.notes.append(f"split {split_name!r} is not a known target language; its rows were skipped")
             continue
         if languages is not None and code not in languages:
+            result.notes.append(f"split {split_name!r} (en-{code}) not evaluated: not requested (opt-in, --langs)")
             continue
         require_columns(split, COLUMNS, f"CoMMuTE split {split_name!r}")
         target = language_name(code)

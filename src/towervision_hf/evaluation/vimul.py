@@ -9,6 +9,9 @@ model's `num_frames` uniformly spaced frames.
 
 Scoring: multiple choice is accuracy on the option (letter or text, see `metrics.match_option`); open-ended answers
 are graded 0-10 by a judge model when `--judge-endpoint` is given, otherwise counted under `open_ended_unjudged`.
+The headline `score` is the paper's Table 3 number: per language, the mean of the MCQ accuracy and the open-ended
+judge score (empty until both are known). ViMUL-Bench publishes no judge prompt of its own (its code repository
+holds only a project page), so open answers are graded with ours (`prompts.judge_prompt`).
 """
 
 import json
@@ -195,8 +198,11 @@ def evaluate_vimul(
         result.tables[name] = {group: _summary(items) for group, items in group_by(records, key).items()}
     if judge is None:
         result.notes.append("open-ended questions were not scored: no --judge-endpoint given")
+    result.tables["headline"] = {"score": {name: row["score"] for name, row in result.tables["language"].items()}}
     result.notes.append(
-        "mcq_accuracy: option letter or option text must match the gold option; judge_score: grade / 10"
+        "score: mean of mcq_accuracy and judge_score (the paper's Table 3: MCQ and open-ended averaged per language), "
+        "empty unless both are known; mcq_accuracy: option letter or option text must match the gold option; "
+        "judge_score: grade / 10 with our judge prompt (ViMUL-Bench publishes none)"
     )
     return records
 
@@ -204,7 +210,9 @@ def evaluate_vimul(
 def _summary(items: list[dict]) -> dict:
     mcq = [r["score"] for r in items if r["question_type"] == "mcq"]
     judged = [r["score"] for r in items if r["question_type"] != "mcq" and r["score"] is not None]
+    parts = [mean_or_none(mcq), mean_or_none(judged)]
     return {
+        "score": None if None in parts else sum(parts) / 2,
         "mcq_accuracy": mean_or_none(mcq),
         "judge_score": mean_or_none(judged),
         "n": len(items),

@@ -11,6 +11,7 @@ from torch import nn
 from trl import SFTTrainer
 
 from .collator import SKIPPED_KEY
+from .packing import PACKING_KEY
 
 
 # Optimizer groups: the projector group holds the image newline, the language group the LM (and its tied head).
@@ -80,7 +81,8 @@ class TowerVisionSFTTrainer(SFTTrainer):
     and prompts, most of a vision-language batch, never go through the LM head (see [`labelled_logits`]). Other loss
     types, `compute_loss_func` and label smoothing go through TRL unchanged.
 
-    Also logs `skipped_over_length` (samples the [`TowerVisionCollator`] dropped so far, over all processes) and, with
+    Also logs `skipped_over_length` (samples the [`TowerVisionCollator`] or the packer dropped so far, over all
+    processes), with packed batches `pack_efficiency` (real tokens / row capacity) and `samples_per_row` so far, and, with
     a peft model, saves the stage's model config and the trained image newline (a bare parameter peft cannot save,
     as `image_newline.safetensors`) beside the adapter, and restores the newline when resuming.
     """
@@ -89,6 +91,7 @@ class TowerVisionSFTTrainer(SFTTrainer):
         super().__init__(*args, **kwargs)
         self.module_learning_rates = dict(module_learning_rates or {})
         self.skipped_over_length = 0
+        self.packing_totals = torch.zeros(4, dtype=torch.long)  # samples, rows, real tokens, row capacity
 
     def create_optimizer(self, model=None):
         if self.optimizer is not None:
@@ -127,6 +130,10 @@ class TowerVisionSFTTrainer(SFTTrainer):
         if skipped is not None and model.training:
             skipped = torch.as_tensor(skipped, device=self.accelerator.device).reshape(1)
             self.skipped_over_length += int(self.accelerator.gather_for_metrics(skipped).sum())
+        packing = inputs.pop(PACKING_KEY, None)
+        if packing is not None and model.training:
+            packing = torch.as_tensor(packing, device=self.accelerator.device).reshape(1, -1)
+            self.packing_totals += self.accelerator.gather_for_metrics(packing).sum(dim=0).cpu()
         custom_loss = self.compute_loss_func is not None or self.label_smoother is not None
         if self.args.loss_type != "nll" or custom_loss or return_outputs or self.aux_loss_enabled:
             return super().compute_loss(
@@ -140,10 +147,11 @@ class TowerVisionSFTTrainer(SFTTrainer):
         loss = summed / (valid.sum().clamp(min=1) if num_items_in_batch is None else num_items_in_batch)
         if self.args.average_tokens_across_devices and num_items_in_batch is not None:
             loss = loss * (self.accelerator.num_processes // self.get_tp_size())  # as Trainer / TRL: DDP averages
-        self._log_token_metrics(logits.detach(), targets, valid, inputs["attention_mask"])
+        num_tokens = inputs["attention_mask"].sum() if "attention_mask" in inputs else packing.reshape(-1)[2]
+        self._log_token_metrics(logits.detach(), targets, valid, num_tokens)
         return loss
 
-    def _log_token_metrics(self, logits, targets, valid, attention_mask) -> None:
+    def _log_token_metrics(self, logits, targets, valid, num_tokens) -> None:
         """TRL's `entropy`, `mean_token_accuracy` and `num_tokens`, from the labelled positions' logits."""
         mode = "train" if self.model.training else "eval"
         gather = self.accelerator.gather_for_metrics
@@ -156,17 +164,25 @@ class TowerVisionSFTTrainer(SFTTrainer):
         self._metrics[mode]["entropy"].append((entropy_sum / num_valid).item() if num_valid > 0 else 0.0)
         self._metrics[mode]["mean_token_accuracy"].append((num_correct / num_valid).item() if num_valid > 0 else 0.0)
         if mode == "train":
-            self._total_train_tokens += gather(attention_mask.sum()).sum().item() // self._tp_size
+            self._total_train_tokens += gather(num_tokens.to(valid.device)).sum().item() // self._tp_size
         self._metrics[mode]["num_tokens"] = [self._total_train_tokens]
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         if self.model.training:
             logs["skipped_over_length"] = self.skipped_over_length
+            logs.update(self.packing_metrics())
             if self.optimizer is not None and "loss" in logs:
                 for group in self.optimizer.param_groups:
                     if not group.get("name", "").endswith("_no_decay"):
                         logs[f"learning_rate_{group['name']}"] = group["lr"]
         super().log(logs, start_time)
+
+    def packing_metrics(self) -> dict[str, float]:
+        """`pack_efficiency` (real tokens / row capacity) and `samples_per_row` over the packed batches so far."""
+        samples, rows, tokens, capacity = self.packing_totals.tolist()
+        if not rows:
+            return {}
+        return {"pack_efficiency": tokens / capacity, "samples_per_row": samples / rows}
 
     def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
         super()._save(output_dir, state_dict=state_dict)

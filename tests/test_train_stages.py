@@ -152,7 +152,7 @@ def test_lora_trains_lm_adapters_projector_and_newline_and_merges(stage1_checkpo
     assert merged.config.max_tiles == 6  # the stage's config, not the stage-1 base's
     assert "AutoModelForImageTextToText" in json.loads((merged_dir / "config.json").read_text())["auto_map"]
     assert (merged_dir / "modeling_towervision.py").is_file() and (merged_dir / "processor_config.json").is_file()
-    rows = [trainer.train_dataset[i] for i in range(3)]
+    rows = trainer.train_dataset[0]["packed_rows"]  # the tiny stage-2 recipe packs its rows
     batch = TowerVisionCollator(trainer.processing_class)(rows)
     inputs = {k: v for k, v in batch.items() if k not in ("labels", SKIPPED_KEY)}
     peft_model.eval()
@@ -289,7 +289,9 @@ def test_qlora_quantizes_only_the_language_model():
 def test_labelled_position_loss_equals_trls_fused_loss(stage1_checkpoint, tmp_path):
     from trl import SFTTrainer
 
-    trainer = build(*stage_args("stage2_vision", tmp_path, "--model_name_or_path", stage1_checkpoint))
+    trainer = build(
+        *stage_args("stage2_vision", tmp_path, "--model_name_or_path", stage1_checkpoint, "--packing", "false")
+    )
     rows = [trainer.train_dataset[i] for i in (0, 1, 20, 30)]  # captions, QA, multi-image, text-only
     batch = trainer.data_collator(rows)
     batch.pop(SKIPPED_KEY)

@@ -12,11 +12,11 @@ once by each strategy, in the same process, with the same initial weights:
                     batches sorted by length), padded to the longest
 
 A step is forward (labelled-position loss, as `towervision train`) + backward, timed, then an untimed AdamW step;
-collation is done beforehand and not timed. Steps are timed in process CPU time and the strategies take turns step by step, so that
-the load of a shared machine hits them alike. Tokens/s counts real tokens only (the same total for every strategy), so padding shows up
-as lost throughput. Part `real` also reports the pack efficiency, samples per row and padding fractions of the same
-mix at the real model's scale (384 px tiles of 14 px patches, 32 frames, `max_length` 8192), per training stage;
-it only measures lengths (header sizes, tokenized text), no model runs.
+collation is done beforehand and not timed. Steps are timed in process CPU time and the strategies take turns step
+by step, so that the load of a shared machine hits them alike. Tokens/s counts real tokens only (the same total for
+every strategy), so padding shows up as lost throughput. Part `real` reports the pack efficiency, samples per row
+and padding fractions of the same mix at the real model's scale (384 px tiles of 14 px patches, 32 frames,
+`max_length` 8192), per training stage; it only measures lengths (header sizes, tokenized text), no model runs.
 
 The model is a tiny-but-not-trivial TowerVision (SigLIP 2 x 64, Gemma2 4 x 128, eager attention with both
 softcaps and alternating sliding/global layers) on 56 px tiles of 8 px patches: 49 tokens per tile and 16 per
@@ -248,9 +248,10 @@ def speed_part(args) -> None:
         "padded_grouped": [padded([rows[i] for i in b]) for b in grouped_batches],
     }
     print(
-        f"[speed] {len(keep)} samples ({len(rows) - len(keep)} over max_length={max_length} skipped), tile {args.tile} "
-        f"px / patch {args.patch} ({tile_tokens} tokens per tile, {frames} frames per video: lengths scaled 1/{scale:.2f}); vision 2x64, text "
-        f"4x128 eager; {args.batch} samples per padded batch, {args.rows} packed row(s) of {max_length} per step; "
+        f"[speed] {len(keep)} samples ({len(rows) - len(keep)} over max_length={max_length} skipped), tile "
+        f"{args.tile} px / patch {args.patch} ({tile_tokens} tokens per tile, {frames} frames per video: lengths "
+        f"scaled 1/{scale:.2f}); vision 2x64, text 4x128 eager; {args.batch} samples per padded batch, {args.rows} "
+        f"packed row(s) of {max_length} per step; "
         f"mean length {statistics.mean(lengths[i] for i in keep):.0f}, max {max(lengths[i] for i in keep)}"
     )
     torch.manual_seed(args.seed)

@@ -322,7 +322,9 @@ def build_trainer(data_args, stage_args, training_args, model_args) -> TowerVisi
     packing, training_args.packing = training_args.packing, False
     source = train_dataset
     if packing:
-        train_dataset, collator, packer = packed_data(train_dataset, processor, model, stage_args, training_args, sharded)
+        train_dataset, collator, packer = packed_data(
+            train_dataset, processor, model, stage_args, training_args, sharded
+        )
     else:
         collator = TowerVisionCollator(
             processor,

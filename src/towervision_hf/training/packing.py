@@ -14,7 +14,6 @@
 """
 
 import io
-import itertools
 import random
 from collections.abc import Callable, Iterable, Iterator
 
@@ -30,7 +29,6 @@ from .collator import SKIPPED_KEY, TowerVisionCollator
 # Batch entry for the trainer's logs: samples, rows, real tokens, row capacity (rows x max_length) of the batch.
 PACKING_KEY = "packing_stats"
 TRANSPOSED_ORIENTATIONS = (5, 6, 7, 8)  # EXIF orientations that swap width and height
-_END = object()
 
 
 def image_size_from_header(entry) -> tuple[int, int]:
@@ -75,7 +73,8 @@ class SampleMeasure:
         ]
         text = processor.apply_chat_template(conversation, tokenize=False)
         tokens = len(processor.tokenizer(text, add_special_tokens=False)["input_ids"])
-        tile_size, patch_size, newline = processor.image_processor.tile_size, processor.patch_size, processor.use_image_newline
+        tile_size, patch_size = processor.image_processor.tile_size, processor.patch_size
+        newline = processor.use_image_newline
         images = list(row.get("images") or [])
         if len(images) == 1:  # tiled: thumbnail + grid
             size, pinpoints = image_size_from_header(images[0]), processor.image_processor.pinpoints()
@@ -149,32 +148,39 @@ class Packer:
         random order drawn from `rng` (creation order is longest first), or in creation order without it. Skips
         after the last pack are counted on it.
         """
-        skipped, buffer, pending = 0, [], None
-        for item in itertools.chain(items, [_END]):
-            if item is not _END:
-                row = item if rows is None else rows(item)
-                tokens, tiles = self.measure(row)
-                if tokens > self.max_length:
-                    if self.over_length == "error":
-                        raise ValueError(
-                            f"sample {row.get('id', '?')!r} is {tokens} tokens long, over max_length={self.max_length}; "
-                            "it cannot be truncated without cutting image/video tokens. Raise max_length, lower "
-                            "max_tiles / num_frames, or set over_length: skip to drop such samples."
-                        )
-                    skipped += 1
-                    continue
-                buffer.append((item, (tokens, tiles)))
-            if buffer and (len(buffer) == self.buffer_size or item is _END):
-                packs = first_fit_decreasing([cost for _, cost in buffer], self.max_length, self.max_row_tiles)
-                if rng is not None:
-                    rng.shuffle(packs)
-                for pack in packs:
-                    if pending is not None:
-                        yield pending
-                    pending, skipped = ([buffer[i][0] for i in pack], skipped), 0
-                buffer = []
+        skipped, pending = 0, None
+        for buffer, buffer_skipped in self._buffers(items, rows):
+            skipped += buffer_skipped
+            packs = first_fit_decreasing([cost for _, cost in buffer], self.max_length, self.max_row_tiles)
+            if rng is not None:
+                rng.shuffle(packs)
+            for pack in packs:
+                if pending is not None:
+                    yield pending
+                pending, skipped = ([buffer[i][0] for i in pack], skipped), 0
         if pending is not None:
             yield pending[0], pending[1] + skipped
+
+    def _buffers(self, items: Iterable, rows: Callable | None) -> Iterator[tuple[list, int]]:
+        """`([(item, (tokens, tiles)), ...], over-length samples skipped while filling it)`, buffer by buffer."""
+        buffer, skipped = [], 0
+        for item in items:
+            row = item if rows is None else rows(item)
+            tokens, tiles = self.measure(row)
+            if tokens <= self.max_length:
+                buffer.append((item, (tokens, tiles)))
+            elif self.over_length == "error":
+                raise ValueError(
+                    f"sample {row.get('id', '?')!r} is {tokens} tokens long, over max_length={self.max_length}; it "
+                    "cannot be truncated without cutting image/video tokens. Raise max_length, lower max_tiles / "
+                    "num_frames, or set over_length: skip to drop such samples."
+                )
+            else:
+                skipped += 1
+            if len(buffer) == self.buffer_size:
+                yield buffer, skipped
+                buffer, skipped = [], 0
+        yield buffer, skipped
 
 
 def pack_dataset(dataset, packer: Packer, seed: int = 0):
@@ -272,7 +278,8 @@ class TowerVisionPackedCollator(TowerVisionCollator):
             position_ids.append(torch.cat([torch.arange(lengths[i]) for i in samples]))
             row_labels.append(torch.cat([labels[i, : lengths[i]] for i in samples]))
         if self.flatten:
-            input_ids, position_ids, row_labels = [torch.cat(input_ids)], [torch.cat(position_ids)], [torch.cat(row_labels)]
+            input_ids, position_ids = [torch.cat(input_ids)], [torch.cat(position_ids)]
+            row_labels = [torch.cat(row_labels)]
         width = max(len(ids) for ids in input_ids)
         for index, ids in enumerate(input_ids):  # right padding: a masked sample of its own, positions from 0
             padding = width - len(ids)

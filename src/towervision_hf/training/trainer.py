@@ -82,8 +82,8 @@ class TowerVisionSFTTrainer(SFTTrainer):
     types, `compute_loss_func` and label smoothing go through TRL unchanged.
 
     Also logs `skipped_over_length` (samples the [`TowerVisionCollator`] or the packer dropped so far, over all
-    processes), with packed batches `pack_efficiency` (real tokens / row capacity) and `samples_per_row` so far, and, with
-    a peft model, saves the stage's model config and the trained image newline (a bare parameter peft cannot save,
+    processes), with packed batches `pack_efficiency` (real tokens / row capacity) and `samples_per_row` so far,
+    and, with a peft model, saves the stage's model config and the trained image newline (a bare parameter peft cannot save,
     as `image_newline.safetensors`) beside the adapter, and restores the newline when resuming.
     """
 

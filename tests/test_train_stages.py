@@ -2,6 +2,7 @@
 the image newline, merging, and the checkpoint's own remote code. Everything runs on CPU in-process."""
 
 import json
+import math
 import os
 from pathlib import Path
 
@@ -267,10 +268,13 @@ def test_streamed_data_recipe_sets_the_steps_of_one_epoch(tmp_path):
             "8",
         )
     )
-    assert trainer.args.max_steps == 4  # 32 rows of the recipe's vision stage, 8 per step
+    # 32 rows of the recipe's vision stage, packed by the tiny stage-2 recipe: 8 packed rows per step
+    packs = list(trainer.train_dataset)
+    assert sum(len(pack["packed_rows"]) for pack in packs) == 32 and len(packs) < 32
+    assert trainer.args.max_steps == math.ceil(len(packs) / 8)
     assert trainer.args.accelerator_config.dispatch_batches is False
     trainer.train()
-    assert trainer.state.global_step == 4
+    assert trainer.state.global_step == trainer.args.max_steps
 
 
 def test_qlora_quantizes_only_the_language_model():

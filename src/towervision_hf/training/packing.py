@@ -8,8 +8,8 @@
   `max_length` is skipped and counted (or rejected with `over_length="error"`).
 * [`TowerVisionPackedCollator`] turns packs into rows whose `position_ids` restart at 0 for every sample and that
   carry no `attention_mask`: transformers then keeps attention inside each sample (`masking_utils` finds the
-  boundaries in `position_ids`, for eager and SDPA, sliding-window layers included; FlashAttention 2 runs varlen on
-  one flattened row). Pixels, `image_sizes`, `batch_num_images` and video frames stay in sample order, so the model
+  boundaries in `position_ids` for eager attention, sliding-window layers included, and SDPA where the language
+  model has it, which Gemma2 does not; FlashAttention 2 runs varlen on one flattened row). Pixels, `image_sizes`, `batch_num_images` and video frames stay in sample order, so the model
   merges features exactly as unpacked.
 """
 
@@ -232,7 +232,7 @@ class TowerVisionPackedCollator(TowerVisionCollator):
         max_length (`int`): tokens per packed row (the packer's `max_length`).
         flatten (`bool`, *optional*, defaults to `False`):
             Concatenate the whole batch into a single row: FlashAttention 2 only finds samples in `position_ids` of
-            a batch of one row. Eager and SDPA attention keep one row per pack.
+            a batch of one row. Eager attention keeps one row per pack.
 
     Returns `input_ids`, `position_ids` (restarting at 0 for every sample; the padding after a row's last sample is
     a sample of its own) and `labels` of shape `(rows, longest row)`, no `attention_mask`; the pixel inputs of every

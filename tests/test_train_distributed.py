@@ -2,6 +2,7 @@
 stopped at a checkpoint and resumed ending with the same weights as an uninterrupted one."""
 
 import json
+import math
 import os
 import socket
 import subprocess
@@ -47,6 +48,8 @@ def test_two_cpu_processes_write_one_consistent_checkpoint(tmp_path):
         str(output_dir),
         "--max_steps",
         "2",
+        "--max_length",
+        "512",
         "--per_device_train_batch_size",
         "4",
         "--save_strategy",
@@ -61,8 +64,11 @@ def test_two_cpu_processes_write_one_consistent_checkpoint(tmp_path):
 
     state = json.loads((output_dir / "checkpoint-2" / "trainer_state.json").read_text())
     assert state["global_step"] == 2
-    # 2 processes x 4 rows per step over the 32 rows of the sample: each process took its own share
-    assert state["log_history"][-1]["epoch"] == pytest.approx(2 * 2 * 4 / 32)
+    # the recipe packs the 32 rows of the sample; 2 processes x 4 packed rows per step: each took its own share
+    packs = len(train.build_trainer(*train.parse_args(command[command.index("-m", 4) + 2 :])).train_dataset)
+    assert state["log_history"][-1]["epoch"] == pytest.approx(2 / math.ceil(packs / (2 * 4)))
+    summary = json.loads((output_dir / "train_summary.json").read_text())
+    assert summary["packing"]["rows"] == 2 * 2 * 4 and summary["packing"]["samples"] > 2 * 2 * 4
     final = load_file(output_dir / "model.safetensors")
     checkpoint = load_file(output_dir / "checkpoint-2" / "model.safetensors")
     assert final.keys() == checkpoint.keys() and all(torch.equal(final[k], checkpoint[k]) for k in final)
@@ -97,7 +103,7 @@ def test_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(tmp_path):
         "2",
         "--disable_tqdm",
         "true",
-    ]  # 4 steps per epoch
+    ]  # packed: 32 rows in about 11 packs, 2 steps per epoch
 
     def trainer_for(output_dir, *extra):
         return train.build_trainer(*train.parse_args([*common, "--output_dir", str(tmp_path / output_dir), *extra]))

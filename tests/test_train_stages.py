@@ -2,6 +2,7 @@
 the image newline, merging, and the checkpoint's own remote code. Everything runs on CPU in-process."""
 
 import json
+import math
 import os
 from pathlib import Path
 
@@ -161,7 +162,7 @@ def test_lora_trains_lm_adapters_projector_and_newline_and_merges(stage1_checkpo
     assert merged.config.max_tiles == 6  # the stage's config, not the stage-1 base's
     assert "AutoModelForImageTextToText" in json.loads((merged_dir / "config.json").read_text())["auto_map"]
     assert (merged_dir / "modeling_towervision.py").is_file() and (merged_dir / "processor_config.json").is_file()
-    rows = [trainer.train_dataset[i] for i in range(3)]
+    rows = trainer.train_dataset[0]["packed_rows"]  # the tiny stage-2 recipe packs its rows
     batch = TowerVisionCollator(trainer.processing_class)(rows)
     inputs = {k: v for k, v in batch.items() if k not in ("labels", SKIPPED_KEY)}
     peft_model.eval()
@@ -280,10 +281,13 @@ def test_streamed_data_recipe_sets_the_steps_of_one_epoch(tmp_path):
             "8",
         )
     )
-    assert trainer.args.max_steps == 4  # 32 rows of the recipe's vision stage, 8 per step
+    # 32 rows of the recipe's vision stage, packed by the tiny stage-2 recipe: 8 packed rows per step
+    packs = list(trainer.train_dataset)
+    assert sum(len(pack["packed_rows"]) for pack in packs) == 32 and len(packs) < 32
+    assert trainer.args.max_steps == math.ceil(len(packs) / 8)
     assert trainer.args.accelerator_config.dispatch_batches is False
     trainer.train()
-    assert trainer.state.global_step == 4
+    assert trainer.state.global_step == trainer.args.max_steps
 
 
 def test_qlora_quantizes_only_the_language_model():
@@ -302,7 +306,9 @@ def test_qlora_quantizes_only_the_language_model():
 def test_labelled_position_loss_equals_trls_fused_loss(stage1_checkpoint, tmp_path):
     from trl import SFTTrainer
 
-    trainer = build(*stage_args("stage2_vision", tmp_path, "--model_name_or_path", stage1_checkpoint))
+    trainer = build(
+        *stage_args("stage2_vision", tmp_path, "--model_name_or_path", stage1_checkpoint, "--packing", "false")
+    )
     rows = [trainer.train_dataset[i] for i in (0, 1, 20, 30)]  # captions, QA, multi-image, text-only
     batch = trainer.data_collator(rows)
     batch.pop(SKIPPED_KEY)

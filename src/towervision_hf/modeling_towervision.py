@@ -391,6 +391,10 @@ class TowerVisionModel(TowerVisionPreTrainedModel):
         elif prefill:
             self._check_no_placeholders(input_ids, "video", "pixel_values_videos")
 
+        if use_cache is None and cache is None and attention_mask is None and position_ids is not None:
+            # packed rows (positions restarting per sample): transformers keeps attention inside each sample only
+            # when no cache is created
+            use_cache = False
         outputs = self.language_model(
             attention_mask=attention_mask,
             position_ids=position_ids,

@@ -16,6 +16,7 @@ stage's `--model_name_or_path` (a LoRA run saves an adapter: `towervision merge`
 """
 
 import argparse
+import itertools
 import json
 import math
 import os
@@ -30,6 +31,7 @@ from transformers.trainer_utils import get_last_checkpoint
 from trl import ModelConfig, SFTConfig, TrlParser, get_peft_config, get_quantization_config
 
 from .training import TowerVisionCollator, TowerVisionSFTTrainer, VisionFeatureCache, apply_module_learning_rates
+from .training.packing import Packer, SampleMeasure, TowerVisionPackedCollator, pack_dataset, pack_stream
 from .training.trainer import find_image_newline, restore_image_newline, trainable_parameters
 
 
@@ -113,6 +115,17 @@ class StageArguments:
         metadata={
             "help": "Rows that would train on nothing (unknown role, no assistant text): error or skip them.",
             "choices": ["error", "skip"],
+        },
+    )
+    packing_buffer: int = field(
+        default=1000,
+        metadata={"help": "With packing: samples packed together (first-fit decreasing over this buffer)."},
+    )
+    max_row_tiles: int | None = field(
+        default=None,
+        metadata={
+            "help": "With packing: most image tiles (thumbnails included) + video frames per packed row, to bound "
+            "vision-tower memory; a sample over it gets a row of its own. Unset = no cap."
         },
     )
     model_code: str = field(
@@ -257,8 +270,9 @@ def load_train_dataset(data_args: DataArguments, seed: int = 0):
     return dataset
 
 
-def recipe_steps(data_args: DataArguments, training_args: SFTConfig) -> int:
-    """Optimizer steps for `num_train_epochs` over a streamed data recipe, from its sources' sample counts."""
+def recipe_steps(data_args: DataArguments, training_args: SFTConfig, samples_per_row: float = 1.0) -> int:
+    """Optimizer steps for `num_train_epochs` over a streamed data recipe, from its sources' sample counts (and, when
+    packing, the mean samples per packed row)."""
     from accelerate import PartialState
 
     from .data.mixture import load_recipe
@@ -273,7 +287,7 @@ def recipe_steps(data_args: DataArguments, training_args: SFTConfig) -> int:
         * training_args.gradient_accumulation_steps
         * PartialState().num_processes
     )
-    return max(1, math.ceil(rows * training_args.num_train_epochs / global_batch))
+    return max(1, math.ceil(rows * training_args.num_train_epochs / (global_batch * samples_per_row)))
 
 
 def apply_lora(model, model_args: ModelConfig, stage_args: StageArguments):
@@ -330,19 +344,29 @@ def build_trainer(data_args, stage_args, training_args, model_args) -> TowerVisi
             )
         feature_cache = VisionFeatureCache(stage_args.vision_feature_cache).attach(model)
     train_dataset = load_train_dataset(data_args, seed=training_args.seed)
+    # TRL refuses to pack vision rows; packing is ours (`training.packing`), TRL must not set up its own.
+    packing, training_args.packing = training_args.packing, False
+    source = train_dataset
+    if packing:
+        train_dataset, collator, packer = packed_data(
+            train_dataset, processor, model, stage_args, training_args, sharded
+        )
+    else:
+        collator = TowerVisionCollator(
+            processor,
+            max_length=training_args.max_length,
+            over_length=stage_args.over_length,
+            include_vision_in_every_batch=sharded,
+            untrainable=stage_args.untrainable,
+        )
     if data_args.dataset.endswith((".yaml", ".yml")):
         if training_args.max_steps <= 0:
-            training_args.max_steps = recipe_steps(data_args, training_args)
+            # packed: estimated from the first buffer of the stream
+            samples_per_row = packer.samples_per_row(itertools.islice(source, packer.buffer_size)) if packing else 1
+            training_args.max_steps = recipe_steps(data_args, training_args, samples_per_row)
         # Every process reads the stream and keeps its own batches: dispatching from the main process would
         # concatenate batches of different sequence lengths and tile counts.
         training_args.accelerator_config.dispatch_batches = False
-    collator = TowerVisionCollator(
-        processor,
-        max_length=training_args.max_length,
-        over_length=stage_args.over_length,
-        include_vision_in_every_batch=sharded,
-        untrainable=stage_args.untrainable,
-    )
     trainer = TowerVisionSFTTrainer(
         model=model,
         args=training_args,
@@ -352,7 +376,36 @@ def build_trainer(data_args, stage_args, training_args, model_args) -> TowerVisi
         module_learning_rates=stage_args.learning_rates,
     )
     trainer.feature_cache = feature_cache
+    trainer.packing = packing
     return trainer
+
+
+def packed_data(dataset, processor, model, stage_args: StageArguments, training_args: SFTConfig, sharded: bool):
+    """The packs of `dataset` (planned up front for a map-style dataset, on the fly for a stream), their collator and
+    the packer. Under FlashAttention the whole batch becomes one row (its varlen path finds samples only in a batch of
+    one row).
+    """
+    import datasets
+
+    attention = model.config.text_config._attn_implementation or ""
+    collator = TowerVisionPackedCollator(
+        processor,
+        max_length=training_args.max_length,
+        include_vision_in_every_batch=sharded,
+        flatten="flash" in attention,
+        untrainable=stage_args.untrainable,
+    )
+    packer = Packer(
+        SampleMeasure(processor, collator.num_frames),
+        max_length=training_args.max_length,
+        max_row_tiles=stage_args.max_row_tiles,
+        buffer_size=stage_args.packing_buffer,
+        over_length=stage_args.over_length,
+    )
+    if isinstance(dataset, datasets.IterableDataset):
+        return pack_stream(dataset, packer), collator, packer
+    seed = training_args.data_seed if training_args.data_seed is not None else training_args.seed
+    return pack_dataset(dataset, packer, seed=seed), collator, packer
 
 
 def resolve_resume(training_args: SFTConfig) -> str | None:
@@ -381,6 +434,10 @@ def run(argv: list[str]) -> TowerVisionSFTTrainer:
             "skipped_untrainable": trainer.skipped_untrainable,
             "trainable_parameters": trainable_parameters(trainer.model),
         }
+        if trainer.packing:
+            samples, rows, tokens, capacity = trainer.packing_totals.tolist()
+            summary["packing"] = {"samples": samples, "rows": rows, "tokens": tokens, "row_capacity": capacity}
+            summary["packing"].update(trainer.packing_metrics())
         if trainer.feature_cache is not None:
             cache = trainer.feature_cache
             summary["vision_feature_cache"] = {"folder": str(cache.folder), "hits": cache.hits, "misses": cache.misses}

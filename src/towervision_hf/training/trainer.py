@@ -12,6 +12,7 @@ from transformers import TrainerCallback
 from trl import SFTTrainer
 
 from .collator import SKIP_COUNTERS
+from .packing import PACKING_KEY
 
 
 # Optimizer groups: the projector group holds the image newline, the language group the LM (and its tied head).
@@ -81,9 +82,10 @@ class TowerVisionSFTTrainer(SFTTrainer):
     and prompts, most of a vision-language batch, never go through the LM head (see [`labelled_logits`]). Other loss
     types, `compute_loss_func` and label smoothing go through TRL unchanged.
 
-    Also logs `skipped_over_length` and `skipped_untrainable` (samples the [`TowerVisionCollator`] dropped so far, over
-    all processes) and, with
-    a peft model, saves the stage's model config and the trained image newline (a bare parameter peft cannot save,
+    Also logs `skipped_over_length` and `skipped_untrainable` (samples the [`TowerVisionCollator`] or the packer
+    dropped so far, over all processes), with packed batches `pack_efficiency` (real tokens / row capacity) and
+    `samples_per_row` so far, and, with a peft model, saves the stage's model config and the trained image newline (a
+    bare parameter peft cannot save,
     as `image_newline.safetensors`) beside the adapter, and restores the newline when resuming.
     """
 
@@ -94,6 +96,7 @@ class TowerVisionSFTTrainer(SFTTrainer):
         self.step_learning_rates = StepLearningRates()
         self.add_callback(self.step_learning_rates)
         self.skipped_untrainable = 0
+        self.packing_totals = torch.zeros(4, dtype=torch.long)  # samples, rows, real tokens, row capacity
 
     def create_optimizer(self, model=None):
         if self.optimizer is not None:
@@ -134,6 +137,10 @@ class TowerVisionSFTTrainer(SFTTrainer):
                 skipped = torch.as_tensor(skipped, device=self.accelerator.device).reshape(1)
                 total = int(self.accelerator.gather_for_metrics(skipped).sum())
                 setattr(self, counter, getattr(self, counter) + total)
+        packing = inputs.pop(PACKING_KEY, None)
+        if packing is not None and model.training:
+            packing = torch.as_tensor(packing, device=self.accelerator.device).reshape(1, -1)
+            self.packing_totals += self.accelerator.gather_for_metrics(packing).sum(dim=0).cpu()
         custom_loss = self.compute_loss_func is not None or self.label_smoother is not None
         if self.args.loss_type != "nll" or custom_loss or return_outputs or self.aux_loss_enabled:
             return super().compute_loss(
@@ -147,10 +154,11 @@ class TowerVisionSFTTrainer(SFTTrainer):
         loss = summed / (valid.sum().clamp(min=1) if num_items_in_batch is None else num_items_in_batch)
         if self.args.average_tokens_across_devices and num_items_in_batch is not None:
             loss = loss * (self.accelerator.num_processes // self.get_tp_size())  # as Trainer / TRL: DDP averages
-        self._log_token_metrics(logits.detach(), targets, valid, inputs["attention_mask"])
+        num_tokens = inputs["attention_mask"].sum() if "attention_mask" in inputs else packing.reshape(-1)[2]
+        self._log_token_metrics(logits.detach(), targets, valid, num_tokens)
         return loss
 
-    def _log_token_metrics(self, logits, targets, valid, attention_mask) -> None:
+    def _log_token_metrics(self, logits, targets, valid, num_tokens) -> None:
         """TRL's `entropy`, `mean_token_accuracy` and `num_tokens`, from the labelled positions' logits."""
         mode = "train" if self.model.training else "eval"
         gather = self.accelerator.gather_for_metrics
@@ -163,7 +171,7 @@ class TowerVisionSFTTrainer(SFTTrainer):
         self._metrics[mode]["entropy"].append((entropy_sum / num_valid).item() if num_valid > 0 else 0.0)
         self._metrics[mode]["mean_token_accuracy"].append((num_correct / num_valid).item() if num_valid > 0 else 0.0)
         if mode == "train":
-            self._total_train_tokens += gather(attention_mask.sum()).sum().item() // self._tp_size
+            self._total_train_tokens += gather(num_tokens.to(valid.device)).sum().item() // self._tp_size
         self._metrics[mode]["num_tokens"] = [self._total_train_tokens]
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
@@ -173,7 +181,15 @@ class TowerVisionSFTTrainer(SFTTrainer):
             if "loss" in logs:
                 for name, rate in self.step_learning_rates.rates.items():
                     logs[f"learning_rate_{name}"] = rate
+            logs.update(self.packing_metrics())
         super().log(logs, start_time)
+
+    def packing_metrics(self) -> dict[str, float]:
+        """`pack_efficiency` (real tokens / row capacity) and `samples_per_row` over the packed batches so far."""
+        samples, rows, tokens, capacity = self.packing_totals.tolist()
+        if not rows:
+            return {}
+        return {"pack_efficiency": tokens / capacity, "samples_per_row": samples / rows}
 
     def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
         super()._save(output_dir, state_dict=state_dict)

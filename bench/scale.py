@@ -105,14 +105,27 @@ def build_tokenizer(vocab_size: int) -> GemmaTokenizer:
 
 
 def write_random_checkpoint(model_class, config, folder: Path, dtype: torch.dtype, seed: int) -> None:
-    """`model_class(config)` with N(0, 0.02) weights, written tensor by tensor (never the whole model in memory)."""
+    """`model_class(config)` with N(0, 0.02) weights, written tensor by tensor (never the whole model in memory).
+
+    Each tensor is a window, at a random offset, of one pool of 1,000,003 normal values repeated: drawing billions
+    of values would take longer than the steps measured, and the values only need to be non-degenerate.
+    """
     with torch.device("meta"):
         model = model_class(config)
     tied = {"lm_head.weight"} if getattr(config, "tie_word_embeddings", False) else set()
     generator = torch.Generator().manual_seed(seed)
+    pool = torch.randn(1_000_003, generator=generator).mul_(0.02).to(dtype)
 
     def random(shape):
-        return lambda: [torch.randn(shape, generator=generator).mul_(0.02).to(dtype)]
+        def parts():
+            remaining = int(np.prod(shape))
+            offset = int(torch.randint(len(pool), (1,), generator=generator))
+            while remaining:  # the tensor's bytes, pool window after pool window
+                window = pool[offset : offset + remaining]
+                yield window
+                remaining, offset = remaining - len(window), 0
+
+        return parts
 
     planned = [
         PlannedTensor(name, DTYPE_CODES[dtype], tuple(tensor.shape), random(tuple(tensor.shape)))
@@ -139,7 +152,7 @@ def step_standins(work: Path, geometry: dict) -> dict:
 def count_parameters(folder: Path) -> str:
     from towervision_hf.hub.weights import tensor_entries
 
-    return f"{sum(entry.num_elements for entry in tensor_entries(folder)) / 1e9:.2f} B"
+    return f"{sum(entry.num_elements for entry in tensor_entries(folder)):,}"
 
 
 # ---- checkpoint tools -------------------------------------------------------------------------------------------

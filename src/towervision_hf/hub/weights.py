@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
 
 
 SAFE_WEIGHTS_NAME = "model.safetensors"
@@ -37,6 +36,7 @@ class TensorEntry:
     num_elements: int
     dtype: str  # safetensors dtype code: F32, BF16, F16, ...
     shape: tuple[int, ...]
+    offset: int = 0  # where its bytes start in the file
 
 
 def parse_size(size: int | str) -> int:
@@ -57,11 +57,12 @@ def parse_size(size: int | str) -> int:
     return value
 
 
-def read_header(path: Path) -> dict:
-    """The JSON header of a safetensors file (tensor names -> dtype, shape, data_offsets; plus `__metadata__`)."""
+def read_header(path: Path) -> tuple[dict, int]:
+    """The JSON header of a safetensors file (tensor names -> dtype, shape, data_offsets; plus `__metadata__`) and
+    the file offset its data_offsets count from."""
     with open(path, "rb") as handle:
         (length,) = struct.unpack("<Q", handle.read(8))
-        return json.loads(handle.read(length))
+        return json.loads(handle.read(length)), 8 + length
 
 
 def weight_files(checkpoint: Path) -> list[str]:
@@ -87,7 +88,7 @@ def tensor_entries(checkpoint: Path) -> list[TensorEntry]:
     """Every tensor of the checkpoint with its file and size, in file order then header offset order."""
     entries, seen = [], set()
     for file in weight_files(checkpoint):
-        header = read_header(checkpoint / file)
+        header, data_start = read_header(checkpoint / file)
         header.pop("__metadata__", None)
         for name, info in sorted(header.items(), key=lambda item: item[1]["data_offsets"][0]):
             if name in seen:
@@ -97,7 +98,9 @@ def tensor_entries(checkpoint: Path) -> list[TensorEntry]:
             num_elements = 1
             for dim in info["shape"]:
                 num_elements *= dim
-            entries.append(TensorEntry(name, file, end - start, num_elements, info["dtype"], tuple(info["shape"])))
+            entries.append(
+                TensorEntry(name, file, end - start, num_elements, info["dtype"], tuple(info["shape"]), data_start + start)
+            )
     return entries
 
 
@@ -170,18 +173,26 @@ class PlannedTensor:
 
 
 class WeightReader:
-    """Lazy access to the tensors of a (sharded) safetensors checkpoint folder, one tensor in memory at a time."""
+    """Lazy access to the tensors of a (sharded) safetensors checkpoint folder, one tensor in memory at a time.
+
+    Tensors are read with plain file reads at the offsets of the headers, not memory-mapped: a mapping would keep
+    every page read so far in the process's resident memory until the file is closed.
+    """
 
     def __init__(self, checkpoint: Path):
         self.checkpoint = Path(checkpoint)
         self.entries = {entry.name: entry for entry in tensor_entries(self.checkpoint)}
-        self._handles = {}
 
     def get(self, name: str) -> torch.Tensor:
-        file = self.entries[name].file
-        if file not in self._handles:
-            self._handles[file] = safe_open(self.checkpoint / file, framework="pt")
-        return self._handles[file].get_tensor(name)
+        entry = self.entries[name]
+        data = bytearray(entry.num_bytes)
+        with open(self.checkpoint / entry.file, "rb") as handle:
+            handle.seek(entry.offset)
+            if handle.readinto(data) != entry.num_bytes:
+                raise ValueError(f"{self.checkpoint / entry.file} is truncated: {name} is incomplete")
+        if not data:
+            return torch.empty(entry.shape, dtype=DTYPES_BY_CODE[entry.dtype])
+        return torch.frombuffer(data, dtype=DTYPES_BY_CODE[entry.dtype]).reshape(entry.shape)
 
     def loader(self, name: str, dtype: torch.dtype | None = None) -> Callable[[], list[torch.Tensor]]:
         """`parts` for `PlannedTensor`: the stored tensor, cast to `dtype` when given."""

@@ -23,6 +23,7 @@ sampled every 50 ms):
 import argparse
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -341,8 +342,15 @@ class PeakRSS:
         self.peak = max(self.peak, self._sample())
 
 
+def cpu_seconds() -> float:
+    """User + system CPU time of this process and of its waited-for descendants."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 def run_step(step: str, work: Path, geometry: str, in_process: bool) -> dict:
-    start = time.perf_counter()
+    """Run one step; its wall time, the CPU time of its process tree (a fair figure on a busy machine) and peak RSS."""
+    start, cpu_start = time.perf_counter(), cpu_seconds()
     if in_process:
         with PeakRSS(os.getpid()) as rss:
             info = STEP_FUNCTIONS[step](work, GEOMETRIES[geometry])
@@ -354,7 +362,8 @@ def run_step(step: str, work: Path, geometry: str, in_process: bool) -> dict:
         if code != 0:
             raise SystemExit(f"step {step} failed (exit {code})")
         info = json.loads((work / f"{step}.json").read_text())
-    return {"wall s": time.perf_counter() - start, "peak RSS GiB": rss.peak / 2**30, **info}
+    wall, cpu = time.perf_counter() - start, cpu_seconds() - cpu_start
+    return {"wall s": wall, "CPU s": cpu, "peak RSS GiB": rss.peak / 2**30, **info}
 
 
 def main(argv=None) -> int:
@@ -366,13 +375,20 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(prefix="towervision-scale-") as temporary:
         work = Path(args.workdir or temporary)
         work.mkdir(parents=True, exist_ok=True)
-        print(f"geometry {args.geometry}, {psutil.cpu_count()} CPUs, {psutil.virtual_memory().total / 2**30:.0f} GiB, {work}")
+        print(
+            f"geometry {args.geometry}, {psutil.cpu_count()} CPUs, {psutil.virtual_memory().total / 2**30:.0f} GiB, "
+            f"load average {os.getloadavg()[0]:.1f}, {work}"
+        )
         results = {}
         for step in args.steps:
             results[step] = run_step(step, work, args.geometry, in_process=args.small)
             measured = results[step]
-            extra = ", ".join(f"{key} {value}" for key, value in measured.items() if key not in ("wall s", "peak RSS GiB"))
-            print(f"[{step:8s}] {measured['wall s']:8.1f} s   peak RSS {measured['peak RSS GiB']:6.2f} GiB   {extra}", flush=True)
+            extra = ", ".join(f"{k} {v}" for k, v in measured.items() if k not in ("wall s", "CPU s", "peak RSS GiB"))
+            print(
+                f"[{step:8s}] wall {measured['wall s']:7.1f} s   CPU {measured['CPU s']:7.1f} s   "
+                f"peak RSS {measured['peak RSS GiB']:6.2f} GiB   {extra}",
+                flush=True,
+            )
         (work / "scale.json").write_text(json.dumps(results, indent=2))
     return 0
 

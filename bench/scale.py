@@ -14,7 +14,7 @@ sampled every 50 ms):
     stage1          one stage-1 step (projector + newline trained) without, then with a warm feature cache
 
     PYTHONPATH=src python bench/scale.py --geometry 2b --workdir /tmp/scale-2b      # all steps
-    PYTHONPATH=src python bench/scale.py --geometry 9b --steps init,export,convert  # 9B: the checkpoint tools
+    PYTHONPATH=src python bench/scale.py --geometry 9b --steps standins,init,export,convert  # 9B checkpoint tools
     PYTHONPATH=src python bench/scale.py --small                                     # toy widths, in-process (CI)
 
 `--small` runs the same steps at toy widths in one process (the RSS column is then the process's, not the step's).

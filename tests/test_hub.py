@@ -433,7 +433,10 @@ def test_load_check_through_auto_classes_and_pipeline(locked_check, reference):
     assert report["classes"]["model"].endswith("modeling_towervision.TowerVisionForConditionalGeneration")
     assert set(locked_check.max_logit_diff) == {"image", "video"}
     assert torch.equal(locked_check.remote["image.pipeline_generated"], reference["image.generated"])
-    assert len(locked_check.tokens["image"]) == 8
+    assert len(locked_check.tokens["image"]) == load_check.MAX_NEW_TOKENS
+    # the cheap check: one tile plus the thumbnail, and the logits of each generated position
+    assert reference["image.inputs.pixel_values"].shape[1] == 2
+    assert locked_check.remote["image.logits"].shape[:2] == (1, load_check.MAX_NEW_TOKENS)
     assert "passed under transformers" in locked_check.summary()
 
 
@@ -719,7 +722,8 @@ def test_push_dry_run_of_a_converted_towervideo_through_the_cli(tmp_path, capsys
     out = capsys.readouterr().out
     assert f"dry run: nothing uploaded; the staged folder is {stage_dir}" in out
     assert re.search(r"model\.safetensors\s+\d+\.\d KiB", out)
-    assert re.search(r"load check passed under transformers \S+ \(image: .*, video: .*\)", out)
+    assert re.search(r"load check passed under transformers \S+ in \d+ s \(image: .*, video: .*\)", out)
+    assert re.search(r"load check: \d+ s in all", out)
     card = ModelCard.load(stage_dir / "README.md")
     assert card.data.pipeline_tag == "video-text-to-text" and card.data.base_model == ["utter-project/TowerVideo-2B"]
     assert '{"type": "video", "path": "clip.mp4"}' in card.text

@@ -18,8 +18,6 @@ import re
 from pathlib import Path
 
 import torch
-from huggingface_hub import save_torch_state_dict
-from safetensors.torch import load_file
 from transformers import (
     AutoConfig,
     AutoProcessor,
@@ -37,6 +35,7 @@ from transformers import (
 )
 
 from .configuration_towervision import TowerVisionConfig
+from .hub.weights import DEFAULT_MAX_SHARD_SIZE, DTYPE_CODES, DTYPES_BY_CODE, PlannedTensor, WeightReader, parse_size, write_shards
 from .image_processing_towervision import TowerVisionImageProcessor
 from .modeling_towervision import TowerVisionForConditionalGeneration
 from .processing_towervision import DEFAULT_CHAT_TEMPLATE, TowerVisionProcessor
@@ -85,23 +84,8 @@ def rename_source_key(key: str) -> str:
     raise ValueError(f"checkpoint tensor {key!r} does not belong to a llava_next / llava_onevision model")
 
 
-def load_safetensors_dir(directory: Path) -> dict[str, torch.Tensor]:
-    """All tensors of a (possibly sharded) safetensors checkpoint folder, with their on-disk names and dtypes."""
-    index = directory / "model.safetensors.index.json"
-    if index.is_file():
-        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-    elif (directory / "model.safetensors").is_file():
-        shards = ["model.safetensors"]
-    else:
-        raise ValueError(f"{directory} holds no model.safetensors or model.safetensors.index.json")
-    state_dict = {}
-    for shard in shards:
-        state_dict.update(load_file(directory / shard))
-    return state_dict
-
-
-def rename_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Rename every tensor with `rename_source_key`; two source names landing on one target is an error."""
+def rename_state_dict(state_dict: dict) -> dict:
+    """Rename every key (tensor name) with `rename_source_key`; two source names landing on one target is an error."""
     renamed = {}
     for key, tensor in state_dict.items():
         target = rename_source_key(key)
@@ -111,17 +95,17 @@ def rename_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Te
     return renamed
 
 
-def resolve_lm_head(state_dict: dict[str, torch.Tensor], text_ties: bool) -> tuple[bool, str]:
-    """Decide whether the converted model ties its LM head; drops `lm_head.weight` from `state_dict` when it does.
+def resolve_lm_head(names, load, text_ties: bool) -> tuple[bool, str]:
+    """Decide whether the converted model ties its LM head (then `lm_head.weight`, if stored, is not written).
 
-    Returns `(tie_word_embeddings, message)`. A missing head is tied only when the source's `text_config` ties
-    it (what transformers 4.x, which ignores the top-level flag, did when it saved the release); a head equal to
-    the embeddings is tied; a different head is kept.
+    `names` are the checkpoint's (renamed) tensor names and `load(name)` reads one tensor: only the head and the
+    embeddings are read, and only when a head is stored. Returns `(tie_word_embeddings, message)`. A missing head
+    is tied only when the source's `text_config` ties it (what transformers 4.x, which ignores the top-level flag,
+    did when it saved the release); a head equal to the embeddings is tied; a different head is kept.
     """
-    if EMBED_KEY not in state_dict:
+    if EMBED_KEY not in names:
         raise ValueError(f"the checkpoint has no input embeddings ({EMBED_KEY!r} after renaming)")
-    head = state_dict.get(HEAD_KEY)
-    if head is None:
+    if HEAD_KEY not in names:
         if not text_ties:
             raise ValueError(
                 "the checkpoint holds no lm_head.weight and its text_config does not tie the head to the input "
@@ -133,8 +117,8 @@ def resolve_lm_head(state_dict: dict[str, torch.Tensor], text_ties: bool) -> tup
             "top-level tie_word_embeddings=false, which transformers 5's LlavaNext reads, leaving its head randomly "
             "initialised). Tying lm_head to model.language_model.embed_tokens deliberately: tie_word_embeddings=True."
         )
-    if head.shape == state_dict[EMBED_KEY].shape and torch.equal(head, state_dict[EMBED_KEY]):
-        del state_dict[HEAD_KEY]
+    head, embeddings = load(HEAD_KEY), load(EMBED_KEY)
+    if head.shape == embeddings.shape and torch.equal(head, embeddings):
         return True, "lm_head.weight equals the input embeddings: tied (tie_word_embeddings=True), stored once."
     return (
         False,
@@ -219,32 +203,48 @@ def load_release_config(directory: Path):
     return AutoConfig.from_pretrained(directory)
 
 
-def build_model_on_meta(model_class, config, state_dict: dict[str, torch.Tensor]):
-    """`model_class(config)` holding exactly `state_dict` (by reference, no copy and no random initialisation).
-
-    Weights are created on the meta device and replaced by the given tensors, so a 9B checkpoint costs no more
-    memory than its tensors. Every expected tensor must be present (the tied head aside) and no other.
-    """
+def meta_model(model_class, config, dtype: torch.dtype):
+    """`model_class(config)` on the meta device, in `dtype`: its tensor names, shapes, config and code, no memory."""
     with torch.device("meta"):
-        model = model_class(config)
-    expected = set(model.state_dict())
-    if config.tie_word_embeddings:
-        expected.discard(HEAD_KEY)
-    missing, unexpected = sorted(expected - set(state_dict)), sorted(set(state_dict) - expected)
+        return model_class(config).to(dtype)
+
+
+def check_tensor_shapes(model, shapes: dict[str, tuple[int, ...]]) -> None:
+    """`ValueError` unless `shapes` names exactly the tensors of `model` (its tied head aside), each with its shape."""
+    expected = {key: tuple(tensor.shape) for key, tensor in model.state_dict().items()}
+    if model.config.tie_word_embeddings:
+        expected.pop(HEAD_KEY, None)
+    missing, unexpected = sorted(set(expected) - set(shapes)), sorted(set(shapes) - set(expected))
     if missing or unexpected:
         raise ValueError(
-            f"checkpoint does not match {model_class.__name__}: missing {missing}, unexpected {unexpected}"
+            f"checkpoint does not match {type(model).__name__}: missing {missing}, unexpected {unexpected}"
         )
-    for key, tensor in state_dict.items():
-        expected_shape = model.get_parameter_or_buffer(key).shape
-        if tensor.shape != expected_shape:
-            raise ValueError(
-                f"{key} has shape {tuple(tensor.shape)} in the checkpoint, the config needs {tuple(expected_shape)}"
-            )
-    model.load_state_dict(state_dict, strict=False, assign=True)
-    if config.tie_word_embeddings:
-        model.lm_head.weight = model.get_input_embeddings().weight
-    return model.eval()
+    for key, shape in shapes.items():
+        if tuple(shape) != expected[key]:
+            raise ValueError(f"{key} has shape {tuple(shape)} in the checkpoint, the config needs {expected[key]}")
+
+
+def save_streamed(model, output: Path, planned: list[PlannedTensor], max_shard_size=DEFAULT_MAX_SHARD_SIZE):
+    """What `model.save_pretrained(output)` writes, for a `meta_model`, with the weights streamed from `planned`.
+
+    Config (dtype, architectures, auto_map), generation config and remote code come from `save_pretrained`; the
+    weights are written tensor by tensor (`hub.weights.write_shards`), so peak memory is about the largest tensor.
+    """
+    check_tensor_shapes(model, {tensor.name: tensor.shape for tensor in planned})
+    output.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(output, state_dict={})  # everything but the weights
+    write_shards(planned, output, parse_size(max_shard_size))
+
+
+def stream_renamed(reader: WeightReader, names: dict[str, str], dtype: torch.dtype | None) -> list[PlannedTensor]:
+    """Plan `{target name: stored name}` tensors of `reader`, floating-point ones cast to `dtype` when given."""
+    planned = []
+    for target, name in names.items():
+        entry = reader.entries[name]
+        cast = dtype if dtype is not None and DTYPES_BY_CODE[entry.dtype].is_floating_point else None
+        code = DTYPE_CODES[cast] if cast is not None else entry.dtype
+        planned.append(PlannedTensor(target, code, entry.shape, reader.loader(name, cast)))
+    return planned
 
 
 def sub_processor_config(directory: Path, name: str) -> dict:
@@ -419,13 +419,16 @@ def convert_checkpoint(
         f"{getattr(release, 'transformers_version', '?')})"
     )
     tokenizer = AutoTokenizer.from_pretrained(source)
-    state_dict = rename_state_dict(load_safetensors_dir(source))
-    log(f"weights: {len(state_dict)} tensors renamed to TowerVision names, copied bit for bit")
-    tie, message = resolve_lm_head(state_dict, text_ties=getattr(release.text_config, "tie_word_embeddings", True))
+    reader = WeightReader(source)
+    names = rename_state_dict({name: name for name in reader.entries})  # TowerVision name -> stored name
+    log(f"weights: {len(names)} tensors renamed to TowerVision names, copied bit for bit (streamed one at a time)")
+    text_ties = getattr(release.text_config, "tie_word_embeddings", True)
+    tie, message = resolve_lm_head(names, lambda key: reader.get(names[key]), text_ties=text_ties)
     log(message)
+    if tie:
+        names.pop(HEAD_KEY, None)
+    target_dtype = DTYPES[dtype] if dtype is not None else DTYPES_BY_CODE[reader.entries[names[EMBED_KEY]].dtype]
     if dtype is not None:
-        target = DTYPES[dtype]
-        state_dict = {k: v.to(target) if v.is_floating_point() else v for k, v in state_dict.items()}
         log(f"dtype: floating-point weights cast to {dtype}")
 
     if release.model_type == "llava_onevision":
@@ -440,14 +443,14 @@ def convert_checkpoint(
     else:
         video_token_id = tokenizer.convert_tokens_to_ids("<video>") if "<video>" in tokenizer.get_vocab() else None
     config = towervision_config_from_release(release, tie, video_token_id, max_tiles=max_tiles)
-    config.dtype = state_dict[EMBED_KEY].dtype
+    config.dtype = target_dtype
     log(
         f"config: image_token_id={config.image_token_id}, video_token_id={config.video_token_id}, "
         f"{len(config.image_grid_pinpoints)} pinpoints (<= {config.max_tiles} tiles of {config.tile_size} px), "
         f"vision_feature_layer={config.vision_feature_layer}, strategy={config.vision_feature_select_strategy!r}, "
         f"scale_image_features={config.scale_image_features}, dtype={str(config.dtype).removeprefix('torch.')}"
     )
-    model = build_model_on_meta(TowerVisionForConditionalGeneration, config, state_dict)
+    model = meta_model(TowerVisionForConditionalGeneration, config, target_dtype)
     processor = build_towervision_processor(source, config, tokenizer, log)
 
     generation_config = (
@@ -461,8 +464,7 @@ def convert_checkpoint(
     generation_config.pad_token_id = tokenizer.pad_token_id
     model.generation_config = generation_config
 
-    output.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(output)
+    save_streamed(model, output, stream_renamed(reader, names, DTYPES[dtype] if dtype is not None else None))
     processor.save_pretrained(output)
     log(
         f"saved a trust_remote_code TowerVision checkpoint to {output} "
@@ -602,19 +604,22 @@ def export_checkpoint(source: str | Path, output: str | Path, native_format: str
     config = TowerVisionConfig.from_pretrained(source)
     if config.vision_config.model_type not in VISION_MODELS_WITH_WRAPPER:
         raise ValueError(f"exporting a {config.vision_config.model_type!r} vision tower is not supported")
-    state_dict = rename_state_dict(load_safetensors_dir(source))
-    config.dtype = state_dict[EMBED_KEY].dtype
+    reader = WeightReader(source)
+    names = rename_state_dict({name: name for name in reader.entries})  # TowerVision name -> stored name
+    config.dtype = DTYPES_BY_CODE[reader.entries[names[EMBED_KEY]].dtype]
     native_config = native_config_from_towervision(config, native_format)
     native_class = (
         LlavaNextForConditionalGeneration if native_format == "llava_next" else LlavaOnevisionForConditionalGeneration
     )
-    build_model_on_meta(native_class, native_config, state_dict)  # every tensor has its place and shape
+    shapes = {key: reader.entries[name].shape for key, name in names.items()}
+    check_tensor_shapes(meta_model(native_class, native_config, config.dtype), shapes)  # each tensor has its place
     processor = build_native_processor(
         AutoProcessor.from_pretrained(source, trust_remote_code=True), native_config, native_format
     )
 
     output.mkdir(parents=True, exist_ok=True)
-    save_torch_state_dict({native_key(key): tensor for key, tensor in state_dict.items()}, output)
+    planned = stream_renamed(reader, {native_key(key): name for key, name in names.items()}, dtype=None)
+    write_shards(planned, output, parse_size(DEFAULT_MAX_SHARD_SIZE))
     native_config.save_pretrained(output)
     if (source / "generation_config.json").is_file():
         GenerationConfig.from_pretrained(source).save_pretrained(output)
@@ -623,7 +628,7 @@ def export_checkpoint(source: str | Path, output: str | Path, native_format: str
     if native_format == "llava_next" and config.video_token_id is not None:
         log("note: llava_next has no video input; the <video> token stays in the vocabulary unused")
     log(
-        f"exported {source} as native {native_format} ({native_class.__name__}, {len(state_dict)} tensors bit-exact, "
+        f"exported {source} as native {native_format} ({native_class.__name__}, {len(names)} tensors bit-exact, "
         f"tie_word_embeddings={config.tie_word_embeddings}) to {output}"
     )
     log(NORMALIZER_CAVEAT.format(factor=config.text_config.hidden_size**0.5))

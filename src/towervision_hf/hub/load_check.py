@@ -1,37 +1,38 @@
 """Load check: does a staged folder load and generate like the in-process model, with nothing but its own code?
 
 The in-process side loads the folder with the installed package (`TowerVisionForConditionalGeneration`, the
-registered processor) and records, for a generated image (and, for checkpoints with a video token, a generated
-clip), the processor outputs, the logits and a greedy generation. `remote_worker.py` then runs in a fresh
+registered processor) and records, for a generated image of one tile (and, for checkpoints with a video token, a
+short generated clip), the processor outputs and a few greedy tokens with their logits. `remote_worker.py` then runs in a fresh
 interpreter (`python -I`: PYTHONPATH ignored; an empty working directory; HF_HUB_OFFLINE=1; a private
 HF_MODULES_CACHE) where `towervision_hf` cannot be imported, and loads the same folder through AutoConfig,
 AutoProcessor, AutoModelForImageTextToText and `pipeline("image-text-to-text")` with `trust_remote_code=True`.
 Both sides must agree: same processor outputs, logits within tolerance, identical greedy tokens (model and
-pipeline).
+pipeline). Each side prefills each prompt once (the pipeline once more), and both load with `device_map="auto"`,
+so a 9B check runs on a GPU when there is one and offloads to CPU and disk otherwise.
 
 `extra_sys_path` runs the remote side under another transformers (a side install, see `versions.py`).
 """
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 
 WORKER = Path(__file__).resolve().with_name("remote_worker.py")
 PROMPTS = {"image": "Describe this image in one sentence.", "video": "What happens in this video?"}
 MAX_VIDEO_FRAMES = 4
-# Logits of the last positions only (vocabulary 256k: a whole prompt's logits would take gigabytes); every position
-# attends to the image / video features, so these see any difference in them.
-LOGITS_TO_KEEP = 32
+MAX_NEW_TOKENS = 4
 
 
 @dataclass
@@ -40,9 +41,10 @@ class LoadCheckResult:
 
     problems: list[str] = field(default_factory=list)
     report: dict = field(default_factory=dict)  # transformers version and classes seen by the remote side
-    max_logit_diff: dict[str, float] = field(default_factory=dict)  # per modality
+    max_logit_diff: dict[str, float] = field(default_factory=dict)  # per modality, over the generated positions
     tokens: dict[str, list[int]] = field(default_factory=dict)  # new greedy tokens of the in-process model
     remote: dict[str, torch.Tensor] = field(default_factory=dict)  # everything the remote side computed
+    seconds: float = 0.0  # wall time of the check (the in-process reference included when it computed it)
 
     @property
     def passed(self) -> bool:
@@ -51,12 +53,12 @@ class LoadCheckResult:
     def summary(self) -> str:
         version = self.report.get("transformers_version", "?")
         if not self.passed:
-            return f"load check FAILED under transformers {version}:\n" + "\n".join(f"  - {p}" for p in self.problems)
+            return f"load check FAILED under transformers {version} after {self.seconds:.0f} s:\n" + "\n".join(f"  - {p}" for p in self.problems)
         checks = ", ".join(
             f"{modality}: max |Δlogits| {diff:.3g}, {len(self.tokens[modality])} greedy tokens identical"
             for modality, diff in self.max_logit_diff.items()
         )
-        return f"load check passed under transformers {version} ({checks}; pipeline identical)"
+        return f"load check passed under transformers {version} in {self.seconds:.0f} s ({checks}; pipeline identical)"
 
 
 def staged_tile_size(staged_dir: Path) -> int:
@@ -66,8 +68,9 @@ def staged_tile_size(staged_dir: Path) -> int:
 
 
 def check_image(tile_size: int) -> Image.Image:
-    """A deterministic RGB image of about 1.5 x 2 tiles (odd sides, so tiling and unpadding are exercised)."""
-    height, width = tile_size + tile_size // 2 + 1, 2 * tile_size + 3
+    """A deterministic RGB image that fits one tile (one tile plus the thumbnail: the cheapest prompt that still
+    goes through tiling); odd, unequal sides, so resizing, padding and unpadding are exercised."""
+    height, width = tile_size * 3 // 4 + 1, tile_size - 3
     rows, cols = np.mgrid[0:height, 0:width]
     pixels = np.stack([rows * 255 // height, cols * 255 // width, ((rows // 7 + cols // 5) % 2) * 255], axis=-1)
     return Image.fromarray(pixels.astype(np.uint8), mode="RGB")
@@ -94,8 +97,20 @@ def check_inputs(staged_dir: Path) -> dict:
     return media
 
 
-def reference_outputs(staged_dir: Path, max_new_tokens: int = 8) -> dict[str, torch.Tensor]:
-    """Processor outputs, logits and greedy generation of the folder loaded with the installed package's classes."""
+def greedy_with_logits(model, batch: dict, max_new_tokens: int) -> dict[str, torch.Tensor]:
+    """Greedy tokens of `batch` (`generated`: prompt + new tokens) and the logits that chose them (`logits`:
+    `(1, new_tokens, vocab)`), from one prefill. Every position attends to the image / video features, so the
+    logits see any difference in them."""
+    batch = {key: value.to(model.device) for key, value in batch.items()}
+    with torch.no_grad():
+        output = model.generate(
+            **batch, max_new_tokens=max_new_tokens, do_sample=False, output_logits=True, return_dict_in_generate=True
+        )
+    return {"generated": output.sequences.cpu(), "logits": torch.stack(output.logits, dim=1).float().cpu()}
+
+
+def reference_outputs(staged_dir: Path, max_new_tokens: int = MAX_NEW_TOKENS) -> dict[str, torch.Tensor]:
+    """Processor outputs, greedy tokens and their logits of the folder loaded with the installed package's classes."""
     import towervision_hf  # noqa: F401  (registers the local classes with the Auto API)
     from transformers import AutoProcessor
 
@@ -103,7 +118,10 @@ def reference_outputs(staged_dir: Path, max_new_tokens: int = 8) -> dict[str, to
 
     media = check_inputs(staged_dir)
     processor = AutoProcessor.from_pretrained(staged_dir)
-    model = TowerVisionForConditionalGeneration.from_pretrained(staged_dir, dtype="auto").eval()
+    offload = tempfile.mkdtemp(prefix="towervision-offload-")
+    model = TowerVisionForConditionalGeneration.from_pretrained(
+        staged_dir, dtype="auto", device_map="auto", offload_folder=offload
+    ).eval()
     image_chat = [
         {
             "role": "user",
@@ -123,9 +141,9 @@ def reference_outputs(staged_dir: Path, max_new_tokens: int = 8) -> dict[str, to
     for modality, batch in inputs.items():
         batch = {key: value for key, value in batch.items() if isinstance(value, torch.Tensor)}
         tensors.update({f"{modality}.inputs.{key}": value.contiguous() for key, value in batch.items()})
-        with torch.no_grad():
-            tensors[f"{modality}.logits"] = model(**batch, logits_to_keep=LOGITS_TO_KEEP).logits.float()
-        tensors[f"{modality}.generated"] = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False)
+        tensors.update({f"{modality}.{key}": value for key, value in greedy_with_logits(model, batch, max_new_tokens).items()})
+    del model
+    shutil.rmtree(offload, ignore_errors=True)
     return tensors
 
 
@@ -144,7 +162,7 @@ def _remote_env(modules_cache: Path) -> dict[str, str]:
 def run_load_check(
     staged_dir: Path,
     *,
-    max_new_tokens: int = 8,
+    max_new_tokens: int = MAX_NEW_TOKENS,
     extra_sys_path: list[Path] | None = None,
     expected_transformers: str | None = None,
     logits_atol: float = 1e-4,
@@ -153,6 +171,8 @@ def run_load_check(
     timeout: float = 3600,
 ) -> LoadCheckResult:
     """Load `staged_dir` without the towervision_hf package and compare it with the in-process model.
+
+    `result.seconds` is the check's wall time (the in-process side included when `reference` is not given).
 
     Args:
         staged_dir: the folder that would be uploaded.
@@ -165,6 +185,7 @@ def run_load_check(
         timeout: seconds before the remote side is stopped and the check fails.
     """
     staged_dir = Path(staged_dir).resolve()
+    start = time.perf_counter()
     if reference is None:
         reference = reference_outputs(staged_dir, max_new_tokens)
     media = check_inputs(staged_dir)
@@ -175,10 +196,9 @@ def run_load_check(
         if "video" in media:
             np.save(work / "video.npy", media["video"], allow_pickle=False)
         (work / "prompts.json").write_text(json.dumps({modality: PROMPTS[modality] for modality in media}))
-        save_file({k: v for k, v in reference.items() if ".inputs." in k}, work / "reference_inputs.safetensors")
         (work / "cwd").mkdir()
         command = [python or sys.executable, "-I", str(WORKER), "--model", str(staged_dir), "--work", str(work)]
-        command += ["--max-new-tokens", str(max_new_tokens), "--logits-to-keep", str(LOGITS_TO_KEEP)]
+        command += ["--max-new-tokens", str(max_new_tokens)]
         for folder in extra_sys_path or []:
             command += ["--sys-path", str(Path(folder).resolve())]
         try:
@@ -193,13 +213,15 @@ def run_load_check(
             )
         except subprocess.TimeoutExpired:
             result.problems.append(f"the remote load did not finish within {timeout:.0f} s")
-            return result
-        if process.returncode != 0:
-            result.problems.append(f"the remote load failed (exit {process.returncode}):\n{process.stderr[-6000:]}")
-            return result
-        result.report = json.loads((work / "report.json").read_text())
-        result.remote = load_file(work / "remote.safetensors")
-    _compare(result, reference, sorted(media), logits_atol, expected_transformers)
+        else:
+            if process.returncode != 0:
+                result.problems.append(f"the remote load failed (exit {process.returncode}):\n{process.stderr[-6000:]}")
+            else:
+                result.report = json.loads((work / "report.json").read_text())
+                result.remote = load_file(work / "remote.safetensors")
+    result.seconds = time.perf_counter() - start
+    if not result.problems:
+        _compare(result, reference, sorted(media), logits_atol, expected_transformers)
     return result
 
 

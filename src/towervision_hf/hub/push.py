@@ -11,6 +11,7 @@ staged folder no longer has; other files in the repo (images, notes) are kept.
 import argparse
 import shutil
 import sys
+import time
 from pathlib import Path
 
 from .stage import (
@@ -27,7 +28,6 @@ STALE_PATTERNS = (
     REGENERATED_FILES + TRAINING_STATE_PATTERNS + ("*.safetensors", "*.bin", "*.pt", "*.pth", "*.index.json")
 )
 DEFAULT_CACHE_DIR = Path.home() / ".cache" / "towervision-hf"
-MAX_NEW_TOKENS = 8
 EXIT_UPLOAD_FAILED = 3  # 1: the load check failed, 2: the checkpoint cannot be staged or the upload is refused
 
 
@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None, api=None) -> int:
         print(f"towervision push: invalid --repo-id: {error}", file=sys.stderr)
         return 2
     from .card import DEFAULT_LICENSE
-    from .load_check import reference_outputs, run_load_check
+    from .load_check import MAX_NEW_TOKENS, reference_outputs, run_load_check
     from .versions import MIN_TRANSFORMERS_VERSION, install_min_transformers
 
     max_shard_size = None if args.max_shard_size.lower() == "none" else args.max_shard_size
@@ -156,6 +156,7 @@ def main(argv: list[str] | None = None, api=None) -> int:
         return 2
     print(f"staged {args.checkpoint} for {args.repo_id} in {staged.path}:\n{staged.listing()}\n")
 
+    start = time.perf_counter()
     reference = reference_outputs(staged.path, MAX_NEW_TOKENS)
     results = [run_load_check(staged.path, max_new_tokens=MAX_NEW_TOKENS, reference=reference)]
     if args.check_oldest_transformers:
@@ -171,6 +172,7 @@ def main(argv: list[str] | None = None, api=None) -> int:
         )
     for result in results:
         print(result.summary())
+    print(f"load check: {time.perf_counter() - start:.0f} s in all (in-process reference included)")
     if not all(result.passed for result in results):
         print(f"towervision push: refusing to upload {staged.path}: it does not load as published", file=sys.stderr)
         return 1

@@ -21,18 +21,22 @@ def class_path(obj) -> str:
     return f"{type(obj).__module__}.{type(obj).__qualname__}"
 
 
-def run_model(model, modality: str, inputs, reference: dict, max_new_tokens: int, logits_to_keep: int) -> dict:
-    """Own processor outputs, logits on the in-process side's inputs, greedy generation on the own inputs."""
+def run_model(model, modality: str, inputs, max_new_tokens: int) -> dict:
+    """Own processor outputs, greedy tokens and the logits that chose them (one prefill; as `load_check`)."""
     import torch
 
-    prefix = f"{modality}.inputs."
-    tensors = {
-        f"{prefix}{key}": value.contiguous() for key, value in inputs.items() if isinstance(value, torch.Tensor)
-    }
-    theirs = {key.removeprefix(prefix): value for key, value in reference.items() if key.startswith(prefix)}
+    batch = {key: value for key, value in inputs.items() if isinstance(value, torch.Tensor)}
+    tensors = {f"{modality}.inputs.{key}": value.contiguous() for key, value in batch.items()}
     with torch.no_grad():
-        tensors[f"{modality}.logits"] = model(**theirs, logits_to_keep=logits_to_keep).logits.float().contiguous()
-    tensors[f"{modality}.generated"] = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
+        output = model.generate(
+            **{key: value.to(model.device) for key, value in batch.items()},
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            output_logits=True,
+            return_dict_in_generate=True,
+        )
+    tensors[f"{modality}.generated"] = output.sequences.cpu()
+    tensors[f"{modality}.logits"] = torch.stack(output.logits, dim=1).float().cpu().contiguous()
     return tensors
 
 
@@ -41,7 +45,6 @@ def main(argv=None) -> int:
     parser.add_argument("--model", required=True)
     parser.add_argument("--work", required=True, help="folder with the check's image.png, video.npy, prompts.json")
     parser.add_argument("--max-new-tokens", type=int, required=True)
-    parser.add_argument("--logits-to-keep", type=int, required=True, help="compare the logits of the last N positions")
     parser.add_argument("--sys-path", action="append", default=[], help="folders put first on sys.path")
     args = parser.parse_args(argv)
     for folder in reversed(args.sys_path):
@@ -51,12 +54,11 @@ def main(argv=None) -> int:
     import torch
     import transformers
     from PIL import Image
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import save_file
     from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor, pipeline
 
     work = Path(args.work)
     prompts = json.loads((work / "prompts.json").read_text())
-    reference = load_file(work / "reference_inputs.safetensors")
     report = {"transformers_version": transformers.__version__, "transformers_file": transformers.__file__}
     try:
         import towervision_hf  # noqa: F401
@@ -66,7 +68,8 @@ def main(argv=None) -> int:
         report["towervision_hf_importable"] = False
     config = AutoConfig.from_pretrained(args.model, trust_remote_code=True)
     processor = AutoProcessor.from_pretrained(args.model, trust_remote_code=True)
-    model = AutoModelForImageTextToText.from_pretrained(args.model, trust_remote_code=True, dtype="auto").eval()
+    load = {"trust_remote_code": True, "dtype": "auto", "device_map": "auto", "offload_folder": str(work / "offload")}
+    model = AutoModelForImageTextToText.from_pretrained(args.model, **load).eval()
     report["classes"] = {
         "config": class_path(config),
         "processor": class_path(processor),
@@ -81,17 +84,20 @@ def main(argv=None) -> int:
     inputs = processor.apply_chat_template(
         image_chat, add_generation_prompt=True, tokenize=True, return_dict=True, return_tensors="pt"
     )
-    tensors.update(run_model(model, "image", inputs, reference, args.max_new_tokens, args.logits_to_keep))
+    tensors.update(run_model(model, "image", inputs, args.max_new_tokens))
     if "video" in prompts:
         report["classes"]["video_processor"] = class_path(processor.video_processor)
         video_chat = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": prompts["video"]}]}]
         text = processor.apply_chat_template(video_chat, add_generation_prompt=True, tokenize=False)
         frames = np.load(work / "video.npy", allow_pickle=False)
         inputs = processor(text=text, videos=[frames], do_sample_frames=False, return_tensors="pt")
-        tensors.update(run_model(model, "video", inputs, reference, args.max_new_tokens, args.logits_to_keep))
+        tensors.update(run_model(model, "video", inputs, args.max_new_tokens))
     del model
 
-    pipe = pipeline("image-text-to-text", model=args.model, trust_remote_code=True, dtype="auto")
+    pipe = pipeline(
+        "image-text-to-text", model=args.model, trust_remote_code=True, dtype="auto", device_map="auto",
+        model_kwargs={"offload_folder": str(work / "offload")},
+    )  # fmt: skip
     report["classes"]["pipeline_model"] = class_path(pipe.model)
     report["classes"]["pipeline_processor"] = class_path(pipe.processor)
     outputs = pipe(

@@ -31,10 +31,9 @@ from ..modeling_towervision import AUTO_MAP, TowerVisionForConditionalGeneration
 from ..processing_towervision import TowerVisionProcessor
 from .card import DEFAULT_LICENSE, is_hub_id, load_evaluations, read_card_metadata, render_model_card, training_summary
 from .remote_code import collect_remote_code_files
-from .weights import stage_weights, tensor_entries
+from .weights import DEFAULT_MAX_SHARD_SIZE, stage_weights, tensor_entries
 
 
-DEFAULT_MAX_SHARD_SIZE = "5GB"
 TRAINING_STATE_PATTERNS = (
     "optimizer.pt", "optimizer.bin", "scheduler.pt", "scaler.pt", "rng_state.pth", "rng_state_*.pth",
     "trainer_state.json", "training_args.bin",

@@ -1,23 +1,31 @@
-"""Safetensors weights of a checkpoint folder: read the layout from the file headers, copy or re-shard it.
+"""Safetensors weights of a checkpoint folder: read the layout from the file headers, copy, re-shard or rewrite it.
 
-Re-sharding streams one shard at a time (peak memory: one shard), so a 9B checkpoint saved as a single 18 GB file
-can be split into Hub-friendly shards on a modest machine. Tensors keep their names, dtypes and order.
+Everything streams tensor by tensor: `write_shards` writes each file's header from the planned names, dtypes and
+shapes, then the tensors one at a time, read lazily (`safe_open`) and freed once written. Peak memory is about the
+largest tensor whatever the model's size, so a 9B checkpoint can be re-sharded (`stage_weights`), composed
+(`towervision init`) or converted (`towervision convert` / `export`) on a modest machine.
 """
 
 import json
 import os
 import shutil
 import struct
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from safetensors import safe_open
-from safetensors.torch import save_file
+import torch
 
 
 SAFE_WEIGHTS_NAME = "model.safetensors"
 SAFE_WEIGHTS_INDEX_NAME = "model.safetensors.index.json"
 SHARD_NAME = "model-{index:05d}-of-{total:05d}.safetensors"
+DEFAULT_MAX_SHARD_SIZE = "5GB"
+DTYPE_CODES = {
+    torch.float64: "F64", torch.float32: "F32", torch.bfloat16: "BF16", torch.float16: "F16",
+    torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8", torch.uint8: "U8", torch.bool: "BOOL",
+}  # fmt: skip
+DTYPES_BY_CODE = {code: dtype for dtype, code in DTYPE_CODES.items()}
 
 
 @dataclass(frozen=True)
@@ -28,6 +36,7 @@ class TensorEntry:
     num_elements: int
     dtype: str  # safetensors dtype code: F32, BF16, F16, ...
     shape: tuple[int, ...]
+    offset: int = 0  # where its bytes start in the file
 
 
 def parse_size(size: int | str) -> int:
@@ -48,11 +57,12 @@ def parse_size(size: int | str) -> int:
     return value
 
 
-def read_header(path: Path) -> dict:
-    """The JSON header of a safetensors file (tensor names -> dtype, shape, data_offsets; plus `__metadata__`)."""
+def read_header(path: Path) -> tuple[dict, int]:
+    """The JSON header of a safetensors file (tensor names -> dtype, shape, data_offsets; plus `__metadata__`) and
+    the file offset its data_offsets count from."""
     with open(path, "rb") as handle:
         (length,) = struct.unpack("<Q", handle.read(8))
-        return json.loads(handle.read(length))
+        return json.loads(handle.read(length)), 8 + length
 
 
 def weight_files(checkpoint: Path) -> list[str]:
@@ -78,7 +88,7 @@ def tensor_entries(checkpoint: Path) -> list[TensorEntry]:
     """Every tensor of the checkpoint with its file and size, in file order then header offset order."""
     entries, seen = [], set()
     for file in weight_files(checkpoint):
-        header = read_header(checkpoint / file)
+        header, data_start = read_header(checkpoint / file)
         header.pop("__metadata__", None)
         for name, info in sorted(header.items(), key=lambda item: item[1]["data_offsets"][0]):
             if name in seen:
@@ -88,11 +98,13 @@ def tensor_entries(checkpoint: Path) -> list[TensorEntry]:
             num_elements = 1
             for dim in info["shape"]:
                 num_elements *= dim
-            entries.append(TensorEntry(name, file, end - start, num_elements, info["dtype"], tuple(info["shape"])))
+            entries.append(
+                TensorEntry(name, file, end - start, num_elements, info["dtype"], tuple(info["shape"]), data_start + start)
+            )
     return entries
 
 
-def plan_shards(entries: list[TensorEntry], max_shard_size: int) -> list[list[TensorEntry]]:
+def plan_shards(entries: list, max_shard_size: int) -> list[list]:
     """Group tensors in order into shards of at most `max_shard_size` bytes (a larger tensor gets its own shard)."""
     shards, current, current_size = [], [], 0
     for entry in entries:
@@ -134,28 +146,101 @@ def stage_weights(checkpoint: Path, output_dir: Path, max_shard_size: int | str 
             names.append(SAFE_WEIGHTS_INDEX_NAME)
         return names
 
-    shards = plan_shards(entries, limit)
+    reader = WeightReader(checkpoint)
+    planned = [PlannedTensor(entry.name, entry.dtype, entry.shape, reader.loader(entry.name)) for entry in entries]
+    return write_shards(planned, output_dir, limit)
+
+
+@dataclass(frozen=True)
+class PlannedTensor:
+    """A tensor to write: its name, safetensors dtype code and shape, and `parts()`, which produces it.
+
+    `parts()` yields tensors of that dtype whose bytes, one after the other, are the tensor's (row blocks of a
+    grown embedding, or the whole tensor); it is called only when the tensor is written.
+    """
+
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+    parts: Callable[[], Iterable[torch.Tensor]]
+
+    @property
+    def num_bytes(self) -> int:
+        num_elements = 1
+        for dim in self.shape:
+            num_elements *= dim
+        return num_elements * DTYPES_BY_CODE[self.dtype].itemsize
+
+
+class WeightReader:
+    """Lazy access to the tensors of a (sharded) safetensors checkpoint folder, one tensor in memory at a time.
+
+    Tensors are read with plain file reads at the offsets of the headers, not memory-mapped: a mapping would keep
+    every page read so far in the process's resident memory until the file is closed.
+    """
+
+    def __init__(self, checkpoint: Path):
+        self.checkpoint = Path(checkpoint)
+        self.entries = {entry.name: entry for entry in tensor_entries(self.checkpoint)}
+
+    def get(self, name: str) -> torch.Tensor:
+        entry = self.entries[name]
+        data = bytearray(entry.num_bytes)
+        with open(self.checkpoint / entry.file, "rb") as handle:
+            handle.seek(entry.offset)
+            if handle.readinto(data) != entry.num_bytes:
+                raise ValueError(f"{self.checkpoint / entry.file} is truncated: {name} is incomplete")
+        if not data:
+            return torch.empty(entry.shape, dtype=DTYPES_BY_CODE[entry.dtype])
+        return torch.frombuffer(data, dtype=DTYPES_BY_CODE[entry.dtype]).reshape(entry.shape)
+
+    def loader(self, name: str, dtype: torch.dtype | None = None) -> Callable[[], list[torch.Tensor]]:
+        """`parts` for `PlannedTensor`: the stored tensor, cast to `dtype` when given."""
+        return lambda: [self.get(name) if dtype is None else self.get(name).to(dtype)]
+
+
+def write_shards(planned: list[PlannedTensor], output_dir: Path, max_shard_size: int | None) -> list[str]:
+    """Write `planned` tensors, in order, into `model.safetensors` or `model-0000i-of-0000n.safetensors` shards of
+    at most `max_shard_size` bytes (`None`: one file) plus the index; return the file names written."""
+    output_dir = Path(output_dir)
+    shards = plan_shards(planned, max_shard_size) if max_shard_size is not None else [planned]
     if len(shards) == 1:
         names = [SAFE_WEIGHTS_NAME]
     else:
         names = [SHARD_NAME.format(index=i + 1, total=len(shards)) for i in range(len(shards))]
-    handles = {}
-    try:
-        for name, shard in zip(names, shards):
-            tensors = {}
-            for entry in shard:
-                if entry.file not in handles:
-                    handles[entry.file] = safe_open(checkpoint / entry.file, framework="pt")
-                tensors[entry.name] = handles[entry.file].get_tensor(entry.name)
-            save_file(tensors, output_dir / name, metadata={"format": "pt"})
-            del tensors
-    finally:
-        handles.clear()
+    for name, shard in zip(names, shards):
+        write_safetensors(output_dir / name, shard)
     if len(shards) > 1:
         index = {
-            "metadata": {"total_size": sum(entry.num_bytes for entry in entries)},
-            "weight_map": {entry.name: name for name, shard in zip(names, shards) for entry in shard},
+            "metadata": {"total_size": sum(tensor.num_bytes for tensor in planned)},
+            "weight_map": {tensor.name: name for name, shard in zip(names, shards) for tensor in shard},
         }
         (output_dir / SAFE_WEIGHTS_INDEX_NAME).write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
         names.append(SAFE_WEIGHTS_INDEX_NAME)
     return names
+
+
+def write_safetensors(path: Path, planned: list[PlannedTensor]) -> None:
+    """One safetensors file: the header from the plan, then each tensor's bytes, produced and freed one at a time."""
+    header, offset = {"__metadata__": {"format": "pt"}}, 0
+    for tensor in planned:
+        header[tensor.name] = {
+            "dtype": tensor.dtype, "shape": list(tensor.shape), "data_offsets": [offset, offset + tensor.num_bytes]
+        }  # fmt: skip
+        offset += tensor.num_bytes
+    header_bytes = json.dumps(header, separators=(",", ":")).encode()
+    header_bytes += b" " * (-len(header_bytes) % 8)  # the data starts 8-byte aligned
+    with open(path, "wb") as handle:
+        handle.write(struct.pack("<Q", len(header_bytes)))
+        handle.write(header_bytes)
+        for tensor in planned:
+            written = 0
+            for part in tensor.parts():
+                if DTYPE_CODES[part.dtype] != tensor.dtype:
+                    raise ValueError(f"{tensor.name}: produced {part.dtype}, planned {tensor.dtype}")
+                data = part.contiguous().reshape(-1).view(torch.uint8).numpy()
+                handle.write(memoryview(data))
+                written += data.nbytes
+                del part, data
+            if written != tensor.num_bytes:
+                raise ValueError(f"{tensor.name}: produced {written} bytes, planned {tensor.num_bytes}")

@@ -36,22 +36,23 @@ def install_min_transformers(cache_dir: Path, timeout: float = 600) -> Path:
 
     Raises `RuntimeError` with pip's output when the installation fails.
     """
-    target = side_install_dir(cache_dir)
-    marker = target / ".complete"
-    if marker.is_file():
-        return target
-    command = [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(target)]
-    command += ["--upgrade", "--disable-pip-version-check", *MIN_VERSION_SIDE_PACKAGES]
-    result = subprocess.run(command, check=False, capture_output=True, text=True, timeout=timeout)
-    if result.returncode != 0:
-        raise RuntimeError(f"could not install {' '.join(MIN_VERSION_SIDE_PACKAGES)}:\n{result.stderr[-4000:]}")
-    marker.write_text("\n".join(MIN_VERSION_SIDE_PACKAGES) + "\n")
-    return target
+    return _side_install(MIN_VERSION_SIDE_PACKAGES, side_install_dir(cache_dir), timeout)
 
 
 def _pip(*args: str, timeout: float) -> subprocess.CompletedProcess:
     command = [sys.executable, "-m", "pip", *args, "--quiet", "--disable-pip-version-check"]
     return subprocess.run(command, check=False, capture_output=True, text=True, timeout=timeout)
+
+
+def _side_install(packages, target: Path, timeout: float) -> Path:
+    """`pip install --no-deps --target target *packages`, once: a `.complete` marker lists what was installed."""
+    marker = target / ".complete"
+    if not marker.is_file():
+        installed = _pip("install", "--no-deps", "--upgrade", "--target", str(target), *packages, timeout=timeout)
+        if installed.returncode != 0:
+            raise RuntimeError(f"could not install {' '.join(packages)}:\n{installed.stderr[-4000:]}")
+        marker.write_text("\n".join(packages) + "\n")
+    return target
 
 
 def install_newest_transformers(cache_dir: Path, timeout: float = 600) -> tuple[str, Path]:
@@ -81,12 +82,5 @@ def install_newest_transformers(cache_dir: Path, timeout: float = 600) -> tuple[
 
         return transformers.__version__, None
     version = pins["transformers"]
-    target = Path(cache_dir) / f"transformers-{version}"
-    marker = target / ".complete"
-    if not marker.is_file():
-        packages = [f"{name}=={pinned}" for name, pinned in sorted(pins.items())]
-        installed = _pip("install", "--no-deps", "--upgrade", "--target", str(target), *packages, timeout=timeout)
-        if installed.returncode != 0:
-            raise RuntimeError(f"could not install {' '.join(packages)}:\n{installed.stderr[-4000:]}")
-        marker.write_text("\n".join(packages) + "\n")
-    return version, target
+    packages = [f"{name}=={pinned}" for name, pinned in sorted(pins.items())]
+    return version, _side_install(packages, Path(cache_dir) / f"transformers-{version}", timeout)

@@ -6,7 +6,10 @@ multi-image samples (one tile per image) and 32-frame videos. `--samples` rows a
 once by each strategy, in the same process, with the same initial weights:
 
     packed          `towervision train --packing true`: first-fit-decreasing rows of `max_length` tokens
-                    (`training.packing`), `--rows` rows per step, attention kept inside each sample
+                    (`training.packing`), `--rows` rows per step, sample-wise eager attention (`training.attention`:
+                    each sample's block of scores only)
+    packed_row      the same rows under transformers' eager attention: the whole row's scores, masked at sample
+                    boundaries (what packing costs without the sample-wise path)
     padded_random   `TowerVisionCollator`, `--batch` samples per step in random order, padded to the longest
     padded_grouped  the same batches after length grouping (transformers' `group_by_length`: megabatches of 50
                     batches sorted by length), padded to the longest
@@ -44,6 +47,7 @@ from towervision_hf.processing_towervision import TowerVisionProcessor
 from towervision_hf.tiling_towervision import default_grid_pinpoints, pooled_side
 from towervision_hf.tiny import build_tiny_tokenizer
 from towervision_hf.training import SKIPPED_KEY, TowerVisionCollator
+from towervision_hf.training.attention import SAMPLE_EAGER
 from towervision_hf.training.packing import PACKING_KEY, Packer, SampleMeasure, TowerVisionPackedCollator
 from towervision_hf.training.trainer import labelled_logits
 
@@ -193,12 +197,14 @@ def train_step(model, optimizer, batch: dict) -> float:
     return seconds
 
 
-def train_interleaved(initial, strategies: dict[str, list[dict]]) -> dict[str, float]:
-    """Seconds per strategy for one step per batch, each on its own copy of `initial`; the strategies take turns
-    step by step, so that a change in machine load hits them alike. One untimed warm-up step each."""
+def train_interleaved(initial, strategies: dict[str, list[dict]], attention: dict[str, str]) -> dict[str, float]:
+    """Seconds per strategy for one step per batch, each on its own copy of `initial` with the language model's
+    attention `attention[name]`; the strategies take turns step by step, so that a change in machine load hits them
+    alike. One untimed warm-up step each."""
     runs = {}
     for name, batches in strategies.items():
         model = copy.deepcopy(initial)
+        model.set_attn_implementation({"text_config": attention[name]})
         optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
         train_step(model, optimizer, batches[0])
         runs[name] = (model, optimizer, iter(batches))
@@ -239,11 +245,13 @@ def speed_part(args) -> None:
     grouped_batches = length_grouped(order, lengths, args.batch, rng)
     packs = [pack for pack, _ in Packer(measure, max_length, buffer_size=len(order)).pack([rows[i] for i in order])]
     packed = TowerVisionPackedCollator(processor, max_length=max_length, num_frames=frames)
+    packed_batches = [
+        packed([{"packed_rows": p, SKIPPED_KEY: 0} for p in packs[i : i + args.rows]])
+        for i in range(0, len(packs), args.rows)
+    ]
     strategies = {
-        "packed": [
-            packed([{"packed_rows": p, SKIPPED_KEY: 0} for p in packs[i : i + args.rows]])
-            for i in range(0, len(packs), args.rows)
-        ],
+        "packed": packed_batches,
+        "packed_row": packed_batches,
         "padded_random": [padded([rows[i] for i in b]) for b in random_batches],
         "padded_grouped": [padded([rows[i] for i in b]) for b in grouped_batches],
     }
@@ -256,21 +264,22 @@ def speed_part(args) -> None:
     )
     torch.manual_seed(args.seed)
     initial = TowerVisionForConditionalGeneration._from_config(config, attn_implementation="eager").train()
-    timings = train_interleaved(initial, strategies)
+    attention = dict.fromkeys(strategies, "eager") | {"packed": SAMPLE_EAGER}
+    timings = train_interleaved(initial, strategies, attention)
     results = {}
     for name, batches in strategies.items():
         real, total = batch_stats(batches)
         seconds = timings[name]
         results[name] = real / seconds
         extra = ""
-        if name == "packed":
+        if name.startswith("packed"):
             efficiency = real / (sum(int(b[PACKING_KEY][1]) for b in batches) * max_length)
             extra = f", pack efficiency {efficiency:.3f}, {len(keep) / len(packs):.2f} samples per row"
         print(
             f"  {name:15s} {len(batches):4d} steps {seconds:7.1f} CPU s {results[name]:8.0f} tokens/s  padding "
             f"{1 - real / total:.3f} of {total} input tokens{extra}"
         )
-    for baseline in ("padded_random", "padded_grouped"):
+    for baseline in ("padded_random", "padded_grouped", "packed_row"):
         print(f"  ratio packed/{baseline}: {results['packed'] / results[baseline]:.2f}x tokens/s")
 
 

@@ -1,6 +1,6 @@
 """Packed multimodal SFT: token counts measured before decoding, first-fit-decreasing packs, packed rows whose loss and
-gradients equal the samples run one by one (eager and SDPA, a sliding window shorter than the row), and the recipe
-switch in training."""
+gradients equal the samples run one by one (transformers' eager and our sample-wise eager, a sliding window shorter than
+the row), sample-wise eager equal to eager wherever a mask is given, and the recipe switch in training."""
 
 import copy
 import io
@@ -15,6 +15,7 @@ from test_train_collator import IMAGE, VIDEO, image, rows, turn
 from towervision_hf import TowerVisionForConditionalGeneration, train
 from towervision_hf.tiny import build_tiny_processor, tiny_config
 from towervision_hf.training import SKIPPED_KEY, TowerVisionCollator
+from towervision_hf.training.attention import SAMPLE_EAGER
 from towervision_hf.training.packing import (
     PACKING_KEY,
     Packer,
@@ -142,8 +143,10 @@ def per_sample_loss_and_grads(model, batches):
     return total, {name: param.grad.clone() for name, param in model.named_parameters() if param.grad is not None}
 
 
-def test_packed_batch_gives_the_loss_and_gradients_of_the_samples_one_by_one(processor):
-    # eager attention (Gemma2 has no SDPA path in transformers: it cannot softcap)
+@pytest.mark.parametrize("attention", ["eager", SAMPLE_EAGER])
+def test_packed_batch_gives_the_loss_and_gradients_of_the_samples_one_by_one(processor, attention):
+    # transformers' eager attention over the whole row, and our sample-wise eager (Gemma2 has no SDPA path in
+    # transformers: it cannot softcap); the samples one by one always run transformers' eager
     torch.manual_seed(0)
     config = tiny_config(processor.tokenizer)
     config.text_config.sliding_window = 16  # far shorter than the packed rows: sliding layers must see boundaries
@@ -155,6 +158,7 @@ def test_packed_batch_gives_the_loss_and_gradients_of_the_samples_one_by_one(pro
     packed = TowerVisionPackedCollator(processor, max_length=4096)(packs)
 
     expected_loss, expected_grads = per_sample_loss_and_grads(model, one_by_one)
+    model.set_attn_implementation({"text_config": attention})
     loss, grads = per_sample_loss_and_grads(model, [packed])
     assert loss == pytest.approx(expected_loss, rel=1e-6, abs=1e-5)
     assert grads.keys() == expected_grads.keys()
@@ -164,6 +168,26 @@ def test_packed_batch_gives_the_loss_and_gradients_of_the_samples_one_by_one(pro
     # the same rows with positions running on across samples attend across them: the check above can fail
     leaking = dict(packed, position_ids=torch.arange(packed["input_ids"].shape[1]).expand_as(packed["input_ids"]))
     assert per_sample_loss_and_grads(model, [leaking])[0] != pytest.approx(expected_loss, rel=1e-4)
+
+
+def test_sample_wise_eager_is_eager_wherever_a_mask_is_given(processor):
+    """Padded batches and generation build eager's mask, and sample-wise eager then runs eager's arithmetic on it."""
+    torch.manual_seed(0)
+    config = tiny_config(processor.tokenizer)
+    config.text_config.sliding_window = 16
+    model = TowerVisionForConditionalGeneration._from_config(config, attn_implementation="eager", dtype=torch.float32)
+    model.eval()
+    batch = TowerVisionCollator(processor)(mixed_rows()[:4])
+    inputs = {k: v for k, v in batch.items() if k not in ("labels", SKIPPED_KEY)}
+    prompt = processor(text="<start_of_turn>user\nHallo<end_of_turn>\n<start_of_turn>model\n", return_tensors="pt")
+    outputs = []
+    for attention in ("eager", SAMPLE_EAGER):
+        model.set_attn_implementation({"text_config": attention})
+        with torch.no_grad():
+            logits = model(**inputs).logits
+        tokens = model.generate(**prompt, max_new_tokens=24, do_sample=False)  # past the sliding window
+        outputs.append((logits, tokens))
+    assert torch.equal(outputs[0][0], outputs[1][0]) and torch.equal(outputs[0][1], outputs[1][1])
 
 
 def schema_rows(count):
@@ -223,6 +247,8 @@ def test_packing_switch_trains_and_reports_efficiency(tmp_path):
     ]
     trainer = train.run(argv)
     assert isinstance(trainer.data_collator, TowerVisionPackedCollator)
+    assert trainer.model.config.text_config._attn_implementation == SAMPLE_EAGER
+    assert SAMPLE_EAGER not in (tmp_path / "config.json").read_text()  # the checkpoint loads with plain eager
     assert len(trainer.train_dataset) < 32 and sum(len(p["packed_rows"]) for p in trainer.train_dataset) == 32
     logged = [entry for entry in trainer.state.log_history if "loss" in entry]
     assert logged and all(0.5 < entry["pack_efficiency"] <= 1 and entry["samples_per_row"] > 1 for entry in logged)

@@ -31,6 +31,7 @@ from transformers.trainer_utils import get_last_checkpoint
 from trl import ModelConfig, SFTConfig, TrlParser, get_peft_config, get_quantization_config
 
 from .training import TowerVisionCollator, TowerVisionSFTTrainer, VisionFeatureCache, apply_module_learning_rates
+from .training.attention import SAMPLE_EAGER
 from .training.packing import Packer, SampleMeasure, TowerVisionPackedCollator, pack_dataset, pack_stream
 from .training.trainer import find_image_newline, restore_image_newline, trainable_parameters
 
@@ -383,11 +384,14 @@ def build_trainer(data_args, stage_args, training_args, model_args) -> TowerVisi
 def packed_data(dataset, processor, model, stage_args: StageArguments, training_args: SFTConfig, sharded: bool):
     """The packs of `dataset` (planned up front for a map-style dataset, on the fly for a stream), their collator and
     the packer. Under FlashAttention the whole batch becomes one row (its varlen path finds samples only in a batch of
-    one row).
+    one row). Eager attention becomes sample-wise eager (`training.attention`): the same arithmetic on each sample's
+    block instead of the whole row's.
     """
     import datasets
 
     attention = model.config.text_config._attn_implementation or ""
+    if attention == "eager":
+        model.set_attn_implementation({"text_config": SAMPLE_EAGER})
     collator = TowerVisionPackedCollator(
         processor,
         max_length=training_args.max_length,

@@ -1,0 +1,121 @@
+"""Sample-wise eager attention for packed rows: each sample of a row attends over itself only, at a cost of
+sum(L_i^2) instead of the row's (sum L_i)^2.
+
+Eager attention is TowerVision's default because Gemma2 softcaps its attention scores, which SDPA cannot. On a packed
+row, transformers' eager path builds the row's full `(row, row)` score matrix and masks what crosses sample
+boundaries: most of its work (and of its memory) is thrown away. [`sample_eager_attention_forward`] runs the same
+arithmetic (scaling, softcap, sliding window, float32 softmax, dropout, grouped keys/values) on each sample's diagonal
+block. It is registered under [`SAMPLE_EAGER`] for attention and for masks: the mask function builds no mask where the
+batch has no padding mask and no cache (packed training rows, whose samples are found in `position_ids` as
+transformers does: a new sample wherever the position does not follow on by one), and eager's mask everywhere else
+(padded batches, generation), where the attention falls back to eager on that mask.
+
+    model.set_attn_implementation({"text_config": SAMPLE_EAGER})  # or `towervision train --packing true`
+
+Training code only: checkpoints saved from such a model load with the default (eager) attention.
+"""
+
+import torch
+from torch import nn
+from transformers import AttentionInterface
+from transformers.masking_utils import AttentionMaskInterface, eager_mask
+
+
+SAMPLE_EAGER = "towervision_sample_eager"
+
+
+def sample_boundaries(position_ids: torch.Tensor) -> list[list[int]]:
+    """Start offsets of the samples of each row, plus the row's end: `(rows, length)` -> `[[0, s1, ..., length]]`."""
+    starts = torch.ones_like(position_ids, dtype=torch.bool)
+    starts[:, 1:] = position_ids[:, 1:] != position_ids[:, :-1] + 1
+    length = position_ids.shape[1]
+    return [row.nonzero().flatten().tolist() + [length] for row in starts.cpu()]
+
+
+def causal_mask(length: int, sliding_window: int | None, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """Eager's additive `(length, length)` mask of one sample: the dtype's minimum where a query may not see a key
+    (the future, and keys `sliding_window` or more positions back), 0 elsewhere."""
+    query = torch.arange(length, device=device)[:, None]
+    key = torch.arange(length, device=device)[None, :]
+    blocked = key > query
+    if sliding_window is not None:
+        blocked |= key <= query - sliding_window
+    return torch.zeros(length, length, dtype=dtype, device=device).masked_fill(blocked, torch.finfo(dtype).min)
+
+
+def eager_block(module, query, key, value, mask, dropout, scaling, softcap):
+    """Eager attention (transformers' Gemma2 arithmetic, step by step) of `(batch, heads, L, head_dim)` queries with
+    an additive mask -> `(batch, L, heads, head_dim)`."""
+    groups = query.shape[1] // key.shape[1]
+    key = key.repeat_interleave(groups, dim=1)
+    value = value.repeat_interleave(groups, dim=1)
+    scores = torch.matmul(query, key.transpose(2, 3)) * scaling
+    if softcap is not None:
+        scores = torch.tanh(scores / softcap) * softcap
+    if mask is not None:
+        scores = scores + mask
+    weights = nn.functional.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
+    weights = nn.functional.dropout(weights, p=dropout, training=module.training)
+    return torch.matmul(weights, value).transpose(1, 2)
+
+
+def sample_eager_attention_forward(
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    dropout: float = 0.0,
+    scaling: float | None = None,
+    softcap: float | None = None,
+    sliding_window: int | None = None,
+    position_ids: torch.Tensor | None = None,
+    **kwargs,
+) -> tuple[torch.Tensor, None]:
+    """Attention of `(batch, heads, seq, head_dim)` queries over keys/values of `(batch, kv_heads, kv_seq,
+    head_dim)`, returned as `(batch, seq, heads, head_dim)`. Without a mask, each sample of a row (found in
+    `position_ids`) attends causally over itself; with one, the mask decides (eager attention)."""
+    scaling = module.head_dim**-0.5 if scaling is None else scaling
+    if attention_mask is not None:
+        mask = attention_mask[:, :, :, : key.shape[-2]]
+        return eager_block(module, query, key, value, mask, dropout, scaling, softcap), None
+    if position_ids is None:
+        position_ids = torch.arange(query.shape[-2], device=query.device)[None]
+    position_ids = position_ids.expand(query.shape[0], -1)
+    masks = {}
+    rows = []
+    for row, bounds in enumerate(sample_boundaries(position_ids)):
+        samples = []
+        for start, end in zip(bounds[:-1], bounds[1:]):
+            if end - start not in masks:
+                masks[end - start] = causal_mask(end - start, sliding_window, query.dtype, query.device)
+            block = slice(row, row + 1), slice(None), slice(start, end)
+            samples.append(
+                eager_block(
+                    module, query[block], key[block], value[block], masks[end - start], dropout, scaling, softcap
+                )
+            )
+        rows.append(torch.cat(samples, dim=1))
+    return torch.cat(rows, dim=0), None
+
+
+def sample_eager_mask(
+    batch_size: int,
+    q_length: int,
+    kv_length: int,
+    q_offset: int = 0,
+    kv_offset: int = 0,
+    attention_mask: torch.Tensor | None = None,
+    **kwargs,
+) -> torch.Tensor | None:
+    """No mask for a batch without padding mask or cache (the attention finds the samples itself); eager's otherwise."""
+    if attention_mask is None and q_offset == 0 and kv_offset == 0 and q_length == kv_length:
+        return None
+    return eager_mask(
+        batch_size, q_length, kv_length, q_offset=q_offset, kv_offset=kv_offset, attention_mask=attention_mask,
+        **kwargs,
+    )
+
+
+AttentionInterface.register(SAMPLE_EAGER, sample_eager_attention_forward)
+AttentionMaskInterface.register(SAMPLE_EAGER, sample_eager_mask)

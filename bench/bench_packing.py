@@ -24,10 +24,10 @@ and padding fractions of the same mix at the real model's scale (384 px tiles of
 The model is a tiny-but-not-trivial TowerVision (SigLIP 2 x 64, Gemma2 4 x 128, eager attention with both
 softcaps and alternating sliding/global layers) on 56 px tiles of 8 px patches: 49 tokens per tile and 16 per
 video frame instead of 729 and 196, with every text length, image size and `max_length` scaled by the same factor,
-so that lengths keep the real proportions. CPU, ~5 min on 2 busy cores:
+so that lengths keep the real proportions. CPU, one thread, ~3 min per mix:
 
     PYTHONPATH=src python bench/bench_packing.py
-    PYTHONPATH=src python bench/bench_packing.py --samples 64 --part speed
+    PYTHONPATH=src python bench/bench_packing.py --part speed --mix stage2   # the image stage: no videos
 """
 
 import argparse
@@ -72,7 +72,11 @@ STAGES = {"stage1": ("caption",), "stage2": ("text", "caption", "vqa", "multi_im
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--part", default="all", choices=["all", "speed", "real"])
-    parser.add_argument("--samples", type=int, default=64, help="rows of the mix each strategy trains on")
+    parser.add_argument("--samples", type=int, default=128, help="rows of the mix each strategy trains on")
+    parser.add_argument(
+        "--mix", default="all", choices=["all", "stage2", "stage3"],
+        help="part `speed`: Table 8's whole mix, or the rows of one training stage (stage2: no videos)",
+    )
     parser.add_argument("--tile", type=int, default=56)
     parser.add_argument("--patch", type=int, default=8)
     parser.add_argument("--batch", type=int, default=8, help="samples per padded batch (stage-1 recipe: 8)")
@@ -80,7 +84,12 @@ def parse_args(argv=None):
     parser.add_argument("--frames", type=int, default=32)
     parser.add_argument("--real-samples", type=int, default=1000, help="rows of the mix measured by part `real`")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+    parser.add_argument(
+        "--threads", type=int, default=1,
+        help="CPU threads for torch (1: process CPU time is then the work done; with more, threads spinning at "
+        "every small op's barrier count as CPU time, most on a busy machine and most for the many small ops of "
+        "sample-wise attention)",
+    )
     return parser.parse_args(argv)
 
 
@@ -232,7 +241,8 @@ def speed_part(args) -> None:
     frames = max(1, round(args.frames * real_per_frame / (scale * per_frame)))
     config.num_frames = frames
     processor = TowerVisionProcessor.from_model_config(config, tokenizer)
-    rows = draw_mix(args.samples, args.seed, scale, args.tile / REAL_TILE)
+    kinds = tuple(SHARES) if args.mix == "all" else STAGES[args.mix]
+    rows = draw_mix(args.samples, args.seed, scale, args.tile / REAL_TILE, kinds)
     measure = SampleMeasure(processor, frames)
     lengths = [measure(row)[0] for row in rows]
     keep = [i for i, n in enumerate(lengths) if n <= max_length]
@@ -256,7 +266,7 @@ def speed_part(args) -> None:
         "padded_grouped": [padded([rows[i] for i in b]) for b in grouped_batches],
     }
     print(
-        f"[speed] {len(keep)} samples ({len(rows) - len(keep)} over max_length={max_length} skipped), tile "
+        f"[speed] mix {args.mix}: {len(keep)} samples ({len(rows) - len(keep)} over max_length={max_length} skipped), tile "
         f"{args.tile} px / patch {args.patch} ({tile_tokens} tokens per tile, {frames} frames per video: lengths "
         f"scaled 1/{scale:.2f}); vision 2x64, text 4x128 eager; {args.batch} samples per padded batch, {args.rows} "
         f"packed row(s) of {max_length} per step; "

@@ -438,6 +438,28 @@ def test_load_check_through_auto_classes_and_pipeline(locked_check, reference):
     assert reference["image.inputs.pixel_values"].shape[1] == 2
     assert locked_check.remote["image.logits"].shape[:2] == (1, load_check.MAX_NEW_TOKENS)
     assert "passed under transformers" in locked_check.summary()
+    assert (report["dtype"], report["device"]) == ("float32", "cpu") and "float32 on cpu" in locked_check.summary()
+
+
+@pytest.mark.slow
+def test_load_check_runs_a_half_precision_checkpoint_in_float32_on_a_cpu(checkpoint, tmp_path, monkeypatch):
+    model = TowerVisionForConditionalGeneration.from_pretrained(checkpoint, dtype=torch.bfloat16)
+    model.save_pretrained(tmp_path / "bf16")
+    build_tiny_processor().save_pretrained(tmp_path / "bf16")
+    staged = stage_checkpoint(tmp_path / "bf16", tmp_path / "staged", repo_id=REPO_ID)
+    assert load_check.check_dtype(staged.path) == "float32"  # bfloat16 matmuls are emulated on most CPUs
+    result = load_check.run_load_check(staged.path)
+    assert result.passed, result.summary()
+    assert result.report["dtype"] == "float32" and "float32 on cpu" in result.summary()
+
+    # where its float32 copy would not fit, or on a GPU, the check keeps the checkpoint's dtype
+    import psutil
+
+    monkeypatch.setattr(psutil, "virtual_memory", lambda: SimpleNamespace(available=0))
+    assert load_check.check_dtype(staged.path) == "auto"
+    monkeypatch.undo()
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert load_check.check_dtype(staged.path) == "auto"
 
 
 @pytest.mark.slow

@@ -8,7 +8,8 @@ HF_MODULES_CACHE) where `towervision_hf` cannot be imported, and loads the same 
 AutoProcessor, AutoModelForImageTextToText and `pipeline("image-text-to-text")` with `trust_remote_code=True`.
 Both sides must agree: same processor outputs, logits within tolerance, identical greedy tokens (model and
 pipeline). Each side prefills each prompt once (the pipeline once more), and both load with `device_map="auto"`,
-so a 9B check runs on a GPU when there is one and offloads to CPU and disk otherwise.
+so a 9B check runs on a GPU when there is one and offloads to CPU and disk otherwise, in the dtype of
+[`check_dtype`] (float32 on a CPU when it fits: CPUs without bfloat16 matrix units multiply float32 ~10x faster).
 
 `extra_sys_path` runs the remote side under another transformers (a side install, see `versions.py`).
 """
@@ -58,7 +59,11 @@ class LoadCheckResult:
             f"{modality}: max |Δlogits| {diff:.3g}, {len(self.tokens[modality])} greedy tokens identical"
             for modality, diff in self.max_logit_diff.items()
         )
-        return f"load check passed under transformers {version} in {self.seconds:.0f} s ({checks}; pipeline identical)"
+        where = f"{self.report.get('dtype', '?')} on {self.report.get('device', '?')}"
+        return (
+            f"load check passed under transformers {version} in {self.seconds:.0f} s ({where}; {checks}; pipeline "
+            "identical)"
+        )
 
 
 def staged_tile_size(staged_dir: Path) -> int:
@@ -69,8 +74,10 @@ def staged_tile_size(staged_dir: Path) -> int:
 
 def check_image(tile_size: int) -> Image.Image:
     """A deterministic RGB image that fits one tile (one tile plus the thumbnail: the cheapest prompt that still
-    goes through tiling); odd, unequal sides, so resizing, padding and unpadding are exercised."""
-    height, width = tile_size * 3 // 4 + 1, tile_size - 3
+    goes through tiling); a wide strip with odd sides, so resizing, padding and unpadding are exercised, and
+    unpadding keeps a quarter of the tile's features (897 image tokens at 384 px / 14 px patches instead of 1,289
+    for a 4:3 image)."""
+    height, width = tile_size // 4 + 1, tile_size - 3
     rows, cols = np.mgrid[0:height, 0:width]
     pixels = np.stack([rows * 255 // height, cols * 255 // width, ((rows // 7 + cols // 5) % 2) * 255], axis=-1)
     return Image.fromarray(pixels.astype(np.uint8), mode="RGB")
@@ -97,6 +104,21 @@ def check_inputs(staged_dir: Path) -> dict:
     return media
 
 
+def check_dtype(staged_dir: Path) -> str:
+    """The dtype both sides load `staged_dir` in: its own (`"auto"`) on a GPU, and on a CPU when its float32 copy
+    would take over 60 % of the available memory; float32 otherwise, for a half-precision checkpoint on a CPU, where
+    bfloat16 matrix products are emulated (about 10x slower than float32 on AVX2 machines). The check then compares
+    the remote code with the installed one at a higher precision than the checkpoint's."""
+    import psutil
+
+    config = json.loads((Path(staged_dir) / "config.json").read_text())
+    dtype = config.get("dtype") or config.get("torch_dtype") or config.get("text_config", {}).get("dtype")
+    if torch.cuda.is_available() or dtype not in ("bfloat16", "float16"):
+        return "auto"
+    float32_bytes = 2 * sum(path.stat().st_size for path in Path(staged_dir).glob("*.safetensors"))
+    return "float32" if float32_bytes <= 0.6 * psutil.virtual_memory().available else "auto"
+
+
 def greedy_with_logits(model, batch: dict, max_new_tokens: int) -> dict[str, torch.Tensor]:
     """Greedy tokens of `batch` (`generated`: prompt + new tokens) and the logits that chose them (`logits`:
     `(1, new_tokens, vocab)`), from one prefill. Every position attends to the image / video features, so the
@@ -109,8 +131,11 @@ def greedy_with_logits(model, batch: dict, max_new_tokens: int) -> dict[str, tor
     return {"generated": output.sequences.cpu(), "logits": torch.stack(output.logits, dim=1).float().cpu()}
 
 
-def reference_outputs(staged_dir: Path, max_new_tokens: int = MAX_NEW_TOKENS) -> dict[str, torch.Tensor]:
-    """Processor outputs, greedy tokens and their logits of the folder loaded with the installed package's classes."""
+def reference_outputs(
+    staged_dir: Path, max_new_tokens: int = MAX_NEW_TOKENS, dtype: str | None = None
+) -> dict[str, torch.Tensor]:
+    """Processor outputs, greedy tokens and their logits of the folder loaded with the installed package's classes,
+    in `dtype` (`"auto"`: the checkpoint's; default: [`check_dtype`])."""
     import towervision_hf  # noqa: F401  (registers the local classes with the Auto API)
     from transformers import AutoProcessor
 
@@ -120,7 +145,7 @@ def reference_outputs(staged_dir: Path, max_new_tokens: int = MAX_NEW_TOKENS) ->
     processor = AutoProcessor.from_pretrained(staged_dir)
     offload = tempfile.mkdtemp(prefix="towervision-offload-")
     model = TowerVisionForConditionalGeneration.from_pretrained(
-        staged_dir, dtype="auto", device_map="auto", offload_folder=offload
+        staged_dir, dtype=dtype or check_dtype(staged_dir), device_map="auto", offload_folder=offload
     ).eval()
     image_chat = [
         {
@@ -169,6 +194,7 @@ def run_load_check(
     reference: dict[str, torch.Tensor] | None = None,
     python: str | None = None,
     timeout: float = 3600,
+    dtype: str | None = None,
 ) -> LoadCheckResult:
     """Load `staged_dir` without the towervision_hf package and compare it with the in-process model.
 
@@ -183,11 +209,14 @@ def run_load_check(
         reference: precomputed `reference_outputs` (reused when checking several transformers versions).
         python: interpreter for the remote side (default: this one).
         timeout: seconds before the remote side is stopped and the check fails.
+        dtype: what both sides load the folder in (`"auto"`: the checkpoint's dtype; default: [`check_dtype`]); a
+            given `reference` must have been computed in it.
     """
     staged_dir = Path(staged_dir).resolve()
+    dtype = dtype or check_dtype(staged_dir)
     start = time.perf_counter()
     if reference is None:
-        reference = reference_outputs(staged_dir, max_new_tokens)
+        reference = reference_outputs(staged_dir, max_new_tokens, dtype)
     media = check_inputs(staged_dir)
     result = LoadCheckResult()
     with tempfile.TemporaryDirectory(prefix="towervision-load-check-") as work:
@@ -198,7 +227,7 @@ def run_load_check(
         (work / "prompts.json").write_text(json.dumps({modality: PROMPTS[modality] for modality in media}))
         (work / "cwd").mkdir()
         command = [python or sys.executable, "-I", str(WORKER), "--model", str(staged_dir), "--work", str(work)]
-        command += ["--max-new-tokens", str(max_new_tokens)]
+        command += ["--max-new-tokens", str(max_new_tokens), "--dtype", dtype]
         for folder in extra_sys_path or []:
             command += ["--sys-path", str(Path(folder).resolve())]
         try:

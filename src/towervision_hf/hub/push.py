@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None, api=None) -> int:
         print(f"towervision push: invalid --repo-id: {error}", file=sys.stderr)
         return 2
     from .card import DEFAULT_LICENSE
-    from .load_check import MAX_NEW_TOKENS, reference_outputs, run_load_check
+    from .load_check import MAX_NEW_TOKENS, check_dtype, reference_outputs, run_load_check
     from .versions import MIN_TRANSFORMERS_VERSION, install_min_transformers
 
     max_shard_size = None if args.max_shard_size.lower() == "none" else args.max_shard_size
@@ -157,8 +157,9 @@ def main(argv: list[str] | None = None, api=None) -> int:
     print(f"staged {args.checkpoint} for {args.repo_id} in {staged.path}:\n{staged.listing()}\n")
 
     start = time.perf_counter()
-    reference = reference_outputs(staged.path, MAX_NEW_TOKENS)
-    results = [run_load_check(staged.path, max_new_tokens=MAX_NEW_TOKENS, reference=reference)]
+    dtype = check_dtype(staged.path)
+    reference = reference_outputs(staged.path, MAX_NEW_TOKENS, dtype)
+    results = [run_load_check(staged.path, max_new_tokens=MAX_NEW_TOKENS, reference=reference, dtype=dtype)]
     if args.check_oldest_transformers:
         side = install_min_transformers(DEFAULT_CACHE_DIR)
         results.append(
@@ -166,6 +167,7 @@ def main(argv: list[str] | None = None, api=None) -> int:
                 staged.path,
                 max_new_tokens=MAX_NEW_TOKENS,
                 reference=reference,
+                dtype=dtype,
                 extra_sys_path=[side],
                 expected_transformers=MIN_TRANSFORMERS_VERSION,
             )

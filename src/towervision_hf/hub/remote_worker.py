@@ -45,6 +45,7 @@ def main(argv=None) -> int:
     parser.add_argument("--model", required=True)
     parser.add_argument("--work", required=True, help="folder with the check's image.png, video.npy, prompts.json")
     parser.add_argument("--max-new-tokens", type=int, required=True)
+    parser.add_argument("--dtype", default="auto", help="`auto` (the checkpoint's) or a torch dtype name")
     parser.add_argument("--sys-path", action="append", default=[], help="folders put first on sys.path")
     args = parser.parse_args(argv)
     for folder in reversed(args.sys_path):
@@ -68,7 +69,7 @@ def main(argv=None) -> int:
         report["towervision_hf_importable"] = False
     config = AutoConfig.from_pretrained(args.model, trust_remote_code=True)
     processor = AutoProcessor.from_pretrained(args.model, trust_remote_code=True)
-    load = {"trust_remote_code": True, "dtype": "auto", "device_map": "auto", "offload_folder": str(work / "offload")}
+    load = {"trust_remote_code": True, "dtype": args.dtype, "device_map": "auto", "offload_folder": str(work / "offload")}
     model = AutoModelForImageTextToText.from_pretrained(args.model, **load).eval()
     report["classes"] = {
         "config": class_path(config),
@@ -76,6 +77,7 @@ def main(argv=None) -> int:
         "image_processor": class_path(processor.image_processor),
         "model": class_path(model),
     }
+    report["dtype"], report["device"] = str(model.dtype).removeprefix("torch."), str(model.device)
     tensors = {}
     image = Image.open(work / "image.png").convert("RGB")
     image_chat = [
@@ -95,7 +97,7 @@ def main(argv=None) -> int:
     del model
 
     pipe = pipeline(
-        "image-text-to-text", model=args.model, trust_remote_code=True, dtype="auto", device_map="auto",
+        "image-text-to-text", model=args.model, trust_remote_code=True, dtype=args.dtype, device_map="auto",
         model_kwargs={"offload_folder": str(work / "offload")},
     )  # fmt: skip
     report["classes"]["pipeline_model"] = class_path(pipe.model)

@@ -84,16 +84,18 @@ def sample_eager_attention_forward(
     position_ids = position_ids.expand(query.shape[0], -1)
     masks = {}
     rows = []
-    for row, bounds in enumerate(sample_boundaries(position_ids)):
+    # split, not indexing: the backward of a split is one concatenation, that of each slice a zero-filled full tensor
+    row_tensors = zip(query.split(1), key.split(1), value.split(1))
+    for bounds, (row_query, row_key, row_value) in zip(sample_boundaries(position_ids), row_tensors):
+        lengths = [end - start for start, end in zip(bounds[:-1], bounds[1:])]
         samples = []
-        for start, end in zip(bounds[:-1], bounds[1:]):
-            if end - start not in masks:
-                masks[end - start] = causal_mask(end - start, sliding_window, query.dtype, query.device)
-            block = slice(row, row + 1), slice(None), slice(start, end)
+        for length, sample_query, sample_key, sample_value in zip(
+            lengths, row_query.split(lengths, dim=2), row_key.split(lengths, dim=2), row_value.split(lengths, dim=2)
+        ):
+            if length not in masks:
+                masks[length] = causal_mask(length, sliding_window, query.dtype, query.device)
             samples.append(
-                eager_block(
-                    module, query[block], key[block], value[block], masks[end - start], dropout, scaling, softcap
-                )
+                eager_block(module, sample_query, sample_key, sample_value, masks[length], dropout, scaling, softcap)
             )
         rows.append(torch.cat(samples, dim=1))
     return torch.cat(rows, dim=0), None

@@ -523,7 +523,9 @@ def merge_main(argv: list[str] | None = None) -> int:
     `AutoModelForImageTextToText` + trust_remote_code."""
     parser = argparse.ArgumentParser(prog="towervision merge", description=merge_main.__doc__)
     parser.add_argument(
-        "adapter_dir", help="output_dir of a --use_peft run (adapter_config.json) or a --save_trained_only run"
+        "adapter_dir",
+        metavar="STAGE_DIR",
+        help="output_dir of a --use_peft run (adapter_config.json) or a --save_trained_only run",
     )
     parser.add_argument("out", help="folder for the merged checkpoint")
     parser.add_argument(

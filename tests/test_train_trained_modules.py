@@ -15,7 +15,7 @@ from transformers import AutoModelForImageTextToText, AutoProcessor
 from towervision_cli import main as cli_main
 from towervision_hf import train
 from towervision_hf.init_model import main as init_main
-from towervision_hf.training.trained_modules import merge_trained_modules
+from towervision_hf.training.trained_modules import merge_trained_modules, save_trained_modules
 
 
 PROJECTOR = {f"model.multi_modal_projector.linear_{i}.{kind}" for i in (1, 2) for kind in ("weight", "bias")}
@@ -104,6 +104,23 @@ def test_anyres_stage1_on_tiny_saves_the_newline_and_merges_from_the_seed(tmp_pa
     assert set(merged_tensors) == set(expected)
     for name, tensor in expected.items():
         assert torch.equal(merged_tensors[name], tensor), name
+
+
+def test_trained_only_save_replaces_an_earlier_full_save(tmp_path):
+    from towervision_hf.init_model import build_tiny
+
+    stage, base, merged = tmp_path / "stage", tmp_path / "base", tmp_path / "merged"
+    model, processor = build_tiny(seed=3)
+    model.save_pretrained(stage, max_shard_size="20KB")  # an earlier full save, in shards, in the same folder
+    assert len(list(stage.glob("model-*-of-*.safetensors"))) > 1
+    for name, param in model.named_parameters():
+        param.requires_grad_(name in PROJECTOR)
+    saved = save_trained_modules(model, processor, stage, {"model_name_or_path": "tiny", "seed": 3})
+    assert set(saved) == PROJECTOR
+    assert not list(stage.glob("model*.safetensors*"))
+    build_tiny(seed=3)[0].save_pretrained(base)
+    merge_trained_modules(stage, base, merged)
+    assert sorted(path.name for path in merged.glob("model*.safetensors*")) == ["model.safetensors"]
 
 
 def test_save_trained_only_is_refused_with_lora_and_the_folder_is_not_a_model(stage1, tmp_path):

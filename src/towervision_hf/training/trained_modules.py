@@ -13,6 +13,7 @@ memory about the largest tensor), casts each frozen tensor to the run's dtype, c
 trained tensors in and writes a plain checkpoint equal, tensor for tensor, to what the run would have saved in full.
 """
 
+import fnmatch
 import hashlib
 import json
 import os
@@ -28,6 +29,8 @@ from ..hub.weights import (
     DEFAULT_MAX_SHARD_SIZE,
     DTYPE_CODES,
     DTYPES_BY_CODE,
+    SAFE_WEIGHTS_INDEX_NAME,
+    SAFE_WEIGHTS_NAME,
     PlannedTensor,
     WeightReader,
     parse_size,
@@ -46,6 +49,12 @@ def tensor_digest(tensor: torch.Tensor) -> str:
     hasher = hashlib.blake2b(digest_size=16)
     _tensor_digest(hasher, tensor)
     return hasher.hexdigest()
+
+
+def is_full_weights(file_name: str) -> bool:
+    """Whether `file_name` is (part of) a full model's safetensors weights."""
+    shard = fnmatch.fnmatch(file_name, "model-*-of-*.safetensors")
+    return shard or file_name in (SAFE_WEIGHTS_NAME, SAFE_WEIGHTS_INDEX_NAME)
 
 
 def is_trained_modules_folder(directory) -> bool:
@@ -72,6 +81,9 @@ def save_trained_modules(model, processor, output_dir, base: dict) -> dict[str, 
         else:
             digest = tensor_digest(tensor)
             frozen[name] = {"dtype": DTYPE_CODES[tensor.dtype], "shape": list(tensor.shape), "digest": digest}
+    for path in output_dir.iterdir():  # an earlier full save there is another model: overwritten, as a save would
+        if path.is_file() and is_full_weights(path.name):
+            path.unlink()
     model.save_pretrained(output_dir, state_dict={})  # config, generation config and remote code: no weights
     processor.save_pretrained(output_dir)
     save_file(trained, output_dir / TRAINED_WEIGHTS_NAME, metadata={"format": "pt"})

@@ -11,7 +11,7 @@ projector.
 """
 
 import argparse
-import resource
+import shutil
 import subprocess
 import sys
 import time
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import load_file
-from scale import GEOMETRIES, write_random_checkpoint
+from scale import GEOMETRIES, PeakRSS, write_random_checkpoint
 from transformers import Gemma2Config, SiglipVisionConfig
 
 from towervision_hf.configuration_towervision import TowerVisionConfig
@@ -52,6 +52,7 @@ def main(argv=None) -> int:
     parser.add_argument("--workdir", type=Path, required=True)
     args = parser.parse_args(argv)
     base, stage, merged = args.workdir / "stage0", args.workdir / "stage1", args.workdir / "stage1-full"
+    shutil.rmtree(merged, ignore_errors=True)
     if not (base / "config.json").is_file():
         write_random_checkpoint(
             TowerVisionForConditionalGeneration, stage0_config(GEOMETRIES[args.geometry]), base, torch.bfloat16, 0
@@ -69,9 +70,11 @@ def main(argv=None) -> int:
 
     start = time.perf_counter()
     command = [sys.executable, "-m", "towervision_cli", "merge", str(stage), str(merged)]
-    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    merge_seconds = time.perf_counter() - start
-    merge_rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    with PeakRSS(process.pid) as rss:
+        if process.wait() != 0:
+            raise SystemExit(f"{' '.join(command)} failed")
+    merge_seconds, merge_rss = time.perf_counter() - start, rss.peak
 
     base_reader, merged_reader = WeightReader(base), WeightReader(merged)
     assert set(merged_reader.entries) == set(base_reader.entries)

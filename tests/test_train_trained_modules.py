@@ -10,6 +10,7 @@ import pytest
 import torch
 from PIL import Image
 from safetensors.torch import load_file, save_file
+from test_train_stages import stage_args
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
 from towervision_cli import main as cli_main
@@ -22,20 +23,7 @@ PROJECTOR = {f"model.multi_modal_projector.linear_{i}.{kind}" for i in (1, 2) fo
 
 
 def stage1_argv(output_dir, *extra):
-    return [
-        "tiny/stage1_projector.yaml",
-        "--output_dir",
-        str(output_dir),
-        "--report_to",
-        "none",
-        "--disable_tqdm",
-        "true",
-        "--vision_feature_cache",
-        "",
-        "--save_trained_only",
-        "true",
-        *extra,
-    ]
+    return stage_args("stage1_projector", output_dir, "--vision_feature_cache", "", "--save_trained_only", "true", *extra)
 
 
 @pytest.fixture(scope="module")
@@ -79,6 +67,7 @@ def test_merge_gives_the_full_save_tensor_by_tensor(stage1, tmp_path, capsys):
         assert torch.equal(merged_tensors[name], tensor) and merged_tensors[name].dtype == tensor.dtype, name
     assert json.loads((merged / "config.json").read_text()) == json.loads((full / "config.json").read_text())
     assert not (merged / "trained_modules.json").exists()
+    assert merged.stat().st_mode & 0o777 == full.stat().st_mode & 0o777  # not the temporary folder's 0o700
 
     processor = AutoProcessor.from_pretrained(merged, trust_remote_code=True)
     inputs = processor(images=[Image.new("RGB", (40, 30), "teal")], text=["<image> a caption"], return_tensors="pt")

@@ -181,6 +181,9 @@ def merge_trained_modules(stage_dir, base_dir, output, max_shard_size=DEFAULT_MA
         raise ValueError(f"{output} already exists and is not an empty folder")
     output.parent.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
+    umask = os.umask(0o022)
+    os.umask(umask)
+    scratch.chmod(0o777 & ~umask)  # mkdtemp's folder is private; the checkpoint gets a plain folder's permissions
     try:
         for path in stage_dir.iterdir():
             if path.is_file() and path.name not in (TRAINED_WEIGHTS_NAME, TRAINED_INDEX_NAME):

@@ -544,6 +544,7 @@ def merge_main(argv: list[str] | None = None) -> int:
 def merge_adapter(args: argparse.Namespace) -> int:
     """Fold the LoRA adapter in `args.adapter_dir` into its base model."""
     from peft import PeftConfig, PeftModel
+
     base = args.base or PeftConfig.from_pretrained(args.adapter_dir).base_model_name_or_path
     if not base or base == TINY_MODEL:
         raise ValueError(f"the adapter in {args.adapter_dir} names no loadable base model; pass --base")

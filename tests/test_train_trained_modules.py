@@ -93,6 +93,9 @@ def test_anyres_stage1_on_tiny_saves_the_newline_and_merges_from_the_seed(tmp_pa
     assert set(merged_tensors) == set(expected)
     for name, tensor in expected.items():
         assert torch.equal(merged_tensors[name], tensor), name
+    # a full save into the same folder later replaces the trained modules: the folder is a model again
+    train.run(stage1_argv(trained, *extra, "--save_trained_only", "false"))
+    assert (trained / "model.safetensors").is_file() and not list(trained.glob("trained_modules.*"))
 
 
 def test_trained_only_save_replaces_an_earlier_full_save(tmp_path):

@@ -39,6 +39,7 @@ from .training.attention import SAMPLE_EAGER
 from .training.packing import Packer, SampleMeasure, TowerVisionPackedCollator, pack_dataset, pack_stream
 from .training.trained_modules import (
     TRAINED_INDEX_NAME,
+    discard_trained_modules,
     is_trained_modules_folder,
     merge_trained_modules,
     read_trained_modules,
@@ -475,6 +476,8 @@ def run(argv: list[str]) -> TowerVisionSFTTrainer:
     trainer.train(resume_from_checkpoint=resolve_resume(training_args))
     if not stage_args.save_trained_only:
         trainer.save_model(training_args.output_dir)
+        if trainer.args.should_save:
+            discard_trained_modules(training_args.output_dir)
     elif trainer.args.should_save:
         model = trainer.accelerator.unwrap_model(trainer.model)
         base = base_reference(model_args, training_args)

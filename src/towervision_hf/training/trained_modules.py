@@ -1,6 +1,6 @@
 """Save only the tensors a stage trained, beside a reference to its base, and compose them back into a full checkpoint.
 
-Stage 1 trains the projector (and, in an anyres layout, the image newline): about 8 M of TowerVision-2B's 2.9 B
+Stage 1 trains the projector (and, in an anyres layout, the image newline): about 8 M of TowerVision-2B's 3.0 B
 parameters, while a full save writes every tensor. `towervision train ... --save_trained_only true` writes instead:
 
 - `trained_modules.safetensors`: the trained tensors (`requires_grad`), under the checkpoint's own names;
@@ -60,6 +60,12 @@ def is_full_weights(file_name: str) -> bool:
 def is_trained_modules_folder(directory) -> bool:
     """Whether `directory` was written by `--save_trained_only` (it holds no full model)."""
     return (Path(directory) / TRAINED_INDEX_NAME).is_file()
+
+
+def discard_trained_modules(output_dir) -> None:
+    """Remove the files of an earlier `--save_trained_only` save from `output_dir`, where a full model now lies."""
+    for name in (TRAINED_WEIGHTS_NAME, TRAINED_INDEX_NAME):
+        (Path(output_dir) / name).unlink(missing_ok=True)
 
 
 def save_trained_modules(model, processor, output_dir, base: dict) -> dict[str, torch.Tensor]:

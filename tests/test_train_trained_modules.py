@@ -23,17 +23,19 @@ PROJECTOR = {f"model.multi_modal_projector.linear_{i}.{kind}" for i in (1, 2) fo
 
 
 def stage1_argv(output_dir, *extra):
-    return stage_args("stage1_projector", output_dir, "--vision_feature_cache", "", "--save_trained_only", "true", *extra)
+    no_cache = ("--vision_feature_cache", "")
+    return stage_args("stage1_projector", output_dir, *no_cache, "--save_trained_only", "true", *extra)
 
 
 @pytest.fixture(scope="module")
 def stage1(tmp_path_factory):
-    """A local tiny stage-0 base, a 2-step stage 1 from it saved with `--save_trained_only`, and the same run saved in
-    full: `(base, trained, full)` folders."""
+    """A local tiny stage-0 base, a 2-step stage 1 from it saved with `--save_trained_only` (and a checkpoint-2), and
+    the same run saved in full: `(base, trained, full)` folders."""
     root = tmp_path_factory.mktemp("trained_modules")
     base, trained, full = root / "base", root / "trained", root / "full"
     assert init_main(["--tiny", str(base)]) == 0
-    trainer = train.run(stage1_argv(trained, "--model_name_or_path", str(base), "--max_steps", "2"))
+    extra = ("--model_name_or_path", str(base), "--max_steps", "2", "--save_strategy", "steps", "--save_steps", "2")
+    trainer = train.run(stage1_argv(trained, *extra))
     trainer.save_model(str(full))
     return base, trained, full
 
@@ -52,6 +54,8 @@ def test_stage1_saves_only_the_projector_beside_its_base(stage1):
     index = json.loads((trained / "trained_modules.json").read_text())
     assert index["base"] == {"model_name_or_path": str(base.resolve())}
     assert set(index["trained"]) | set(index["frozen"]) == set(load_file(full / "model.safetensors"))
+    checkpoint = load_file(trained / "checkpoint-2" / "model.safetensors")  # checkpoints stay full, for resuming
+    assert all(torch.equal(tensor, checkpoint[name]) for name, tensor in load_file(full / "model.safetensors").items())
     summary = json.loads((trained / "train_summary.json").read_text())
     assert summary["trainable_parameters"]["projector"] == sum(tensor.numel() for tensor in tensors.values())
 
@@ -66,7 +70,7 @@ def test_merge_gives_the_full_save_tensor_by_tensor(stage1, tmp_path, capsys):
     for name, tensor in full_tensors.items():
         assert torch.equal(merged_tensors[name], tensor) and merged_tensors[name].dtype == tensor.dtype, name
     assert json.loads((merged / "config.json").read_text()) == json.loads((full / "config.json").read_text())
-    assert not (merged / "trained_modules.json").exists()
+    assert not (merged / "trained_modules.json").exists() and not (merged / "checkpoint-2").exists()
     assert merged.stat().st_mode & 0o777 == full.stat().st_mode & 0o777  # not the temporary folder's 0o700
 
     processor = AutoProcessor.from_pretrained(merged, trust_remote_code=True)

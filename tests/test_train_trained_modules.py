@@ -125,6 +125,8 @@ def test_save_trained_only_is_refused_with_lora_and_the_folder_is_not_a_model(st
     _, trained, _ = stage1
     with pytest.raises(ValueError, match="LoRA run"):
         train.build_trainer(*train.parse_args(stage1_argv(tmp_path, "--use_peft", "true")))
+    with pytest.raises(ValueError, match="output_dir is the base"):
+        train.build_trainer(*train.parse_args(stage1_argv(tmp_path, "--model_name_or_path", str(tmp_path))))
     data_args, stage_args, training_args, model_args = train.parse_args(
         stage1_argv(tmp_path, "--model_name_or_path", str(trained))
     )

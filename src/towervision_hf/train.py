@@ -357,6 +357,10 @@ def build_trainer(data_args, stage_args, training_args, model_args) -> TowerVisi
     sharded = is_sharded(training_args)
     if stage_args.save_trained_only and model_args.use_peft:
         raise ValueError("save_trained_only: a LoRA run (use_peft) already saves only its adapter and trained modules")
+    base, output_dir = model_args.model_name_or_path, training_args.output_dir
+    if stage_args.save_trained_only and os.path.isdir(base or "") and os.path.isdir(output_dir):
+        if os.path.samefile(base, output_dir):
+            raise ValueError(f"save_trained_only: output_dir is the base {base}, which the trained tensors need")
     if stage_args.save_trained_only and sharded:
         raise ValueError(
             "save_trained_only reads the trained tensors whole on the main process: use DDP or one process "

@@ -13,7 +13,7 @@ COMMANDS = {
     "convert": ("towervision_hf.convert", "convert_main", "turn a released llava_next / llava_onevision checkpoint into TowerVision"),
     "export": ("towervision_hf.convert", "export_main", "export a TowerVision checkpoint back to transformers' native classes"),
     "train": ("towervision_hf.train", "main", "train one stage from a recipe YAML (TRL SFTTrainer)"),
-    "merge": ("towervision_hf.train", "merge_main", "merge a LoRA adapter into a plain trust_remote_code checkpoint"),
+    "merge": ("towervision_hf.train", "merge_main", "merge a LoRA adapter or a stage's trained modules into a plain trust_remote_code checkpoint"),
     "demo": ("towervision_hf.demo", "main", "run the embedded end-to-end demo on CPU"),
     "data": ("towervision_hf.data.cli", "main", "build, translate, filter and synthesise training data"),
     "eval": ("towervision_hf.evaluation.cli", "main", "run the paper's benchmarks"),

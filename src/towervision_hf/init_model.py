@@ -44,13 +44,15 @@ def build_tiny(seed: int = 0) -> tuple[TowerVisionForConditionalGeneration, Towe
     return model, build_tiny_processor(tokenizer)
 
 
-def resolve_folder(name_or_path: str) -> Path:
-    """A local checkpoint folder, or the Hub snapshot of a model id (config, tokenizer and safetensors files)."""
+def resolve_folder(name_or_path: str, revision: str | None = None) -> Path:
+    """A local checkpoint folder, or the Hub snapshot of a model id at `revision` (config, tokenizer and safetensors
+    files)."""
     if Path(name_or_path).is_dir():
         return Path(name_or_path)
     from huggingface_hub import snapshot_download
 
-    return Path(snapshot_download(name_or_path, allow_patterns=["*.json", "*.safetensors", "*.model", "*.jinja"]))
+    patterns = ["*.json", "*.safetensors", "*.model", "*.jinja"]
+    return Path(snapshot_download(name_or_path, revision=revision, allow_patterns=patterns))
 
 
 def grown_rows(reader: WeightReader, name: str, num_rows: int, dtype: torch.dtype, block_rows: int = 16384):

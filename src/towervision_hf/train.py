@@ -8,11 +8,14 @@
     towervision train recipes/towervision-2b/stage2_vision.yaml --use_peft true --lora_r 64 \
         --output_dir outputs/towervision-2b/stage2-lora
     towervision merge outputs/towervision-2b/stage2-lora outputs/towervision-2b/stage2-merged
+    towervision train recipes/towervision-2b/stage1_projector.yaml --save_trained_only true
+    towervision merge outputs/towervision-2b/stage1 outputs/towervision-2b/stage1-full
 
 A recipe is a flat YAML of `SFTConfig`, `ModelConfig` (TRL), `DataArguments` and `StageArguments` fields; any of them
 can be overridden on the command line (`--key value`). The stage's model, processor and code files end up in
 `output_dir`, ready for `AutoModelForImageTextToText.from_pretrained(..., trust_remote_code=True)` and for the next
-stage's `--model_name_or_path` (a LoRA run saves an adapter: `towervision merge` it first).
+stage's `--model_name_or_path` (a LoRA run saves an adapter, a `--save_trained_only` run the trained tensors beside a
+reference to its base: `towervision merge` them first).
 """
 
 import argparse
@@ -21,6 +24,7 @@ import json
 import math
 import os
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -33,6 +37,14 @@ from trl import ModelConfig, SFTConfig, TrlParser, get_peft_config, get_quantiza
 from .training import TowerVisionCollator, TowerVisionSFTTrainer, VisionFeatureCache, apply_module_learning_rates
 from .training.attention import SAMPLE_EAGER
 from .training.packing import Packer, SampleMeasure, TowerVisionPackedCollator, pack_dataset, pack_stream
+from .training.trained_modules import (
+    TRAINED_INDEX_NAME,
+    discard_trained_modules,
+    is_trained_modules_folder,
+    merge_trained_modules,
+    read_trained_modules,
+    save_trained_modules,
+)
 from .training.trainer import find_image_newline, restore_image_newline, trainable_parameters
 
 
@@ -137,6 +149,15 @@ class StageArguments:
             "choices": ["package", "checkpoint"],
         },
     )
+    save_trained_only: bool = field(
+        default=False,
+        metadata={
+            "help": "Final save: only the trained tensors (trained_modules.safetensors) beside a reference to the "
+            "base and digests of its frozen tensors (trained_modules.json), with config and processor; `towervision "
+            "merge` composes the full checkpoint. checkpoint-N folders stay full (exact resume). Not with LoRA or "
+            "FSDP / ZeRO-3."
+        },
+    )
 
     @property
     def learning_rates(self) -> dict[str, float | None]:
@@ -192,6 +213,11 @@ def load_model_and_processor(model_args: ModelConfig, stage_args: StageArguments
         from .init_model import build_tiny
 
         return build_tiny(seed=training_args.seed)
+    if is_trained_modules_folder(path):
+        raise ValueError(
+            f"{path} holds only the tensors a stage trained (--save_trained_only): compose the full checkpoint with "
+            f"`towervision merge {path} OUT` and pass OUT"
+        )
 
     kwargs = {
         "revision": model_args.model_revision,
@@ -329,6 +355,17 @@ def build_trainer(data_args, stage_args, training_args, model_args) -> TowerVisi
     training_args.remove_unused_columns = False
     training_args.dataset_kwargs = {**(training_args.dataset_kwargs or {}), "skip_prepare_dataset": True}
     sharded = is_sharded(training_args)
+    if stage_args.save_trained_only and model_args.use_peft:
+        raise ValueError("save_trained_only: a LoRA run (use_peft) already saves only its adapter and trained modules")
+    base, output_dir = model_args.model_name_or_path, training_args.output_dir
+    if stage_args.save_trained_only and os.path.isdir(base or "") and os.path.isdir(output_dir):
+        if os.path.samefile(base, output_dir):
+            raise ValueError(f"save_trained_only: output_dir is the base {base}, which the trained tensors need")
+    if stage_args.save_trained_only and sharded:
+        raise ValueError(
+            "save_trained_only reads the trained tensors whole on the main process: use DDP or one process "
+            "(stage 1 fits in DDP), or save in full under FSDP / ZeRO-3"
+        )
     model, processor = load_model_and_processor(model_args, stage_args, training_args)
     apply_stage_layout(model, processor, stage_args)
     apply_module_learning_rates(model, stage_args.learning_rates)
@@ -425,12 +462,30 @@ def resolve_resume(training_args: SFTConfig) -> str | None:
     return resume
 
 
+def base_reference(model_args: ModelConfig, training_args: SFTConfig) -> dict:
+    """The base a `--save_trained_only` run names: `tiny` and its seed, a local folder (absolute path), or a Hub id
+    and revision."""
+    path = model_args.model_name_or_path
+    if path == TINY_MODEL:
+        return {"model_name_or_path": TINY_MODEL, "seed": training_args.seed}
+    if os.path.isdir(path):
+        return {"model_name_or_path": os.path.abspath(path)}
+    return {"model_name_or_path": path, "revision": model_args.model_revision}
+
+
 def run(argv: list[str]) -> TowerVisionSFTTrainer:
     """Parse, train and save one stage; returns the trainer (state, log history, model)."""
     data_args, stage_args, training_args, model_args = parse_args(argv)
     trainer = build_trainer(data_args, stage_args, training_args, model_args)
     trainer.train(resume_from_checkpoint=resolve_resume(training_args))
-    trainer.save_model(training_args.output_dir)
+    if not stage_args.save_trained_only:
+        trainer.save_model(training_args.output_dir)
+        if trainer.args.should_save:
+            discard_trained_modules(training_args.output_dir)
+    elif trainer.args.should_save:
+        model = trainer.accelerator.unwrap_model(trainer.model)
+        base = base_reference(model_args, training_args)
+        save_trained_modules(model, trainer.processing_class, training_args.output_dir, base)
     if trainer.is_world_process_zero():
         summary = {
             "global_step": trainer.state.global_step,
@@ -452,6 +507,8 @@ def run(argv: list[str]) -> TowerVisionSFTTrainer:
         if trainer.skipped_untrainable:
             print(f"skipped {trainer.skipped_untrainable} samples that would train on nothing (untrainable: skip)")
         print(f"saved to {os.path.abspath(training_args.output_dir)}")
+        if stage_args.save_trained_only:
+            print(f"(trained tensors only: `towervision merge {training_args.output_dir} OUT` writes the full model)")
     return trainer
 
 
@@ -468,14 +525,31 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def merge_main(argv: list[str] | None = None) -> int:
-    """`towervision merge ADAPTER_DIR OUT [--base MODEL]`: fold a LoRA adapter (and its image newline) into a plain
-    checkpoint that loads with `AutoModelForImageTextToText` + trust_remote_code."""
+    """`towervision merge STAGE_DIR OUT [--base MODEL]`: fold a LoRA adapter (and its image newline), or the trained
+    tensors of a `--save_trained_only` run, into its base: a plain checkpoint that loads with
+    `AutoModelForImageTextToText` + trust_remote_code."""
     parser = argparse.ArgumentParser(prog="towervision merge", description=merge_main.__doc__)
-    parser.add_argument("adapter_dir", help="output_dir of a --use_peft run (adapter_config.json, adapter weights)")
+    parser.add_argument(
+        "adapter_dir",
+        metavar="STAGE_DIR",
+        help="output_dir of a --use_peft run (adapter_config.json) or a --save_trained_only run",
+    )
     parser.add_argument("out", help="folder for the merged checkpoint")
-    parser.add_argument("--base", help="base model (default: base_model_name_or_path of the adapter config)")
+    parser.add_argument(
+        "--base", help="base model (default: the one the adapter config or trained_modules.json names; `tiny`)"
+    )
     parser.add_argument("--dtype", default="auto", choices=["auto", "bfloat16", "float16", "float32"])
     args = parser.parse_args(argv)
+    try:
+        if is_trained_modules_folder(args.adapter_dir):
+            return merge_trained(args)
+        return merge_adapter(args)
+    except ValueError as error:
+        parser.exit(2, f"towervision merge: error: {error}\n")
+
+
+def merge_adapter(args: argparse.Namespace) -> int:
+    """Fold the LoRA adapter in `args.adapter_dir` into its base model."""
     from peft import PeftConfig, PeftModel
 
     base = args.base or PeftConfig.from_pretrained(args.adapter_dir).base_model_name_or_path
@@ -494,6 +568,45 @@ def merge_main(argv: list[str] | None = None) -> int:
     AutoProcessor.from_pretrained(processor_source, trust_remote_code=True).save_pretrained(args.out)
     print(f"merged {args.adapter_dir} into {base}: {os.path.abspath(args.out)}")
     return 0
+
+
+def merge_trained(args: argparse.Namespace) -> int:
+    """Compose the base of a `--save_trained_only` run and its trained tensors into a full checkpoint, streamed."""
+    if args.dtype != "auto":
+        raise ValueError("--dtype casts a merged LoRA model; trained modules merge in the dtype their run trained in")
+    index, _ = read_trained_modules(args.adapter_dir)
+    reference = index["base"]
+    with tempfile.TemporaryDirectory() as scratch:
+        base = resolve_trained_base(reference, args.base, scratch, Path(args.adapter_dir) / TRAINED_INDEX_NAME)
+        files = merge_trained_modules(args.adapter_dir, base, args.out)
+    name = args.base or reference["model_name_or_path"]
+    print(f"merged {args.adapter_dir} into {name}: {os.path.abspath(args.out)} ({', '.join(files)})")
+    return 0
+
+
+def resolve_trained_base(reference: dict, base: str | None, scratch: str, index_path: Path) -> Path:
+    """The checkpoint folder of a trained-modules base: `base` when given, else the one `reference` names (`tiny`
+    is rebuilt from its seed into `scratch`, a Hub id is fetched at its revision)."""
+    name = base or reference["model_name_or_path"]
+    if name == TINY_MODEL:
+        from .init_model import build_tiny
+
+        build_tiny(seed=reference.get("seed", 0))[0].save_pretrained(scratch)
+        return Path(scratch)
+    if os.path.isdir(name):
+        return Path(name)
+    named_by = "--base" if base else str(index_path)
+    if os.path.isabs(name) or os.path.exists(name):
+        raise ValueError(f"base {name} (named by {named_by}) is not a checkpoint folder; pass the base with --base")
+    from .init_model import resolve_folder
+
+    try:
+        return resolve_folder(name, revision=None if base else reference.get("revision"))
+    except (OSError, ValueError) as error:
+        raise ValueError(
+            f"base {name!r} (named by {named_by}) is neither a local folder nor fetchable from the Hub ({error}); "
+            "pass the base with --base"
+        ) from None
 
 
 if __name__ == "__main__":

@@ -87,6 +87,11 @@ def read_checkpoint_config(checkpoint: Path) -> TowerVisionConfig:
         raise ValueError(
             f"{checkpoint} holds a LoRA adapter, not a model: merge it first with `towervision merge`, then push the merged folder"
         )
+    if (checkpoint / "trained_modules.json").is_file():  # `towervision train --save_trained_only`
+        raise ValueError(
+            f"{checkpoint} holds only the tensors a stage trained, not a model: merge it first with `towervision merge`, "
+            "then push the merged folder"
+        )
     if not config_file.is_file():
         raise ValueError(f"{checkpoint} has no config.json")
     model_type = json.loads(config_file.read_text()).get("model_type")

@@ -25,7 +25,7 @@ from transformers.modeling_outputs import BaseModelOutput
 def _tensor_digest(hasher, tensor: torch.Tensor) -> None:
     tensor = tensor.detach().contiguous().cpu()
     hasher.update(f"{tuple(tensor.shape)}{tensor.dtype}".encode())
-    hasher.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    hasher.update(tensor.reshape(-1).view(torch.uint8).numpy() if tensor.numel() else b"")  # no copy of the bytes
 
 
 def vision_tower_identity(vision_tower: torch.nn.Module, feature_layers: list[int]) -> str:

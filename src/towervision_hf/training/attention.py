@@ -24,12 +24,20 @@ from transformers.masking_utils import AttentionMaskInterface, eager_mask
 SAMPLE_EAGER = "towervision_sample_eager"
 
 
+_last_boundaries: list = [None, None]  # (position_ids, boundaries): every layer of a forward gets the same tensor
+
+
 def sample_boundaries(position_ids: torch.Tensor) -> list[list[int]]:
-    """Start offsets of the samples of each row, plus the row's end: `(rows, length)` -> `[[0, s1, ..., length]]`."""
+    """Start offsets of the samples of each row, plus the row's end: `(rows, length)` -> `[[0, s1, ..., length]]`.
+    Computed once per forward (one device-to-host copy), not once per layer."""
+    if _last_boundaries[0] is position_ids:
+        return _last_boundaries[1]
     starts = torch.ones_like(position_ids, dtype=torch.bool)
     starts[:, 1:] = position_ids[:, 1:] != position_ids[:, :-1] + 1
     length = position_ids.shape[1]
-    return [row.nonzero().flatten().tolist() + [length] for row in starts.cpu()]
+    boundaries = [row.nonzero().flatten().tolist() + [length] for row in starts.cpu()]
+    _last_boundaries[:] = position_ids, boundaries
+    return boundaries
 
 
 def causal_mask(length: int, sliding_window: int | None, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
@@ -80,13 +88,15 @@ def sample_eager_attention_forward(
         mask = attention_mask[:, :, :, : key.shape[-2]]
         return eager_block(module, query, key, value, mask, dropout, scaling, softcap), None
     if position_ids is None:
-        position_ids = torch.arange(query.shape[-2], device=query.device)[None]
-    position_ids = position_ids.expand(query.shape[0], -1)
+        boundaries = [[0, query.shape[-2]]] * query.shape[0]
+    else:
+        boundaries = sample_boundaries(position_ids)
+        boundaries = boundaries * query.shape[0] if len(boundaries) == 1 else boundaries  # unexpanded `(1, seq)`
     masks = {}
     rows = []
     # split, not indexing: the backward of a split is one concatenation, that of each slice a zero-filled full tensor
     row_tensors = zip(query.split(1), key.split(1), value.split(1))
-    for bounds, (row_query, row_key, row_value) in zip(sample_boundaries(position_ids), row_tensors):
+    for bounds, (row_query, row_key, row_value) in zip(boundaries, row_tensors):
         lengths = [end - start for start, end in zip(bounds[:-1], bounds[1:])]
         samples = []
         for length, sample_query, sample_key, sample_value in zip(

@@ -10,11 +10,12 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from test_train_collator import IMAGE, VIDEO, image, rows, turn
+from test_train_collator import IMAGE, VIDEO, image, rows, turn, untrainable_rows
 
 from towervision_hf import TowerVisionForConditionalGeneration, train
 from towervision_hf.tiny import build_tiny_processor, tiny_config
 from towervision_hf.training import SKIPPED_KEY, TowerVisionCollator
+from towervision_hf.training.collator import SKIPPED_UNTRAINABLE_KEY
 from towervision_hf.training.attention import SAMPLE_EAGER
 from towervision_hf.training.packing import (
     PACKING_KEY,
@@ -126,6 +127,30 @@ def test_packed_rows_restart_positions_and_keep_labels_inside_samples(processor)
     assert flat["input_ids"].shape == (1, sum(lengths)) and flat["position_ids"][0].eq(0).sum() == 6
     with pytest.raises(ValueError, match="over max_length=100: they were measured with other processor settings"):
         TowerVisionPackedCollator(processor, max_length=100)(packs)
+
+
+def test_packed_untrainable_samples_raise_or_leave_their_pack_counted(processor):
+    bad = [row for row, _ in untrainable_rows().values()]
+    good = rows()
+    packs = [
+        {"packed_rows": [good[0], bad[0], good[1]], SKIPPED_KEY: 0},
+        {"packed_rows": bad[1:], SKIPPED_KEY: 1},  # nothing trainable: no row
+        {"packed_rows": good[2:], SKIPPED_KEY: 0},
+    ]
+    with pytest.raises(ValueError, match="sample 'sharegpt'"):
+        TowerVisionPackedCollator(processor, max_length=4096)(packs)
+    batch = TowerVisionPackedCollator(processor, max_length=4096, untrainable="skip")(packs)
+    expected = TowerVisionPackedCollator(processor, max_length=4096)(
+        [{"packed_rows": good[:2], SKIPPED_KEY: 0}, {"packed_rows": good[2:], SKIPPED_KEY: 0}]
+    )
+    assert int(batch[SKIPPED_UNTRAINABLE_KEY]) == 4 and int(batch[SKIPPED_KEY]) == 1
+    for key in ("input_ids", "position_ids", "labels", "pixel_values", "pixel_values_videos"):
+        assert torch.equal(batch[key], expected[key]), key
+    assert batch[PACKING_KEY].tolist()[:2] == [len(good), 2]  # samples, rows
+
+    empty = TowerVisionPackedCollator(processor, max_length=4096, untrainable="skip")([packs[1]])
+    assert int(empty[SKIPPED_UNTRAINABLE_KEY]) == 3 and empty["input_ids"].shape == (1, 1)
+    assert (empty["labels"] == -100).all() and empty[PACKING_KEY].tolist() == [0, 0, 0, 0]
 
 
 def per_sample_loss_and_grads(model, batches):

@@ -23,7 +23,7 @@ from PIL import Image
 
 from ..image_processing_towervision import EXIF_ORIENTATION
 from ..tiling_towervision import anyres_grid_shape, image_token_count, single_tile_token_count, video_token_count
-from .collator import SKIPPED_KEY, TowerVisionCollator
+from .collator import SKIPPED_KEY, SKIPPED_UNTRAINABLE_KEY, TowerVisionCollator
 
 
 # Batch entry for the trainer's logs: samples, rows, real tokens, row capacity (rows x max_length) of the batch.
@@ -231,7 +231,8 @@ class TowerVisionPackedCollator(TowerVisionCollator):
     Collate packs (items of [`pack_dataset`] / [`pack_stream`]) into packed rows.
 
     Args:
-        processor, num_frames, include_vision_in_every_batch: see [`TowerVisionCollator`].
+        processor, num_frames, include_vision_in_every_batch, untrainable: see [`TowerVisionCollator`]; a skipped
+            sample leaves its pack (a pack left empty is no row), and a batch left empty is one masked token.
         max_length (`int`): tokens per packed row (the packer's `max_length`).
         flatten (`bool`, *optional*, defaults to `False`):
             Concatenate the whole batch into a single row: FlashAttention 2 only finds samples in `position_ids` of
@@ -239,7 +240,8 @@ class TowerVisionPackedCollator(TowerVisionCollator):
 
     Returns `input_ids`, `position_ids` (restarting at 0 for every sample; the padding after a row's last sample is
     a sample of its own) and `labels` of shape `(rows, longest row)`, no `attention_mask`; the pixel inputs of every
-    sample in sample order; `SKIPPED_KEY` and `PACKING_KEY` for the trainer's logs. Labels cover assistant turns
+    sample in sample order; `SKIPPED_KEY`, `SKIPPED_UNTRAINABLE_KEY` (with `untrainable="skip"`) and `PACKING_KEY`
+    for the trainer's logs. Labels cover assistant turns
     only, and the first token of every sample is never a target, so no prediction crosses a sample boundary.
     """
 
@@ -251,15 +253,23 @@ class TowerVisionPackedCollator(TowerVisionCollator):
         self.pad_token_id = processor.tokenizer.pad_token_id
 
     def __call__(self, packs: list[dict]) -> dict:
-        rows = [row for pack in packs for row in pack["packed_rows"]]
-        sizes = [len(pack["packed_rows"]) for pack in packs]
-        conversations = [self.conversation(row) for row in rows]
+        rows, conversations, sizes, num_untrainable = [], [], [], 0
+        for pack in packs:  # untrainable samples raise, or leave their pack (`untrainable="skip"`)
+            kept, kept_conversations, dropped = self._trainable_conversations(pack["packed_rows"])
+            rows += kept
+            conversations += kept_conversations
+            sizes += [len(kept)] if kept else []
+            num_untrainable += dropped
+        packed_rows = len(sizes)
         has_media = any(row.get("images") or row.get("videos") for row in rows)
         with_blank = self.include_vision_in_every_batch and not has_media
         if with_blank:  # a masked blank-image sample in a row of its own: every rank runs the vision tower
             conversations.append(self._blank_conversation())
             sizes.append(1)
-        batch = dict(self._process(conversations))
+        if conversations:
+            batch = dict(self._process(conversations))
+        else:  # every sample was untrainable: one masked token keeps the step well-formed
+            batch, sizes = self._filler_batch(), [1]
         lengths = batch.pop("attention_mask").sum(dim=1).tolist()
         labels = batch["input_ids"].masked_fill(torch.as_tensor(batch.pop("assistant_masks")) == 0, -100)
         if self.media_token_ids:
@@ -294,5 +304,7 @@ class TowerVisionPackedCollator(TowerVisionCollator):
         batch["labels"] = torch.stack(row_labels)
         real_tokens = sum(lengths[: len(rows)])
         batch[SKIPPED_KEY] = torch.tensor(sum(pack[SKIPPED_KEY] for pack in packs))
-        batch[PACKING_KEY] = torch.tensor([len(rows), len(packs), real_tokens, len(packs) * self.max_length])
+        if self.untrainable == "skip":
+            batch[SKIPPED_UNTRAINABLE_KEY] = torch.tensor(num_untrainable)
+        batch[PACKING_KEY] = torch.tensor([len(rows), packed_rows, real_tokens, packed_rows * self.max_length])
         return batch

@@ -270,9 +270,12 @@ def train_step(model, batch) -> float:
 
 
 def load_stage0(work: Path, dtype: str):
+    """The stage-0 model with activation checkpointing, as the recipes train it (`activation_checkpointing: true`)."""
     from towervision_hf import TowerVisionForConditionalGeneration
 
-    return TowerVisionForConditionalGeneration.from_pretrained(work / "stage0", dtype=dtype)
+    model = TowerVisionForConditionalGeneration.from_pretrained(work / "stage0", dtype=dtype)
+    model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    return model.train()
 
 
 def step_lora(work: Path, geometry: dict) -> dict:

@@ -266,7 +266,8 @@ def speed_part(args) -> None:
         "padded_grouped": [padded([rows[i] for i in b]) for b in grouped_batches],
     }
     print(
-        f"[speed] mix {args.mix}: {len(keep)} samples ({len(rows) - len(keep)} over max_length={max_length} skipped), tile "
+        f"[speed] mix {args.mix}: {len(keep)} samples ({len(rows) - len(keep)} over max_length={max_length} "
+        "skipped), tile "
         f"{args.tile} px / patch {args.patch} ({tile_tokens} tokens per tile, {frames} frames per video: lengths "
         f"scaled 1/{scale:.2f}); vision 2x64, text 4x128 eager; {args.batch} samples per padded batch, {args.rows} "
         f"packed row(s) of {max_length} per step; "

@@ -744,7 +744,8 @@ def test_push_dry_run_of_a_converted_towervideo_through_the_cli(tmp_path, capsys
     out = capsys.readouterr().out
     assert f"dry run: nothing uploaded; the staged folder is {stage_dir}" in out
     assert re.search(r"model\.safetensors\s+\d+\.\d KiB", out)
-    assert re.search(r"load check passed under transformers \S+ in \d+ s \(float32 on cpu; image: .*, video: .*\)", out)
+    summary = r"load check passed under transformers \S+ in \d+ s \(float32 on cpu; image: .*, video: .*\)"
+    assert re.search(summary, out)
     assert re.search(r"load check: \d+ s in all", out)
     card = ModelCard.load(stage_dir / "README.md")
     assert card.data.pipeline_tag == "video-text-to-text" and card.data.base_model == ["utter-project/TowerVideo-2B"]

@@ -1,5 +1,6 @@
-"""Scale-out and resumption on CPU: the tiny recipe with 2 processes (gloo) through `accelerate launch`, and a run
-stopped at a checkpoint and resumed ending with the same weights as an uninterrupted one."""
+"""Scale-out and resumption on CPU: the tiny recipe with 2 processes (gloo) through `accelerate launch`, under DDP and
+under FSDP2 (the same losses and weights), and a run stopped at a checkpoint and resumed ending with the same weights
+as an uninterrupted one."""
 
 import json
 import math
@@ -74,6 +75,37 @@ def test_two_cpu_processes_write_one_consistent_checkpoint(tmp_path):
     assert final.keys() == checkpoint.keys() and all(torch.equal(final[k], checkpoint[k]) for k in final)
     assert json.loads((output_dir / "train_summary.json").read_text())["global_step"] == 2
     assert result.stdout.count("saved to") == 1  # written once, by the main process
+
+
+@pytest.mark.slow
+def test_packed_fsdp2_run_matches_the_ddp_run(tmp_path):
+    """recipes/accelerate/fsdp2.yaml (2 CPU processes, fp32) on the packed tiny recipe: the losses, gradient norms
+    and final weights of the DDP run, blank-image rows (every FSDP rank runs the tower) included."""
+    env = {**os.environ, "PYTHONPATH": str(Path(towervision_hf.__file__).parents[1]), "OMP_NUM_THREADS": "1"}
+    runs = {}
+    for config in ("cpu_ddp", "fsdp2"):
+        output_dir = tmp_path / config
+        command = [
+            sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+            str(ROOT / f"recipes/accelerate/{config}.yaml"), "--num_processes", "2", "--mixed_precision", "no",
+            "--main_process_ip", "127.0.0.1", "--main_process_port", str(free_port()), "-m", "towervision_hf.train",
+            str(ROOT / "recipes/tiny/stage2_vision.yaml"),
+            "--model_name_or_path", "tiny", "--output_dir", str(output_dir), "--use_cpu", "true", "--max_steps", "2",
+            "--max_length", "512", "--per_device_train_batch_size", "2", "--logging_steps", "1", "--save_strategy",
+            "steps", "--save_steps", "2", "--report_to", "none", "--disable_tqdm", "true",
+        ]  # fmt: skip
+        result = subprocess.run(command, check=False, env=env, capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stderr[-3000:]
+        history = json.loads((output_dir / "checkpoint-2" / "trainer_state.json").read_text())["log_history"]
+        logged = [value for entry in history if "loss" in entry for value in (entry["loss"], entry["grad_norm"])]
+        assert all(entry["samples_per_row"] > 1 for entry in history if "loss" in entry)  # packed steps
+        runs[config] = logged, load_file(output_dir / "model.safetensors")
+    (ddp_logged, ddp_weights), (fsdp_logged, fsdp_weights) = runs["cpu_ddp"], runs["fsdp2"]
+    assert len(ddp_logged) == 2 * 2  # loss and gradient norm of two steps
+    assert fsdp_logged == pytest.approx(ddp_logged, rel=1e-5)
+    assert fsdp_weights.keys() == ddp_weights.keys()
+    for name, weight in fsdp_weights.items():
+        torch.testing.assert_close(weight, ddp_weights[name], rtol=1e-5, atol=1e-6, msg=name)
 
 
 class StopAt(TrainerCallback):

@@ -1,6 +1,6 @@
 """Packed multimodal SFT: token counts measured before decoding, first-fit-decreasing packs, packed rows whose loss and
-gradients equal the samples run one by one (transformers' eager and our sample-wise eager, a sliding window shorter than
-the row), sample-wise eager equal to eager wherever a mask is given, and the recipe switch in training."""
+gradients equal the samples run one by one (transformers' eager and our sample-wise eager, a sliding window shorter
+than the row), sample-wise eager equal to eager wherever a mask is given, and the recipe switch in training."""
 
 import copy
 import io

@@ -70,7 +70,8 @@ def main(argv=None) -> int:
         report["towervision_hf_importable"] = False
     config = AutoConfig.from_pretrained(args.model, trust_remote_code=True)
     processor = AutoProcessor.from_pretrained(args.model, trust_remote_code=True)
-    load = {"trust_remote_code": True, "dtype": args.dtype, "device_map": "auto", "offload_folder": str(work / "offload")}
+    offload = str(work / "offload")
+    load = {"trust_remote_code": True, "dtype": args.dtype, "device_map": "auto", "offload_folder": offload}
     model = AutoModelForImageTextToText.from_pretrained(args.model, **load).eval()
     report["classes"] = {
         "config": class_path(config),

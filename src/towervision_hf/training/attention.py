@@ -120,7 +120,7 @@ def sample_eager_mask(
     attention_mask: torch.Tensor | None = None,
     **kwargs,
 ) -> torch.Tensor | None:
-    """No mask for a batch without padding mask or cache (the attention finds the samples itself); eager's otherwise."""
+    """No mask for a batch without padding mask or cache (the attention finds the samples itself), else eager's."""
     if attention_mask is None and q_offset == 0 and kv_offset == 0 and q_length == kv_length:
         return None
     return eager_mask(

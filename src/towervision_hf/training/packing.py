@@ -7,10 +7,11 @@
   samples, deterministically for a seed, so exact resume holds. A sample is never split: one longer than
   `max_length` is skipped and counted (or rejected with `over_length="error"`).
 * [`TowerVisionPackedCollator`] turns packs into rows whose `position_ids` restart at 0 for every sample and that
-  carry no `attention_mask`: transformers then keeps attention inside each sample (`masking_utils` finds the
-  boundaries in `position_ids` for eager attention, sliding-window layers included, and SDPA where the language
-  model has it, which Gemma2 does not; FlashAttention 2 runs varlen on one flattened row). Pixels, `image_sizes`, `batch_num_images` and video frames stay in sample order, so the model
-  merges features exactly as unpacked.
+  carry no `attention_mask`: attention then stays inside each sample. `towervision train` runs eager attention
+  sample-wise (`training.attention`: each sample's block of scores only, sliding-window layers included);
+  transformers' own eager and SDPA paths find the boundaries in `position_ids` (`masking_utils`) and mask the whole
+  row; FlashAttention 2 runs varlen on one flattened row. Pixels, `image_sizes`, `batch_num_images` and video frames
+  stay in sample order, so the model merges features exactly as unpacked.
 """
 
 import io

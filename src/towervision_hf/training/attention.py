@@ -3,9 +3,10 @@ sum(L_i^2) instead of the row's (sum L_i)^2.
 
 Eager attention is TowerVision's default because Gemma2 softcaps its attention scores, which SDPA cannot. On a packed
 row, transformers' eager path builds the row's full `(row, row)` score matrix and masks what crosses sample
-boundaries: most of its work (and of its memory) is thrown away. [`sample_eager_attention_forward`] runs the same
-arithmetic (scaling, softcap, sliding window, float32 softmax, dropout, grouped keys/values) on each sample's diagonal
-block. It is registered under [`SAMPLE_EAGER`] for attention and for masks: the mask function builds no mask where the
+boundaries: most of its work (and of its memory) is thrown away. [`sample_eager_attention_forward`] calls the
+model's own eager attention (`eager_attention_forward` of its modeling file: scaling, softcap, float32 softmax,
+dropout, grouped keys/values) on each sample's diagonal block, with that block's causal (and sliding-window) mask.
+It is registered under [`SAMPLE_EAGER`] for attention and for masks: the mask function builds no mask where the
 batch has no padding mask and no cache (packed training rows, whose samples are found in `position_ids` as
 transformers does: a new sample wherever the position does not follow on by one), and eager's mask everywhere else
 (padded batches, generation), where the attention falls back to eager on that mask.
@@ -14,6 +15,8 @@ transformers does: a new sample wherever the position does not follow on by one)
 
 Training code only: checkpoints saved from such a model load with the default (eager) attention.
 """
+
+import sys
 
 import torch
 from torch import nn
@@ -41,30 +44,24 @@ def sample_boundaries(position_ids: torch.Tensor) -> list[list[int]]:
 
 
 def causal_mask(length: int, sliding_window: int | None, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """Eager's additive `(length, length)` mask of one sample: the dtype's minimum where a query may not see a key
+    """Eager's additive `(1, 1, length, length)` mask of one sample: the dtype's minimum where a query may not see a key
     (the future, and keys `sliding_window` or more positions back), 0 elsewhere."""
     query = torch.arange(length, device=device)[:, None]
     key = torch.arange(length, device=device)[None, :]
     blocked = key > query
     if sliding_window is not None:
         blocked |= key <= query - sliding_window
-    return torch.zeros(length, length, dtype=dtype, device=device).masked_fill(blocked, torch.finfo(dtype).min)
+    mask = torch.zeros(length, length, dtype=dtype, device=device).masked_fill(blocked, torch.finfo(dtype).min)
+    return mask[None, None]
 
 
-def eager_block(module, query, key, value, mask, dropout, scaling, softcap):
-    """Eager attention (transformers' Gemma2 arithmetic, step by step) of `(batch, heads, L, head_dim)` queries with
-    an additive mask -> `(batch, L, heads, head_dim)`."""
-    groups = query.shape[1] // key.shape[1]
-    key = key.repeat_interleave(groups, dim=1)
-    value = value.repeat_interleave(groups, dim=1)
-    scores = torch.matmul(query, key.transpose(2, 3)) * scaling
-    if softcap is not None:
-        scores = torch.tanh(scores / softcap) * softcap
-    if mask is not None:
-        scores = scores + mask
-    weights = nn.functional.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
-    weights = nn.functional.dropout(weights, p=dropout, training=module.training)
-    return torch.matmul(weights, value).transpose(1, 2)
+def model_eager_attention(module: nn.Module):
+    """`eager_attention_forward` of the modeling file that defines `module` (transformers' Gemma2 one for TowerVision):
+    each block runs exactly the arithmetic of the model's own eager path (softcap included)."""
+    eager = getattr(sys.modules[type(module).__module__], "eager_attention_forward", None)
+    if eager is None:
+        raise ValueError(f"{type(module).__name__} has no eager_attention_forward: sample-wise eager cannot run it")
+    return eager
 
 
 def sample_eager_attention_forward(
@@ -82,11 +79,11 @@ def sample_eager_attention_forward(
 ) -> tuple[torch.Tensor, None]:
     """Attention of `(batch, heads, seq, head_dim)` queries over keys/values of `(batch, kv_heads, kv_seq,
     head_dim)`, returned as `(batch, seq, heads, head_dim)`. Without a mask, each sample of a row (found in
-    `position_ids`) attends causally over itself; with one, the mask decides (eager attention)."""
-    scaling = module.head_dim**-0.5 if scaling is None else scaling
+    `position_ids`) attends causally over itself; with one, the mask decides (the model's eager attention)."""
+    eager = model_eager_attention(module)
+    options = {"dropout": dropout, "scaling": scaling, "softcap": softcap}
     if attention_mask is not None:
-        mask = attention_mask[:, :, :, : key.shape[-2]]
-        return eager_block(module, query, key, value, mask, dropout, scaling, softcap), None
+        return eager(module, query, key, value, attention_mask, **options)[0], None
     if position_ids is None:
         boundaries = [[0, query.shape[-2]]] * query.shape[0]
     else:
@@ -104,9 +101,7 @@ def sample_eager_attention_forward(
         ):
             if length not in masks:
                 masks[length] = causal_mask(length, sliding_window, query.dtype, query.device)
-            samples.append(
-                eager_block(module, sample_query, sample_key, sample_value, masks[length], dropout, scaling, softcap)
-            )
+            samples.append(eager(module, sample_query, sample_key, sample_value, masks[length], **options)[0])
         rows.append(torch.cat(samples, dim=1))
     return torch.cat(rows, dim=0), None
 

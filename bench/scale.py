@@ -81,7 +81,7 @@ def parse_args(argv=None):
     parser.add_argument(
         "--model-dtype", default="auto",
         help="dtype the generate / lora / stage1 steps load the model in (`auto`: the checkpoint's bf16; float32 is "
-        "~10x faster on CPUs without bf16 matrix units)",
+        "far faster on CPUs without bf16 matrix units)",
     )
     parser.add_argument(
         "--generate-order", default="towervision,llava_next",

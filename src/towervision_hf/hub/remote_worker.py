@@ -13,7 +13,6 @@ if __name__ == "__main__":
     sys.modules["towervision_hf"] = None  # `import towervision_hf` now raises ImportError
 
 import argparse  # noqa: E402
-import gc  # noqa: E402
 import json  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -97,7 +96,6 @@ def main(argv=None) -> int:
         inputs = processor(text=text, videos=[frames], do_sample_frames=False, return_tensors="pt")
         tensors.update(run_model(model, "video", inputs, args.max_new_tokens))
     del model
-    gc.collect()  # free the model (its module graph has reference cycles) before the pipeline loads its own
 
     pipe = pipeline(
         "image-text-to-text", model=args.model, trust_remote_code=True, dtype=args.dtype, device_map="auto",

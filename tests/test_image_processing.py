@@ -115,19 +115,25 @@ def test_pad_layout_is_llava_onevisions_multi_image_tile_for_every_image():
     assert ours.batch_num_images.tolist() == [1, 2, 1]
 
 
-@pytest.mark.parametrize("aspect_ratio", ["square", "pad"])
-def test_single_tile_layouts_match_llava_image_processor(aspect_ratio):
-    """"square" is SigLIP / LLaVA-NeXT's default resize to one tile, "pad" LLaVA-1.5's pad-to-square first."""
-    processor = TowerVisionImageProcessor(tile_size=TILE, image_aspect_ratio=aspect_ratio)
-    ours = processor(SINGLE_TILE_SAMPLES, return_tensors="pt")
-    expected = LlavaImageProcessorPil(
-        size={"height": TILE, "width": TILE},
+def llava_single_tile_image_processor(tile: int, aspect_ratio: str) -> LlavaImageProcessorPil:
+    """transformers' LLaVA(-1.5) image processor set up as our single-tile `aspect_ratio` ("square" or "pad")."""
+    return LlavaImageProcessorPil(
+        size={"height": tile, "width": tile},
         do_center_crop=False,
         do_pad=aspect_ratio == "pad",
         image_mean=[0.5] * 3,
         image_std=[0.5] * 3,
         resample=Image.Resampling.BICUBIC,
-    )([image for sample in SINGLE_TILE_SAMPLES for image in sample], return_tensors="pt")
+    )
+
+
+@pytest.mark.parametrize("aspect_ratio", ["square", "pad"])
+def test_single_tile_layouts_match_llava_image_processor(aspect_ratio):
+    """"square" is SigLIP / LLaVA-NeXT's default resize to one tile, "pad" LLaVA-1.5's pad-to-square first."""
+    processor = TowerVisionImageProcessor(tile_size=TILE, image_aspect_ratio=aspect_ratio)
+    ours = processor(SINGLE_TILE_SAMPLES, return_tensors="pt")
+    images = [image for sample in SINGLE_TILE_SAMPLES for image in sample]
+    expected = llava_single_tile_image_processor(TILE, aspect_ratio)(images, return_tensors="pt")
     assert torch.equal(ours.pixel_values[:, 0], expected.pixel_values)
 
 

@@ -14,6 +14,7 @@ import torch
 from PIL import Image
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
+from test_image_processing import llava_single_tile_image_processor
 from transformers import (
     AutoModel,
     AutoModelForImageTextToText,
@@ -21,7 +22,6 @@ from transformers import (
     Gemma2ForCausalLM,
     LlavaConfig,
     LlavaForConditionalGeneration,
-    LlavaImageProcessorPil,
     LlavaNextConfig,
     LlavaNextForConditionalGeneration,
     LlavaNextImageProcessor,
@@ -231,13 +231,7 @@ def test_single_tile_layout_matches_llava(model, config, tokenizer, aspect_ratio
     state_dict = model.state_dict()
     reference.load_state_dict({key: value for key, value in state_dict.items() if key != "model.image_newline"})
     reference_processor = LlavaProcessor(
-        image_processor=LlavaImageProcessorPil(
-            size={"height": TINY_TILE_SIZE, "width": TINY_TILE_SIZE},
-            do_center_crop=False,
-            do_pad=aspect_ratio == "pad",
-            image_mean=[0.5] * 3,
-            image_std=[0.5] * 3,
-        ),
+        image_processor=llava_single_tile_image_processor(TINY_TILE_SIZE, aspect_ratio),
         tokenizer=tokenizer,
         patch_size=TINY_PATCH_SIZE,
         vision_feature_select_strategy="full",

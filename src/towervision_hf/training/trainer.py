@@ -85,8 +85,8 @@ class TowerVisionSFTTrainer(SFTTrainer):
     Also logs `skipped_over_length` and `skipped_untrainable` (samples the [`TowerVisionCollator`] or the packer
     dropped so far, over all processes), with packed batches `pack_efficiency` (real tokens / row capacity) and
     `samples_per_row` so far, and, with a peft model, saves the stage's model config and the trained image newline (a
-    bare parameter peft cannot save,
-    as `image_newline.safetensors`) beside the adapter, and restores the newline when resuming.
+    bare parameter peft cannot save, as `image_newline.safetensors`) beside the adapter, and restores the newline
+    when resuming.
     """
 
     def __init__(self, *args, module_learning_rates: dict[str, float | None] | None = None, **kwargs):
@@ -131,16 +131,10 @@ class TowerVisionSFTTrainer(SFTTrainer):
         return self.args.learning_rate if rate is None else rate
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        for key, counter in SKIP_COUNTERS.items():
-            skipped = inputs.pop(key, None)
-            if skipped is not None and model.training:
-                skipped = torch.as_tensor(skipped, device=self.accelerator.device).reshape(1)
-                total = int(self.accelerator.gather_for_metrics(skipped).sum())
-                setattr(self, counter, getattr(self, counter) + total)
-        packing = inputs.pop(PACKING_KEY, None)
-        if packing is not None and model.training:
-            packing = torch.as_tensor(packing, device=self.accelerator.device).reshape(1, -1)
-            self.packing_totals += self.accelerator.gather_for_metrics(packing).sum(dim=0).cpu()
+        counts = {key: inputs.pop(key, None) for key in (*SKIP_COUNTERS, PACKING_KEY)}
+        packing = counts[PACKING_KEY]
+        if model.training:
+            self._add_batch_counts(counts)
         custom_loss = self.compute_loss_func is not None or self.label_smoother is not None
         if self.args.loss_type != "nll" or custom_loss or return_outputs or self.aux_loss_enabled:
             return super().compute_loss(
@@ -157,6 +151,20 @@ class TowerVisionSFTTrainer(SFTTrainer):
         num_tokens = inputs["attention_mask"].sum() if "attention_mask" in inputs else packing.reshape(-1)[2]
         self._log_token_metrics(logits.detach(), targets, valid, num_tokens)
         return loss
+
+    def _add_batch_counts(self, counts: dict) -> None:
+        """Add a batch's skip counters and packing stats (the collator's entries, `None` when absent), summed over
+        processes in one gather."""
+        present = {key: torch.as_tensor(value).reshape(-1) for key, value in counts.items() if value is not None}
+        if not present:
+            return
+        values = torch.cat(list(present.values())).to(self.accelerator.device, torch.long).reshape(1, -1)
+        totals = self.accelerator.gather_for_metrics(values).sum(dim=0).cpu()
+        for key, total in zip(present, totals.split([len(value) for value in present.values()])):
+            if key == PACKING_KEY:
+                self.packing_totals += total
+            else:
+                setattr(self, SKIP_COUNTERS[key], getattr(self, SKIP_COUNTERS[key]) + int(total))
 
     def _log_token_metrics(self, logits, targets, valid, num_tokens) -> None:
         """TRL's `entropy`, `mean_token_accuracy` and `num_tokens`, from the labelled positions' logits."""

@@ -27,9 +27,8 @@ def tiny_config(tiny_tokenizer):
 # ---- processing: tiny media written with PyAV -------------------------------------------------------------------
 
 
-def write_test_clip(path, num_frames, width=64, height=48, fps=25, gop=10, rotation=0):
-    """An H.264 clip with B-frames, a keyframe exactly every `gop` frames and every frame different; `rotation`
-    (degrees counter-clockwise) goes into the stream's display matrix, as phones record portrait video."""
+def write_test_clip(path, num_frames, width=64, height=48, fps=25, gop=10):
+    """An H.264 clip with B-frames, a keyframe exactly every `gop` frames and every frame different."""
     import av
     import numpy as np
 
@@ -38,8 +37,6 @@ def write_test_clip(path, num_frames, width=64, height=48, fps=25, gop=10, rotat
     with av.open(str(path), "w") as container:
         stream = container.add_stream("libx264", rate=fps, options=options)
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        if rotation:
-            stream.set_display_rotation(rotation)
         for index in range(num_frames):
             pixels = np.zeros((height, width, 3), np.uint8)
             pixels[..., 0] = (columns * 4 + index * 3) % 256
@@ -52,10 +49,26 @@ def write_test_clip(path, num_frames, width=64, height=48, fps=25, gop=10, rotat
     return str(path)
 
 
+def remux_with_rotation(source_path, path, degrees):
+    """A copy of `source_path` whose packets are copied unchanged and whose video stream carries a display rotation of
+    `degrees` (counter-clockwise), as phones record portrait video. The bitstream is the source's, so both decode to
+    the same pixels: an encoder need not be repeatable (x264 with threads is not)."""
+    import av
+
+    with av.open(str(source_path)) as source, av.open(str(path), "w") as target:
+        stream = target.add_stream_from_template(source.streams.video[0])
+        stream.set_display_rotation(degrees)
+        for packet in source.demux(source.streams.video[0]):
+            if packet.dts is not None:  # the demuxer's final flush packet carries no data
+                packet.stream = stream
+                target.mux(packet)
+    return str(path)
+
+
 @pytest.fixture(scope="session")
 def video_files(tmp_path_factory):
-    """`clip`: 75-frame H.264 clip (25 fps, B-frames, keyframe every 10); `rotated90` / `180` / `270`: the same clip
-    with that display rotation; `no_frames`: AVI with a video stream and no frame; `audio_only`: WAV without video
+    """`clip`: 75-frame H.264 clip (25 fps, B-frames, keyframe every 10); `rotated90` / `180` / `270`: the same
+    packets with that display rotation; `no_frames`: AVI with a video stream and no frame; `audio_only`: WAV without video
     stream."""
     import av
     import numpy as np
@@ -63,7 +76,7 @@ def video_files(tmp_path_factory):
     folder = tmp_path_factory.mktemp("videos")
     files = {"clip": write_test_clip(folder / "clip.mp4", 75)}
     for degrees in (90, 180, 270):
-        files[f"rotated{degrees}"] = write_test_clip(folder / f"rotated{degrees}.mp4", 75, rotation=degrees)
+        files[f"rotated{degrees}"] = remux_with_rotation(files["clip"], folder / f"rotated{degrees}.mp4", degrees)
     files["no_frames"] = str(folder / "no_frames.avi")
     with av.open(files["no_frames"], "w") as container:
         stream = container.add_stream("mpeg4", rate=25)

@@ -28,8 +28,8 @@ from transformers import (
 )
 
 from towervision_hf import TowerVisionConfig, TowerVisionForConditionalGeneration
-from towervision_hf.tiling_towervision import anyres_grid_shape
-from towervision_hf.tiny import build_tiny_tokenizer
+from towervision_hf.checkpoint.tiny import build_tiny_tokenizer
+from towervision_hf.model.tiling_towervision import anyres_grid_shape
 
 
 def parse_args(argv=None):

@@ -43,14 +43,13 @@ from PIL import Image
 from transformers import Gemma2Config, SiglipVisionConfig
 
 from towervision_hf import TowerVisionConfig, TowerVisionForConditionalGeneration
-from towervision_hf.processing_towervision import TowerVisionProcessor
-from towervision_hf.tiling_towervision import default_grid_pinpoints, pooled_side
-from towervision_hf.tiny import build_tiny_tokenizer
+from towervision_hf.checkpoint.tiny import build_tiny_tokenizer
+from towervision_hf.model.processing_towervision import TowerVisionProcessor
+from towervision_hf.model.tiling_towervision import default_grid_pinpoints, pooled_side
 from towervision_hf.training import SKIPPED_KEY, TowerVisionCollator
 from towervision_hf.training.attention import SAMPLE_EAGER
 from towervision_hf.training.packing import PACKING_KEY, Packer, SampleMeasure, TowerVisionPackedCollator
 from towervision_hf.training.trainer import labelled_logits
-
 
 REAL_TILE, REAL_PATCH, REAL_MAX_LENGTH = 384, 14, 8192
 # Table 8 of the TowerVision paper (VisionBlocks), shares of the 6.3M samples per kind of row built here:

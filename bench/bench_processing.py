@@ -28,10 +28,9 @@ from PIL import Image
 from transformers import LlavaNextImageProcessor, LlavaNextImageProcessorPil
 from transformers.video_utils import load_video
 
-from towervision_hf.image_processing_towervision import TowerVisionImageProcessor
-from towervision_hf.tiling_towervision import default_grid_pinpoints
-from towervision_hf.video_processing_towervision import TowerVisionVideoProcessor, read_video_pyav
-
+from towervision_hf.model.image_processing_towervision import TowerVisionImageProcessor
+from towervision_hf.model.tiling_towervision import default_grid_pinpoints
+from towervision_hf.model.video_processing_towervision import TowerVisionVideoProcessor, read_video_pyav
 
 IMAGE_SIZES = [(500, 333), (640, 480), (800, 600), (1024, 768), (1280, 720), (1600, 1200), (1920, 1080), (2048, 1536)]
 TILE = 384

@@ -39,12 +39,11 @@ from transformers import Gemma2Config, LlavaOnevisionConfig, LlavaOnevisionForCo
 from trl.trainer.utils import add_fused_lm_head
 
 from towervision_hf import TowerVisionConfig, TowerVisionForConditionalGeneration
-from towervision_hf.processing_towervision import TowerVisionProcessor
-from towervision_hf.tiling_towervision import default_grid_pinpoints
-from towervision_hf.tiny import build_tiny_tokenizer
+from towervision_hf.checkpoint.tiny import build_tiny_tokenizer
+from towervision_hf.model.processing_towervision import TowerVisionProcessor
+from towervision_hf.model.tiling_towervision import default_grid_pinpoints
 from towervision_hf.training import SKIPPED_KEY, TowerVisionCollator, VisionFeatureCache
 from towervision_hf.training.trainer import labelled_logits
-
 
 VARIANTS = ("towervision", "llava_onevision", "llava_onevision_fused", "towervision_logits")
 SO400M = {"hidden_size": 1152, "intermediate_size": 4304, "num_hidden_layers": 26, "num_attention_heads": 16}

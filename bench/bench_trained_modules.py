@@ -18,14 +18,13 @@ import time
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
 from scale import GEOMETRIES, PeakRSS, write_random_checkpoint
 from transformers import Gemma2Config, SiglipVisionConfig
 
-from towervision_hf.configuration_towervision import TowerVisionConfig
-from towervision_hf.hub.weights import WeightReader, tensor_entries
-from towervision_hf.modeling_towervision import TowerVisionForConditionalGeneration
-from towervision_hf.training.trained_modules import TRAINED_WEIGHTS_NAME, save_trained_modules
+from towervision_hf.checkpoint.trained_modules import TRAINED_WEIGHTS_NAME, save_trained_modules
+from towervision_hf.checkpoint.weights import WeightReader, tensor_entries
+from towervision_hf.model.configuration_towervision import TowerVisionConfig
+from towervision_hf.model.modeling_towervision import TowerVisionForConditionalGeneration
 
 
 def stage0_config(geometry: dict) -> TowerVisionConfig:

@@ -38,8 +38,7 @@ import torch
 from PIL import Image
 from transformers import Gemma2Config, Gemma2ForCausalLM, GemmaTokenizer, SiglipConfig, SiglipModel
 
-from towervision_hf.hub.weights import DTYPE_CODES, PlannedTensor, parse_size, write_shards
-
+from towervision_hf.checkpoint.weights import DTYPE_CODES, PlannedTensor, parse_size, write_shards
 
 STEPS = ("standins", "init", "export", "convert", "generate", "push", "lora", "stage1")
 GEOMETRIES = {
@@ -162,7 +161,7 @@ def step_standins(work: Path, geometry: dict) -> dict:
 
 
 def count_parameters(folder: Path) -> str:
-    from towervision_hf.hub.weights import tensor_entries
+    from towervision_hf.checkpoint.weights import tensor_entries
 
     return f"{sum(entry.num_elements for entry in tensor_entries(folder)):,}"
 
@@ -171,21 +170,21 @@ def count_parameters(folder: Path) -> str:
 
 
 def step_init(work: Path, geometry: dict) -> dict:
-    from towervision_hf.init_model import main as init_main
+    from towervision_hf.checkpoint.compose import main as init_main
 
     init_main(["--vision", str(work / "siglip"), "--text", str(work / "tower"), str(work / "stage0")])
     return {"stage-0 parameters": count_parameters(work / "stage0")}
 
 
 def step_export(work: Path, geometry: dict) -> dict:
-    from towervision_hf.convert import export_main
+    from towervision_hf.checkpoint.convert import export_main
 
     export_main([str(work / "stage0"), str(work / "native"), "--format", "llava_next"])
     return {}
 
 
 def step_convert(work: Path, geometry: dict) -> dict:
-    from towervision_hf.convert import convert_main
+    from towervision_hf.checkpoint.convert import convert_main
 
     convert_main([str(work / "native"), str(work / "converted")])
     return {}

@@ -4,7 +4,6 @@ import os
 
 import pytest
 
-
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -12,14 +11,14 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 @pytest.fixture(scope="session")
 def tiny_tokenizer():
-    from towervision_hf.tiny import build_tiny_tokenizer
+    from towervision_hf.checkpoint.tiny import build_tiny_tokenizer
 
     return build_tiny_tokenizer()
 
 
 @pytest.fixture(scope="session")
 def tiny_config(tiny_tokenizer):
-    from towervision_hf.tiny import tiny_config
+    from towervision_hf.checkpoint.tiny import tiny_config
 
     return tiny_config(tiny_tokenizer)
 

@@ -27,7 +27,7 @@ GEMMA_TEMPLATE = (
 
 def build_tiny_model_and_processor():
     """TowerVision at toy size (`towervision init --tiny`), seeded random weights."""
-    from towervision_hf.init_model import build_tiny
+    from towervision_hf.checkpoint.compose import build_tiny
 
     model, processor = build_tiny()
     return model.eval(), processor
@@ -45,7 +45,7 @@ def build_native_llava_onevision():
         LlavaOnevisionVideoProcessor,
     )
 
-    from towervision_hf.tiny import build_tiny_tokenizer, tiny_config
+    from towervision_hf.checkpoint.tiny import build_tiny_tokenizer, tiny_config
 
     tokenizer = build_tiny_tokenizer()
     tokenizer.chat_template = GEMMA_TEMPLATE

@@ -7,14 +7,13 @@ from pathlib import Path
 import pytest
 
 from towervision_hf import TowerVisionConfig, configuration_towervision
-from towervision_hf.configuration_towervision import (
+from towervision_hf.checkpoint.compose import build_tiny
+from towervision_hf.model.configuration_towervision import (
     MIN_TRANSFORMERS_VERSION,
     NEWEST_TESTED_TRANSFORMERS_SERIES,
     check_transformers_version,
 )
-from towervision_hf.init_model import build_tiny
-from towervision_hf.tiling_towervision import default_grid_pinpoints
-
+from towervision_hf.model.tiling_towervision import default_grid_pinpoints
 
 RELEASE_PINPOINTS = [[384, 384], [384, 768], [768, 384], [384, 1152], [1152, 384], [384, 1536], [768, 768],
                      [1536, 384], [384, 1920], [1920, 384], [384, 2304], [768, 1152], [1152, 768], [2304, 384]]
@@ -57,7 +56,7 @@ def test_round_trip_through_save_pretrained(tmp_path, tiny_config):
     ],
 )
 def test_inconsistent_config_is_rejected_at_construction(tiny_tokenizer, overrides, message):
-    from towervision_hf.tiny import tiny_config
+    from towervision_hf.checkpoint.tiny import tiny_config
 
     with pytest.raises(ValueError, match=message):
         tiny_config(tiny_tokenizer, **overrides)

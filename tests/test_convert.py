@@ -19,7 +19,7 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
-from towervision_hf.convert import (
+from towervision_hf.checkpoint.convert import (
     convert_checkpoint,
     convert_main,
     export_checkpoint,
@@ -29,7 +29,7 @@ from towervision_hf.convert import (
     rename_state_dict,
     resolve_lm_head,
 )
-from towervision_hf.hub.weights import WeightReader
+from towervision_hf.checkpoint.weights import WeightReader
 
 FIXTURES = Path(__file__).parent / "fixtures"
 NEXT_DIR = FIXTURES / "release_llava_next"
@@ -447,7 +447,7 @@ def test_export_runs_as_released_under_transformers_4_52(exported, tmp_path, for
 
 
 def test_single_tile_layouts_are_not_exported(tiny_config):
-    from towervision_hf.convert import native_config_from_towervision
+    from towervision_hf.checkpoint.convert import native_config_from_towervision
 
     config = copy.deepcopy(tiny_config)
     config.image_aspect_ratio = "square"

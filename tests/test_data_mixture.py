@@ -14,7 +14,6 @@ from towervision_hf.data.mixture import build, load_mixture, load_recipe, mixtur
 from towervision_hf.data.report import BuildReport
 from towervision_hf.data.schema import make_sample, message, to_features, to_trl_example, validate_sample
 
-
 RECIPES = Path(__file__).resolve().parents[1] / "recipes" / "data"
 
 

@@ -13,10 +13,16 @@ from PIL import Image
 from towervision_hf.data.cli import main
 from towervision_hf.data.jsonl import read_jsonl, write_jsonl
 from towervision_hf.data.prompts import ANSWER_FORMAT_PROMPTS, CAPTION_PROMPTS
-from towervision_hf.data.sample import SAMPLE_LANGUAGES, draw_shape, load_sample, png_bytes, sample_dir
 from towervision_hf.data.report import BuildReport
+from towervision_hf.data.sample import SAMPLE_LANGUAGES, draw_shape, load_sample, png_bytes, sample_dir
 from towervision_hf.data.schema import (
-    image_block, load_images, load_video_frames, make_sample, media, message, validate_sample,
+    image_block,
+    load_images,
+    load_video_frames,
+    make_sample,
+    media,
+    message,
+    validate_sample,
 )
 from towervision_hf.data.synth import ChatClient, synthesize_answers
 

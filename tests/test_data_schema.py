@@ -7,13 +7,30 @@ from datasets import Dataset
 from PIL import Image
 
 from towervision_hf.data.languages import (
-    CORE_LANGUAGES, LANGUAGE_CODES, LANGUAGES, language_name, normalize_language, resolve_language_set,
+    CORE_LANGUAGES,
+    LANGUAGE_CODES,
+    LANGUAGES,
+    language_name,
+    normalize_language,
+    resolve_language_set,
 )
 from towervision_hf.data.prompts import (
-    ANSWER_FORMAT_PROMPTS, CAPTION_INTENTS, CAPTION_PROMPTS, OUR_CAPTION_LANGUAGES, PAPER_CAPTION_LANGUAGES,
+    ANSWER_FORMAT_PROMPTS,
+    CAPTION_INTENTS,
+    CAPTION_PROMPTS,
+    OUR_CAPTION_LANGUAGES,
+    PAPER_CAPTION_LANGUAGES,
 )
 from towervision_hf.data.schema import (
-    image_block, load_image, make_sample, media, message, text_block, to_features, to_trl_example, validate_sample,
+    image_block,
+    load_image,
+    make_sample,
+    media,
+    message,
+    text_block,
+    to_features,
+    to_trl_example,
+    validate_sample,
     video_block,
 )
 

@@ -15,7 +15,6 @@ from towervision_hf.data.sample import load_sample
 from towervision_hf.data.schema import validate_sample
 from towervision_hf.data.translate import TransformersBackend, assign_languages, tower_prompt, translate_rows
 
-
 GEMMA_CHAT_TEMPLATE = (
     "{{ bos_token }}{% for message in messages %}<start_of_turn>"
     "{{ 'model' if message['role'] == 'assistant' else message['role'] }}\n{{ message['content'] }}<end_of_turn>\n"
@@ -96,7 +95,7 @@ def test_caption_mode_pairs_translated_captions_with_target_language_prompts():
 def tiny_tower(tmp_path_factory, tiny_tokenizer):
     from transformers import Gemma2ForCausalLM
 
-    from towervision_hf.tiny import tiny_config
+    from towervision_hf.checkpoint.tiny import tiny_config
 
     path = tmp_path_factory.mktemp("tiny-tower")
     torch.manual_seed(0)

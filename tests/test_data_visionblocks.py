@@ -12,13 +12,17 @@ from towervision_hf.data.cli import _read_rows, main
 from towervision_hf.data.jsonl import write_jsonl
 from towervision_hf.data.languages import CORE_LANGUAGES, LANGUAGE_CODES
 from towervision_hf.data.mixture import (
-    PAPER_TAGS, build, is_multilingual, load_recipe, paper_percent, plan,
+    PAPER_TAGS,
+    build,
+    is_multilingual,
+    load_recipe,
+    paper_percent,
+    plan,
 )
 from towervision_hf.data.report import BuildReport
 from towervision_hf.data.schema import make_sample, message, validate_sample
 from towervision_hf.data.sources import iter_samples, make_adapter
 from towervision_hf.data.translate import translate_rows
-
 
 RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "data" / "visionblocks.yaml"
 

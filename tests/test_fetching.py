@@ -9,8 +9,8 @@ import pytest
 import torch
 from PIL import Image
 
-from towervision_hf.fetching_towervision import UrlFetchError, fetch_url
-from towervision_hf.tiny import build_tiny_processor
+from towervision_hf.checkpoint.tiny import build_tiny_processor
+from towervision_hf.model.fetching_towervision import UrlFetchError, fetch_url
 
 
 def png_bytes(height=40, width=100, seed=0):
@@ -176,7 +176,7 @@ def test_chat_template_fetches_image_and_video_urls(processor, server, video_fil
 
 def test_readme_usage_with_an_image_url(processor, server):
     from towervision_hf import TowerVisionForConditionalGeneration
-    from towervision_hf.tiny import tiny_config
+    from towervision_hf.checkpoint.tiny import tiny_config
 
     base, _ = server
     torch.manual_seed(0)

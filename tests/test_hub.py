@@ -18,15 +18,14 @@ from huggingface_hub import CommitOperationAdd, CommitOperationDelete, ModelCard
 from safetensors.torch import load_file, save_file
 
 from towervision_hf import TowerVisionConfig, TowerVisionForConditionalGeneration
+from towervision_hf.checkpoint.tiny import build_tiny_processor, tiny_config
+from towervision_hf.checkpoint.weights import parse_size, stage_weights, tensor_entries
 from towervision_hf.evaluation.results import RunResult
 from towervision_hf.hub import load_check, push, versions
 from towervision_hf.hub.card import card_languages, load_evaluations, render_model_card
 from towervision_hf.hub.remote_code import REMOTE_CODE_MODULES, audit_source, collect_remote_code_files, package_dir
 from towervision_hf.hub.stage import stage_checkpoint
-from towervision_hf.hub.weights import parse_size, stage_weights, tensor_entries
-from towervision_hf.modeling_towervision import AUTO_MAP
-from towervision_hf.tiny import build_tiny_processor, tiny_config
-
+from towervision_hf.model.modeling_towervision import AUTO_MAP
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 REPO_ID = "my-org/TowerVision-tiny-ft"
@@ -253,7 +252,7 @@ def test_package_remote_code_passes_the_audit():
     "source, message",
     [
         ("import towervision_hf\n", "imports the towervision_hf package"),
-        ("from towervision_hf.tiling_towervision import x\n", "imports from the towervision_hf package"),
+        ("from towervision_hf.model.tiling_towervision import x\n", "imports from the towervision_hf package"),
         ("from . import tiling_towervision\n", "only `from .module import X`"),
         ("from ..models import x\n", "only `from .module import X`"),
         ("from .sub.util import x\n", "sub-packages"),
@@ -709,7 +708,7 @@ FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 @pytest.mark.slow
 def test_converted_release_stages_and_passes_the_load_check(tmp_path):
-    from towervision_hf.convert import convert_checkpoint
+    from towervision_hf.checkpoint.convert import convert_checkpoint
 
     convert_checkpoint(FIXTURES / "release_llava_next", tmp_path / "converted")
     staged = stage_checkpoint(

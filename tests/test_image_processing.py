@@ -9,9 +9,8 @@ import torch
 from PIL import Image, ImageOps
 from transformers import LlavaImageProcessorPil, LlavaNextImageProcessorPil, LlavaOnevisionImageProcessorPil
 
-from towervision_hf.image_processing_towervision import TowerVisionImageProcessor
-from towervision_hf.tiling_towervision import default_grid_pinpoints, restrict_pinpoints
-
+from towervision_hf.model.image_processing_towervision import TowerVisionImageProcessor
+from towervision_hf.model.tiling_towervision import default_grid_pinpoints, restrict_pinpoints
 
 TILE = 56
 CLIP_MEAN, CLIP_STD = [0.48145466, 0.4578275, 0.40821073], [0.26862954, 0.26130258, 0.27577711]

@@ -13,11 +13,10 @@ from transformers import (
     SiglipVisionModel,
 )
 
-from towervision_hf.hub.weights import WeightReader
-from towervision_hf.init_model import build_tiny
-from towervision_hf.init_model import main as init_main
-from towervision_hf.tiny import build_tiny_tokenizer
-
+from towervision_hf.checkpoint.compose import build_tiny
+from towervision_hf.checkpoint.compose import main as init_main
+from towervision_hf.checkpoint.tiny import build_tiny_tokenizer
+from towervision_hf.checkpoint.weights import WeightReader
 
 NEW_TENSORS = ("model.multi_modal_projector.", "model.image_newline")
 

@@ -10,7 +10,6 @@ import eval_helpers
 import pytest
 from datasets import Dataset, Features, Image, Value
 
-
 pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("lmms_eval") is None or importlib.util.find_spec("evaluate") is None,
     reason="lmms-eval is not set up: bash scripts/setup_lmms.sh",

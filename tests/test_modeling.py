@@ -35,10 +35,9 @@ from transformers import (
 )
 
 from towervision_hf import TowerVisionForConditionalGeneration, TowerVisionModel, TowerVisionProcessor
-from towervision_hf.modeling_towervision import CACHE_NAME
-from towervision_hf.tiling_towervision import anyres_grid_shape
-from towervision_hf.tiny import TINY_PATCH_SIZE, TINY_TILE_SIZE, tiny_config
-
+from towervision_hf.checkpoint.tiny import TINY_PATCH_SIZE, TINY_TILE_SIZE, tiny_config
+from towervision_hf.model.modeling_towervision import CACHE_NAME
+from towervision_hf.model.tiling_towervision import anyres_grid_shape
 
 TOLERANCE = 0.0  # same weights, same operations: the logits are bit-identical
 # (height, width) pairs batched together; between them they need 1 to 6 tiles, with 1-pixel and 1:15 aspect ratios.

@@ -6,7 +6,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-
 ROOT = Path(__file__).resolve().parents[1]
 TABLE = ROOT / "docs" / "paper-fidelity.md"
 HEADER = ["item", "paper (where)", "ours", "file: key", "verdict"]

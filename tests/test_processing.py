@@ -19,11 +19,10 @@ from transformers import (
     LlavaOnevisionVideoProcessor,
 )
 
-from towervision_hf.image_processing_towervision import TowerVisionImageProcessor
-from towervision_hf.processing_towervision import TowerVisionProcessor
-from towervision_hf.tiling_towervision import default_grid_pinpoints
-from towervision_hf.tiny import build_tiny_processor, build_tiny_tokenizer
-
+from towervision_hf.checkpoint.tiny import build_tiny_processor, build_tiny_tokenizer
+from towervision_hf.model.image_processing_towervision import TowerVisionImageProcessor
+from towervision_hf.model.processing_towervision import TowerVisionProcessor
+from towervision_hf.model.tiling_towervision import default_grid_pinpoints
 
 TILE, PATCH = 56, 8
 # The released checkpoints' chat_template.jinja (utter-project/TowerVision-2B), verbatim.
@@ -372,7 +371,7 @@ def test_auto_processor_loads_the_saved_remote_code(processor, tmp_path):
 
 def test_placeholders_match_the_model_features():
     """The tiny model raises unless every sample has exactly as many placeholders as it produces features."""
-    from towervision_hf.init_model import build_tiny
+    from towervision_hf.checkpoint.compose import build_tiny
 
     model, processor = build_tiny()
     batch = processor(
@@ -390,8 +389,8 @@ def test_placeholders_match_the_model_features():
 @pytest.mark.parametrize("aspect_ratio", ["square", "pad"])
 def test_single_tile_layout_placeholders_match_the_model_features(aspect_ratio):
     """One tile per image, 7x7 = 49 tokens whatever the image (and however many per sample), videos unchanged."""
-    from towervision_hf.init_model import build_tiny
-    from towervision_hf.processing_towervision import TowerVisionProcessor
+    from towervision_hf.checkpoint.compose import build_tiny
+    from towervision_hf.model.processing_towervision import TowerVisionProcessor
 
     model, processor = build_tiny()
     model.config.image_aspect_ratio = aspect_ratio
@@ -415,9 +414,9 @@ def test_single_tile_layout_placeholders_match_the_model_features(aspect_ratio):
 @pytest.mark.parametrize("max_tiles", [1, 2, 4])
 def test_lowered_max_tiles_drives_the_model(max_tiles):
     """`processor(..., max_tiles=k)` gives the same features as a model whose own budget is k tiles."""
-    from towervision_hf.init_model import build_tiny
-    from towervision_hf.modeling_towervision import TowerVisionForConditionalGeneration
-    from towervision_hf.tiling_towervision import restrict_pinpoints
+    from towervision_hf.checkpoint.compose import build_tiny
+    from towervision_hf.model.modeling_towervision import TowerVisionForConditionalGeneration
+    from towervision_hf.model.tiling_towervision import restrict_pinpoints
 
     model, processor = build_tiny()
     batch = processor(text="<image>\nWhat?", images=[random_image(60, 330)], max_tiles=max_tiles, return_tensors="pt")

@@ -7,7 +7,7 @@ import torch
 from PIL import Image
 
 from towervision_hf import TowerVisionForConditionalGeneration
-from towervision_hf.tiny import build_tiny_processor, tiny_config
+from towervision_hf.checkpoint.tiny import build_tiny_processor, tiny_config
 from towervision_hf.training import SKIPPED_KEY, SKIPPED_UNTRAINABLE_KEY, TowerVisionCollator
 from towervision_hf.training.collator import decode_video
 

@@ -18,7 +18,6 @@ from transformers import TrainerCallback
 import towervision_hf
 from towervision_hf import train
 
-
 ROOT = Path(__file__).resolve().parents[1]
 
 

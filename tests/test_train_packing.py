@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from test_train_collator import IMAGE, VIDEO, image, rows, turn, untrainable_rows
+from test_train_collator import IMAGE, image, rows, turn, untrainable_rows
 
 from towervision_hf import TowerVisionForConditionalGeneration, train
-from towervision_hf.tiny import build_tiny_processor, tiny_config
+from towervision_hf.checkpoint.tiny import build_tiny_processor, tiny_config
 from towervision_hf.training import SKIPPED_KEY, TowerVisionCollator
-from towervision_hf.training.collator import SKIPPED_UNTRAINABLE_KEY
 from towervision_hf.training.attention import SAMPLE_EAGER
+from towervision_hf.training.collator import SKIPPED_UNTRAINABLE_KEY
 from towervision_hf.training.packing import (
     PACKING_KEY,
     Packer,

@@ -13,9 +13,8 @@ from accelerate.commands.config.config_args import load_config_from_file
 from PIL import Image
 
 from towervision_hf import TowerVisionConfig, TowerVisionForConditionalGeneration, TowerVisionProcessor, train
-from towervision_hf.init_model import build_parser as init_parser
+from towervision_hf.checkpoint.compose import build_parser as init_parser
 from towervision_hf.data.mixture import load_recipe
-
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = ROOT / "recipes"

@@ -13,6 +13,7 @@ from safetensors.torch import load_file
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
 from towervision_hf import train
+from towervision_hf.checkpoint import merge
 from towervision_hf.training import SKIPPED_KEY, TowerVisionCollator, module_group
 from towervision_hf.training.feature_cache import vision_tower_identity
 
@@ -156,7 +157,7 @@ def test_lora_trains_lm_adapters_projector_and_newline_and_merges(stage1_checkpo
     saved_newline = load_file(adapter_dir / "image_newline.safetensors")["image_newline"]
     assert torch.equal(saved_newline, newline) and not torch.equal(newline, newline_before)
 
-    assert train.merge_main([str(adapter_dir), str(merged_dir)]) == 0
+    assert merge.merge_main([str(adapter_dir), str(merged_dir)]) == 0
     merged = AutoModelForImageTextToText.from_pretrained(merged_dir, trust_remote_code=True).eval()
     assert torch.equal(merged.model.image_newline, newline)
     assert merged.config.max_tiles == 6  # the stage's config, not the stage-1 base's
@@ -172,7 +173,7 @@ def test_lora_trains_lm_adapters_projector_and_newline_and_merges(stage1_checkpo
 
 
 def test_newline_is_restored_when_resuming_a_lora_run(stage1_checkpoint, tmp_path):
-    from towervision_hf.training.trainer import restore_image_newline
+    from towervision_hf.checkpoint.image_newline import restore_image_newline
 
     trainer = build(
         *stage_args(

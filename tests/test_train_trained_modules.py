@@ -15,9 +15,9 @@ from transformers import AutoModelForImageTextToText, AutoProcessor
 
 from towervision_cli import main as cli_main
 from towervision_hf import train
-from towervision_hf.init_model import main as init_main
-from towervision_hf.training.trained_modules import merge_trained_modules, save_trained_modules
-
+from towervision_hf.checkpoint import merge
+from towervision_hf.checkpoint.compose import main as init_main
+from towervision_hf.checkpoint.trained_modules import merge_trained_modules, save_trained_modules
 
 PROJECTOR = {f"model.multi_modal_projector.linear_{i}.{kind}" for i in (1, 2) for kind in ("weight", "bias")}
 
@@ -90,7 +90,7 @@ def test_anyres_stage1_on_tiny_saves_the_newline_and_merges_from_the_seed(tmp_pa
     assert set(load_file(trained / "trained_modules.safetensors")) == PROJECTOR | {"model.image_newline"}
     index = json.loads((trained / "trained_modules.json").read_text())
     assert index["base"] == {"model_name_or_path": "tiny", "seed": 0}  # rebuilt from the seed by `merge`
-    assert train.merge_main([str(trained), str(merged)]) == 0
+    assert merge.merge_main([str(trained), str(merged)]) == 0
     expected = trainer.model.state_dict()
     expected.pop("lm_head.weight")  # tied to the embeddings
     merged_tensors = load_file(merged / "model.safetensors")
@@ -103,7 +103,7 @@ def test_anyres_stage1_on_tiny_saves_the_newline_and_merges_from_the_seed(tmp_pa
 
 
 def test_trained_only_save_replaces_an_earlier_full_save(tmp_path):
-    from towervision_hf.init_model import build_tiny
+    from towervision_hf.checkpoint.compose import build_tiny
 
     stage, base, merged = tmp_path / "stage", tmp_path / "base", tmp_path / "merged"
     model, processor = build_tiny(seed=3)

@@ -2,5 +2,4 @@ import sys
 
 from .cli import main
 
-
 sys.exit(main())

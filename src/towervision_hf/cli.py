@@ -3,5 +3,4 @@
 
 from towervision_cli import COMMANDS, main
 
-
 __all__ = ["COMMANDS", "main"]

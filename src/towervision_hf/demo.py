@@ -15,7 +15,6 @@ from importlib import resources
 
 import torch
 
-
 STAGES = ("stage1_projector", "stage2_vision", "stage3_video")
 
 
@@ -63,8 +62,8 @@ def main(argv: list[str] | None = None) -> int:
     from .data import load_sample
     from .data.schema import load_image
     from .train import run
-    from .training.trainer import trainable_parameters
     from .training.collator import decode_video
+    from .training.trainer import trainable_parameters
 
     output_dir = os.path.abspath(args.output_dir)
     rows, previous = [], "tiny"

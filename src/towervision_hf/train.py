@@ -18,41 +18,35 @@ stage's `--model_name_or_path` (a LoRA run saves an adapter, a `--save_trained_o
 reference to its base: `towervision merge` them first).
 """
 
-import argparse
 import itertools
 import json
 import math
 import os
 import sys
-import tempfile
 from dataclasses import dataclass, field
 from importlib import resources
-from pathlib import Path
 
-import torch
 from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
 from transformers.trainer_utils import get_last_checkpoint
 from trl import ModelConfig, SFTConfig, TrlParser, get_peft_config, get_quantization_config
 
+from .checkpoint.image_newline import find_image_newline
+from .checkpoint.tiny import TINY_MODEL
+from .checkpoint.trained_modules import (
+    discard_trained_modules,
+    is_trained_modules_folder,
+    save_trained_modules,
+)
+from .checkpoint.weights import torch_dtype
 from .training import TowerVisionCollator, TowerVisionSFTTrainer, VisionFeatureCache, apply_module_learning_rates
 from .training.attention import SAMPLE_EAGER
 from .training.packing import Packer, SampleMeasure, TowerVisionPackedCollator, pack_dataset, pack_stream
-from .training.trained_modules import (
-    TRAINED_INDEX_NAME,
-    discard_trained_modules,
-    is_trained_modules_folder,
-    merge_trained_modules,
-    read_trained_modules,
-    save_trained_modules,
-)
-from .training.trainer import find_image_newline, restore_image_newline, trainable_parameters
-
+from .training.trainer import trainable_parameters
 
 # LoRA goes on the language model's attention and MLP projections only: SigLIP has q/k/v_proj too.
 LM_LORA_TARGETS = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
 # Kept in full precision under QLoRA: trained in full (vision tower, projector) or tied to the embeddings (LM head).
 QLORA_SKIP_MODULES = ["vision_tower", "multi_modal_projector", "lm_head"]
-TINY_MODEL = "tiny"
 
 
 @dataclass
@@ -188,10 +182,6 @@ def _parser() -> TrlParser:
     return TrlParser((DataArguments, StageArguments, SFTConfig, ModelConfig), prog="towervision train")
 
 
-def _torch_dtype(name: str | None):
-    return name if name in (None, "auto") else getattr(torch, name)
-
-
 def qlora_quantization_config(model_args: ModelConfig):
     """bitsandbytes 4-/8-bit config for `--load_in_4bit` / `--load_in_8bit` (QLoRA, CUDA only), or None.
 
@@ -210,7 +200,7 @@ def load_model_and_processor(model_args: ModelConfig, stage_args: StageArguments
     if path is None:
         raise ValueError("model_name_or_path is not set (a checkpoint folder, a Hub id, or `tiny`)")
     if path == TINY_MODEL:
-        from .init_model import build_tiny
+        from .checkpoint.compose import build_tiny
 
         return build_tiny(seed=training_args.seed)
     if is_trained_modules_folder(path):
@@ -222,7 +212,7 @@ def load_model_and_processor(model_args: ModelConfig, stage_args: StageArguments
     kwargs = {
         "revision": model_args.model_revision,
         "trust_remote_code": training_args.trust_remote_code,
-        "dtype": _torch_dtype(model_args.dtype),
+        "dtype": torch_dtype(model_args.dtype),
     }
     if model_args.attn_implementation is not None:
         kwargs["attn_implementation"] = model_args.attn_implementation
@@ -256,7 +246,7 @@ def apply_stage_layout(model, processor, stage_args: StageArguments) -> None:
     the model config and the processor alike, so that they agree during training and in the saved checkpoint (stage 1
     saves a one-tile-per-image model, stage 2 switches back to 6-tile anyres, and the final checkpoint samples the
     frames it was trained on)."""
-    from .tiling_towervision import default_grid_pinpoints
+    from .model.tiling_towervision import default_grid_pinpoints
 
     config = model.config
     if stage_args.image_aspect_ratio is not None:
@@ -522,91 +512,6 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     run(argv)
     return 0
-
-
-def merge_main(argv: list[str] | None = None) -> int:
-    """`towervision merge STAGE_DIR OUT [--base MODEL]`: fold a LoRA adapter (and its image newline), or the trained
-    tensors of a `--save_trained_only` run, into its base: a plain checkpoint that loads with
-    `AutoModelForImageTextToText` + trust_remote_code."""
-    parser = argparse.ArgumentParser(prog="towervision merge", description=merge_main.__doc__)
-    parser.add_argument(
-        "adapter_dir",
-        metavar="STAGE_DIR",
-        help="output_dir of a --use_peft run (adapter_config.json) or a --save_trained_only run",
-    )
-    parser.add_argument("out", help="folder for the merged checkpoint")
-    parser.add_argument(
-        "--base", help="base model (default: the one the adapter config or trained_modules.json names; `tiny`)"
-    )
-    parser.add_argument("--dtype", default="auto", choices=["auto", "bfloat16", "float16", "float32"])
-    args = parser.parse_args(argv)
-    try:
-        if is_trained_modules_folder(args.adapter_dir):
-            return merge_trained(args)
-        return merge_adapter(args)
-    except ValueError as error:
-        parser.exit(2, f"towervision merge: error: {error}\n")
-
-
-def merge_adapter(args: argparse.Namespace) -> int:
-    """Fold the LoRA adapter in `args.adapter_dir` into its base model."""
-    from peft import PeftConfig, PeftModel
-
-    base = args.base or PeftConfig.from_pretrained(args.adapter_dir).base_model_name_or_path
-    if not base or base == TINY_MODEL:
-        raise ValueError(f"the adapter in {args.adapter_dir} names no loadable base model; pass --base")
-    # the stage's config (saved beside the adapter) carries its image grid and frame count
-    config_dir = args.adapter_dir if (Path(args.adapter_dir) / "config.json").is_file() else base
-    config = AutoConfig.from_pretrained(config_dir, trust_remote_code=True)
-    model = AutoModelForImageTextToText.from_pretrained(
-        base, config=config, dtype=_torch_dtype(args.dtype), trust_remote_code=True
-    )
-    model = PeftModel.from_pretrained(model, args.adapter_dir).merge_and_unload()
-    restore_image_newline(model, args.adapter_dir)
-    model.save_pretrained(args.out)
-    processor_source = args.adapter_dir if (Path(args.adapter_dir) / "processor_config.json").is_file() else base
-    AutoProcessor.from_pretrained(processor_source, trust_remote_code=True).save_pretrained(args.out)
-    print(f"merged {args.adapter_dir} into {base}: {os.path.abspath(args.out)}")
-    return 0
-
-
-def merge_trained(args: argparse.Namespace) -> int:
-    """Compose the base of a `--save_trained_only` run and its trained tensors into a full checkpoint, streamed."""
-    if args.dtype != "auto":
-        raise ValueError("--dtype casts a merged LoRA model; trained modules merge in the dtype their run trained in")
-    index, _ = read_trained_modules(args.adapter_dir)
-    reference = index["base"]
-    with tempfile.TemporaryDirectory() as scratch:
-        base = resolve_trained_base(reference, args.base, scratch, Path(args.adapter_dir) / TRAINED_INDEX_NAME)
-        files = merge_trained_modules(args.adapter_dir, base, args.out)
-    name = args.base or reference["model_name_or_path"]
-    print(f"merged {args.adapter_dir} into {name}: {os.path.abspath(args.out)} ({', '.join(files)})")
-    return 0
-
-
-def resolve_trained_base(reference: dict, base: str | None, scratch: str, index_path: Path) -> Path:
-    """The checkpoint folder of a trained-modules base: `base` when given, else the one `reference` names (`tiny`
-    is rebuilt from its seed into `scratch`, a Hub id is fetched at its revision)."""
-    name = base or reference["model_name_or_path"]
-    if name == TINY_MODEL:
-        from .init_model import build_tiny
-
-        build_tiny(seed=reference.get("seed", 0))[0].save_pretrained(scratch)
-        return Path(scratch)
-    if os.path.isdir(name):
-        return Path(name)
-    named_by = "--base" if base else str(index_path)
-    if os.path.isabs(name) or os.path.exists(name):
-        raise ValueError(f"base {name} (named by {named_by}) is not a checkpoint folder; pass the base with --base")
-    from .init_model import resolve_folder
-
-    try:
-        return resolve_folder(name, revision=None if base else reference.get("revision"))
-    except (OSError, ValueError) as error:
-        raise ValueError(
-            f"base {name!r} (named by {named_by}) is neither a local folder nor fetchable from the Hub ({error}); "
-            "pass the base with --base"
-        ) from None
 
 
 if __name__ == "__main__":

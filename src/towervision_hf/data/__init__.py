@@ -5,7 +5,6 @@ from .languages import CORE_LANGUAGES, LANGUAGE_CODES, LANGUAGES, normalize_lang
 from .sample import load_sample
 from .schema import load_images, load_video_frames, to_features, to_trl_example, validate_sample
 
-
 __all__ = [
     "CORE_LANGUAGES",
     "LANGUAGES",

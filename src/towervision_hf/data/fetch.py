@@ -13,8 +13,7 @@ import time
 import urllib.error
 from pathlib import Path
 
-from ..fetching_towervision import UrlFetchError, fetch_once
-
+from ..model.fetching_towervision import UrlFetchError, fetch_once
 
 DEFAULT_CACHE_DIR = Path(os.environ.get("TOWERVISION_CACHE", Path.home() / ".cache" / "towervision")) / "media"
 _PERMANENT_HTTP_ERRORS = {400, 401, 403, 404, 410, 451}

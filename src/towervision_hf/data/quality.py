@@ -10,7 +10,6 @@ import os
 
 from .report import BuildReport
 
-
 DEFAULT_QE_MODEL = "Unbabel/wmt22-cometkiwi-da"
 DEFAULT_THRESHOLD = 0.85
 

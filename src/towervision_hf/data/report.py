@@ -3,7 +3,6 @@
 import json
 from collections import Counter
 
-
 SKIP_REASONS = {
     "malformed": "the record does not have the source's fields or types",
     "empty_conversation": "no usable user/assistant turn",

@@ -25,7 +25,6 @@ from .prompts import caption_prompt
 from .report import BuildReport
 from .schema import image_block, make_sample, media, message, to_features, video_block
 
-
 SHAPES = ("circle", "square", "triangle")
 COLOURS = {"red": (214, 39, 40), "green": (44, 160, 44), "blue": (31, 119, 180), "yellow": (240, 200, 20)}
 IMAGE_SIZES = ((64, 64), (96, 64), (64, 96), (112, 56))

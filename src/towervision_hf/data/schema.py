@@ -29,9 +29,8 @@ import numpy as np
 from datasets import Features, List, Value
 from PIL import Image
 
-from ..video_processing_towervision import read_video_pyav, uniform_frame_indices
+from ..model.video_processing_towervision import read_video_pyav, uniform_frame_indices
 from .languages import LANGUAGES
-
 
 COLUMNS = ("id", "source", "language", "messages", "images", "videos")
 ROLES = ("system", "user", "assistant")

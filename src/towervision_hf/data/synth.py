@@ -23,7 +23,6 @@ from .prompts import ANSWER_FORMAT_PROMPTS
 from .report import BuildReport
 from .schema import make_sample, validate_sample
 
-
 _MIME = {".png": "image/png", ".jpg": "image/jpeg", ".gif": "image/gif", ".webp": "image/webp"}
 
 

@@ -22,7 +22,6 @@ from .prompts import caption_prompt
 from .report import BuildReport
 from .schema import validate_sample
 
-
 TOWER_PROMPT = "Translate the following {source} source text to {target}:\n{source}: {text}\n{target}: "
 
 

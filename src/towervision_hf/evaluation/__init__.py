@@ -6,5 +6,4 @@ Scores from `score_continuations` are log-probabilities (higher is better); see 
 
 from .scoring import ContinuationScore, Prompt, generate, load_model_and_processor, score_continuations, user_prompt
 
-
 __all__ = ["ContinuationScore", "Prompt", "generate", "load_model_and_processor", "score_continuations", "user_prompt"]

@@ -11,7 +11,6 @@ import sys
 from .languages import PAPER_LANGUAGES, parse_language_list
 from .results import RunResult
 
-
 EXIT_NOTHING_SCORED = 1
 LOCAL_DATA = (
     "--data takes a Hub dataset id, a local directory in the Hub's parquet layout (DIR/data/<split>-00000-of-00001"

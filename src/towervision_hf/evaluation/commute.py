@@ -27,7 +27,6 @@ from .results import RunResult
 from .scoring import score_continuations, user_prompt
 from .sources import iter_rows, require_columns, undecoded
 
-
 COLUMNS = ("image", "source", "correct_translation", "incorrect_translation")
 
 

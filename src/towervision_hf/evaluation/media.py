@@ -10,7 +10,7 @@ import os
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from ..video_processing_towervision import read_video_pyav, uniform_frame_indices
+from ..model.video_processing_towervision import read_video_pyav, uniform_frame_indices
 
 
 def decode_image(value, root: str | None = None) -> Image.Image | None:

@@ -19,7 +19,6 @@ from typing import Any
 
 import torch
 
-
 _SENTINEL = "\u2063TOWERVISION-SCORING-SENTINEL\u2063"
 
 

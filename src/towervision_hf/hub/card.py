@@ -1,4 +1,4 @@
-"""Model card of a staged checkpoint: Hub YAML metadata plus a body rendered from `templates/model_card.md`.
+"""Model card of a staged checkpoint: Hub YAML metadata plus a body rendered from `hub/model_card.md`.
 
 The metadata follows the released TowerVision cards (languages of the paper, `cc-by-nc-sa-4.0`, `image-text-to-text`
 or `video-text-to-text`, `library_name: transformers`) and adds what a republished checkpoint needs: its
@@ -12,19 +12,18 @@ from pathlib import Path
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from ..checkpoint.weights import dtype_name
 from ..data.languages import LANGUAGES
 from .versions import MIN_TRANSFORMERS_VERSION
-
 
 DEFAULT_LICENSE = "cc-by-nc-sa-4.0"
 PIPELINE_TAGS = ("image-text-to-text", "video-text-to-text")
 TAGS = ["towervision", "multimodal", "multilingual", "vlm", "translation", "custom_code", "arxiv:2510.21849"]
-TEMPLATE_PATH = Path(__file__).resolve().parent.parent / "templates" / "model_card.md"
+TEMPLATE_PATH = Path(__file__).resolve().with_name("model_card.md")
 
 # Pretrained parts recognised from the config shapes, for the card's "Built from" line.
 SIGLIP2_SO400M = "google/siglip2-so400m-patch14-384"
 TOWER_PLUS_BY_SHAPE = {(2304, 26): "Unbabel/Tower-Plus-2B", (3584, 42): "Unbabel/Tower-Plus-9B"}
-SAFETENSORS_DTYPES = {"F32": "float32", "BF16": "bfloat16", "F16": "float16", "F64": "float64"}
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 COUNT_COLUMNS = {"ties", "skipped", "empty_outputs"}
 
@@ -233,7 +232,7 @@ def render_model_card(
         datasets: Hub ids of the training data of this checkpoint (YAML `datasets`).
         evaluations: `towervision eval` result dicts (see `load_evaluations`).
         training: facts about this checkpoint's training run (see `training_summary`).
-        template_path: a Jinja template to use instead of `templates/model_card.md`.
+        template_path: a Jinja template to use instead of `hub/model_card.md`.
     """
     if pipeline_tag not in PIPELINE_TAGS:
         raise ValueError(f"pipeline_tag must be one of {PIPELINE_TAGS}, got {pipeline_tag!r}")
@@ -286,7 +285,7 @@ def render_model_card(
         num_frames=config.num_frames,
         video_pool_size=config.video_pool_size,
         context_length=config.text_config.max_position_embeddings,
-        dtype=SAFETENSORS_DTYPES.get(dtype_code, dtype_code or "unknown"),
+        dtype=dtype_name(dtype_code),
         languages=[language.name for language in LANGUAGES.values()],
         license=license,
         license_text=license_text,

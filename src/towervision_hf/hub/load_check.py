@@ -29,7 +29,6 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-
 WORKER = Path(__file__).resolve().with_name("remote_worker.py")
 PROMPTS = {"image": "Describe this image in one sentence.", "video": "What happens in this video?"}
 MAX_VIDEO_FRAMES = 2  # frames are pooled one by one: two show their order; each costs 196 tokens at 384 px
@@ -137,10 +136,11 @@ def reference_outputs(
 ) -> dict[str, torch.Tensor]:
     """Processor outputs, greedy tokens and their logits of the folder loaded with the installed package's classes,
     in `dtype` (`"auto"`: the checkpoint's; default: [`check_dtype`])."""
-    import towervision_hf  # noqa: F401  (registers the local classes with the Auto API)
     from transformers import AutoProcessor
 
-    from ..modeling_towervision import TowerVisionForConditionalGeneration
+    import towervision_hf  # noqa: F401  (registers the local classes with the Auto API)
+
+    from ..model.modeling_towervision import TowerVisionForConditionalGeneration
 
     media = check_inputs(staged_dir)
     processor = AutoProcessor.from_pretrained(staged_dir)

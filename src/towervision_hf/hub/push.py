@@ -23,7 +23,6 @@ from .stage import (
     stage_checkpoint,
 )
 
-
 STALE_PATTERNS = (
     REGENERATED_FILES + TRAINING_STATE_PATTERNS + ("*.safetensors", "*.bin", "*.pt", "*.pth", "*.index.json")
 )

@@ -13,7 +13,6 @@ import ast
 from dataclasses import dataclass
 from pathlib import Path
 
-
 # The modules that define the Auto classes of a checkpoint; their relative imports pull in the helpers (tiling_).
 REMOTE_CODE_MODULES = (
     "configuration_towervision",
@@ -45,7 +44,7 @@ FORBIDDEN_FUNCTIONS = frozenset({"urlopen", "hf_hub_download", "snapshot_downloa
 
 def package_dir() -> Path:
     """The folder holding the installed package's flat remote-code files."""
-    from .. import configuration_towervision
+    from ..model import configuration_towervision
 
     return Path(configuration_towervision.__file__).resolve().parent
 

@@ -26,13 +26,12 @@ from pathlib import Path
 import torch
 from transformers import AutoProcessor, GenerationConfig
 
-from ..configuration_towervision import TowerVisionConfig
-from ..modeling_towervision import AUTO_MAP, TowerVisionForConditionalGeneration
-from ..processing_towervision import TowerVisionProcessor
+from ..checkpoint.weights import DEFAULT_MAX_SHARD_SIZE, stage_weights, tensor_entries
+from ..model.configuration_towervision import TowerVisionConfig
+from ..model.modeling_towervision import AUTO_MAP, TowerVisionForConditionalGeneration
+from ..model.processing_towervision import TowerVisionProcessor
 from .card import DEFAULT_LICENSE, is_hub_id, load_evaluations, read_card_metadata, render_model_card, training_summary
 from .remote_code import collect_remote_code_files
-from .weights import DEFAULT_MAX_SHARD_SIZE, stage_weights, tensor_entries
-
 
 TRAINING_STATE_PATTERNS = (
     "optimizer.pt", "optimizer.bin", "scheduler.pt", "scaler.pt", "rng_state.pth", "rng_state_*.pth",

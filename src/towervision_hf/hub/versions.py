@@ -13,8 +13,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-
-from ..configuration_towervision import MIN_TRANSFORMERS_VERSION
+from ..model.configuration_towervision import MIN_TRANSFORMERS_VERSION
 
 # `pip install --target DIR --no-deps` set that runs transformers MIN_TRANSFORMERS_VERSION on top of this environment.
 MIN_VERSION_SIDE_PACKAGES = (

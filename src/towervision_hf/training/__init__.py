@@ -13,7 +13,6 @@ from .trainer import (
     trainable_parameters,
 )
 
-
 __all__ = [
     "MODULE_GROUPS",
     "SKIPPED_KEY",

@@ -23,7 +23,6 @@ from torch import nn
 from transformers import AttentionInterface
 from transformers.masking_utils import AttentionMaskInterface, eager_mask
 
-
 SAMPLE_EAGER = "towervision_sample_eager"
 
 

@@ -21,7 +21,6 @@ import numpy as np
 import torch
 from PIL import Image
 
-
 SKIPPED_KEY = "num_skipped_over_length"
 SKIPPED_UNTRAINABLE_KEY = "num_skipped_untrainable"
 # batch key -> the trainer's running count, logged and written to train_summary.json

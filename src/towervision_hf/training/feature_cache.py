@@ -21,11 +21,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from transformers.modeling_outputs import BaseModelOutput
 
-
-def _tensor_digest(hasher, tensor: torch.Tensor) -> None:
-    tensor = tensor.detach().contiguous().cpu()
-    hasher.update(f"{tuple(tensor.shape)}{tensor.dtype}".encode())
-    hasher.update(tensor.reshape(-1).view(torch.uint8).numpy() if tensor.numel() else b"")  # no copy of the bytes
+from ..checkpoint.weights import update_tensor_digest
 
 
 def vision_tower_identity(vision_tower: torch.nn.Module, feature_layers: list[int]) -> str:
@@ -34,7 +30,7 @@ def vision_tower_identity(vision_tower: torch.nn.Module, feature_layers: list[in
     hasher.update(json.dumps({"layers": feature_layers, "dtype": str(vision_tower.dtype)}).encode())
     for name, tensor in sorted(vision_tower.state_dict().items()):
         hasher.update(name.encode())
-        _tensor_digest(hasher, tensor)
+        update_tensor_digest(hasher, tensor)
     return hasher.hexdigest()
 
 
@@ -78,7 +74,7 @@ class VisionFeatureCache:
 
     def tile_key(self, tile: torch.Tensor) -> str:
         hasher = hashlib.blake2b(digest_size=20)
-        _tensor_digest(hasher, tile)
+        update_tensor_digest(hasher, tile)
         return hasher.hexdigest()
 
     def _path(self, key: str) -> Path:

@@ -22,10 +22,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..image_processing_towervision import EXIF_ORIENTATION
-from ..tiling_towervision import anyres_grid_shape, image_token_count, single_tile_token_count, video_token_count
+from ..model.image_processing_towervision import EXIF_ORIENTATION
+from ..model.tiling_towervision import anyres_grid_shape, image_token_count, single_tile_token_count, video_token_count
 from .collator import SKIPPED_KEY, SKIPPED_UNTRAINABLE_KEY, TowerVisionCollator
-
 
 # Batch entry for the trainer's logs: samples, rows, real tokens, row capacity (rows x max_length) of the batch.
 PACKING_KEY = "packing_stats"

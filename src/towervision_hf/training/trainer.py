@@ -2,22 +2,19 @@
 labelled positions only, logging of the samples the collator skipped, and the image newline saved next to LoRA
 adapters."""
 
-import os
 import re
 
 import torch
-from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import TrainerCallback
 from trl import SFTTrainer
 
+from ..checkpoint.image_newline import restore_image_newline, save_image_newline
 from .collator import SKIP_COUNTERS
 from .packing import PACKING_KEY
 
-
 # Optimizer groups: the projector group holds the image newline, the language group the LM (and its tied head).
 MODULE_GROUPS = ("language", "projector", "vision")
-NEWLINE_FILE = "image_newline.safetensors"
 _VISION = re.compile(r"(^|\.)vision_tower\.")
 _PROJECTOR = re.compile(r"(^|\.)(multi_modal_projector\.|image_newline$)")
 
@@ -59,13 +56,6 @@ def labelled_logits(model, inputs: dict) -> tuple[torch.Tensor, torch.Tensor]:
     model_inputs = {key: value for key, value in inputs.items() if key != "labels"}
     logits = model(**model_inputs, use_cache=False, logits_to_keep=positions).logits
     return logits, next_labels[:, positions]
-
-
-def find_image_newline(model: torch.nn.Module) -> torch.nn.Parameter | None:
-    for name, param in model.named_parameters():
-        if name.endswith("model.image_newline"):
-            return param
-    return None
 
 
 class TowerVisionSFTTrainer(SFTTrainer):
@@ -207,13 +197,7 @@ class TowerVisionSFTTrainer(SFTTrainer):
         # A LoRA run saves an adapter: the stage's config (image grid, frames) and the trained newline go beside it.
         output_dir = output_dir if output_dir is not None else self.args.output_dir
         model.get_base_model().config.save_pretrained(output_dir)
-        newline = find_image_newline(model)
-        if newline is not None and newline.requires_grad:
-            if state_dict is not None:
-                newline = next(
-                    (value for key, value in state_dict.items() if key.endswith("model.image_newline")), newline
-                )
-            save_file({"image_newline": newline.detach().cpu().contiguous()}, os.path.join(output_dir, NEWLINE_FILE))
+        save_image_newline(model, output_dir, state_dict)
 
     def _issue_warnings_after_load(self, load_result) -> None:
         # a tied LM head is not saved (safetensors): its absence is expected, not a missing key
@@ -240,14 +224,3 @@ class StepLearningRates(TrainerCallback):
     def on_optimizer_step(self, args, state, control, optimizer=None, **kwargs):
         groups = optimizer.param_groups if optimizer is not None else []
         self.rates = {g["name"]: g["lr"] for g in groups if "name" in g and not g["name"].endswith("_no_decay")}
-
-
-def restore_image_newline(model: torch.nn.Module, directory) -> bool:
-    """Copy `directory/image_newline.safetensors` (saved beside a LoRA adapter) into the model; False if absent."""
-    path = os.path.join(directory, NEWLINE_FILE)
-    newline = find_image_newline(model)
-    if not os.path.isfile(path) or newline is None:
-        return False
-    with torch.no_grad():
-        newline.copy_(load_file(path)["image_newline"].to(newline.device, newline.dtype))
-    return True

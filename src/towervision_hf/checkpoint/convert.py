@@ -34,18 +34,26 @@ from transformers import (
     LlavaOnevisionVideoProcessor,
 )
 
-from .configuration_towervision import TowerVisionConfig
-from .hub.weights import DEFAULT_MAX_SHARD_SIZE, DTYPE_CODES, DTYPES_BY_CODE, PlannedTensor, WeightReader, parse_size, write_shards
-from .image_processing_towervision import TowerVisionImageProcessor
-from .modeling_towervision import TowerVisionForConditionalGeneration
-from .processing_towervision import DEFAULT_CHAT_TEMPLATE, TowerVisionProcessor
-from .tiling_towervision import restrict_pinpoints
-from .video_processing_towervision import TowerVisionVideoProcessor
+from ..model.configuration_towervision import TowerVisionConfig
+from ..model.image_processing_towervision import TowerVisionImageProcessor
+from ..model.modeling_towervision import TowerVisionForConditionalGeneration
+from ..model.processing_towervision import DEFAULT_CHAT_TEMPLATE, TowerVisionProcessor
+from ..model.tiling_towervision import restrict_pinpoints
+from ..model.video_processing_towervision import TowerVisionVideoProcessor
+from .weights import (
+    DEFAULT_MAX_SHARD_SIZE,
+    DTYPE_CODES,
+    DTYPES,
+    DTYPES_BY_CODE,
+    EMBED_KEY,
+    HEAD_KEY,
+    PlannedTensor,
+    WeightReader,
+    parse_size,
+    write_shards,
+)
 
 SOURCE_MODEL_TYPES = ("llava_next", "llava_onevision")
-EMBED_KEY = "model.language_model.embed_tokens.weight"
-HEAD_KEY = "lm_head.weight"
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 # On-disk names of llava checkpoints -> TowerVision (= transformers 5.x LlavaNext) in-memory names. First match
 # wins. Covers the layout written by transformers 4.x and by 5.x `save_pretrained` (which reverses its own

@@ -12,7 +12,6 @@ from .image_processing_towervision import TowerVisionImageProcessor
 from .tiling_towervision import image_token_count, single_tile_token_count, video_token_count
 from .video_processing_towervision import TowerVisionVideoProcessor, make_batched_video_inputs
 
-
 # Tower+ / Gemma turns, as the released template: `<bos><start_of_turn>user\n<image>\n{query}<end_of_turn>\n
 # <start_of_turn>model\n`. String contents render exactly as the release (so `"<image>\n{query}"` gives the same
 # tokens); content lists render their image / video blocks first, one `<image>\n` / `<video>\n` each, then their

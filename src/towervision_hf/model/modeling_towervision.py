@@ -27,7 +27,6 @@ from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutpu
 from .configuration_towervision import TowerVisionConfig
 from .tiling_towervision import anyres_grid_shape, pooled_side, restrict_pinpoints, unpad_slices
 
-
 # transformers 5.24 renamed `past_key_values` to `cache` in outputs, `forward` and `generate`; the library's own output
 # class says which name the installed version uses, and every cache is passed and read under that name.
 CACHE_NAME = "cache" if "cache" in BaseModelOutputWithPast.__dataclass_fields__ else "past_key_values"

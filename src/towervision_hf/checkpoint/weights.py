@@ -16,7 +16,6 @@ from pathlib import Path
 
 import torch
 
-
 SAFE_WEIGHTS_NAME = "model.safetensors"
 SAFE_WEIGHTS_INDEX_NAME = "model.safetensors.index.json"
 SHARD_NAME = "model-{index:05d}-of-{total:05d}.safetensors"
@@ -26,6 +25,28 @@ DTYPE_CODES = {
     torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8", torch.uint8: "U8", torch.bool: "BOOL",
 }  # fmt: skip
 DTYPES_BY_CODE = {code: dtype for dtype, code in DTYPE_CODES.items()}
+# the floating-point dtypes a checkpoint may be cast to, by the name the CLI and configs use
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+EMBED_KEY = "model.language_model.embed_tokens.weight"
+HEAD_KEY = "lm_head.weight"
+
+
+def torch_dtype(name: str | None):
+    """`None` / `"auto"` as given, else the `torch.dtype` of a name of `DTYPES`."""
+    return name if name in (None, "auto") else DTYPES[name]
+
+
+def dtype_name(code: str | None) -> str:
+    """The torch name of a safetensors dtype code (`"BF16"` -> `"bfloat16"`); the code itself when unknown."""
+    dtype = DTYPES_BY_CODE.get(code or "")
+    return str(dtype).removeprefix("torch.") if dtype is not None else code or "unknown"
+
+
+def update_tensor_digest(hasher, tensor: torch.Tensor) -> None:
+    """Feed a tensor's shape, dtype and bytes to a `hashlib` hasher (the bytes are viewed, not copied)."""
+    tensor = tensor.detach().contiguous().cpu()
+    hasher.update(f"{tuple(tensor.shape)}{tensor.dtype}".encode())
+    hasher.update(tensor.reshape(-1).view(torch.uint8).numpy() if tensor.numel() else b"")
 
 
 @dataclass(frozen=True)
@@ -99,7 +120,9 @@ def tensor_entries(checkpoint: Path) -> list[TensorEntry]:
             for dim in info["shape"]:
                 num_elements *= dim
             entries.append(
-                TensorEntry(name, file, end - start, num_elements, info["dtype"], tuple(info["shape"]), data_start + start)
+                TensorEntry(
+                    name, file, end - start, num_elements, info["dtype"], tuple(info["shape"]), data_start + start
+                )
             )
     return entries
 

@@ -17,13 +17,12 @@ from pathlib import Path
 import torch
 from transformers import AutoConfig, AutoTokenizer, GenerationConfig, SiglipVisionConfig
 
-from .configuration_towervision import TowerVisionConfig
-from .convert import DTYPES, EMBED_KEY, HEAD_KEY, meta_model, save_streamed, stream_renamed
-from .hub.weights import DTYPE_CODES, DTYPES_BY_CODE, PlannedTensor, WeightReader
-from .modeling_towervision import TowerVisionForConditionalGeneration
-from .processing_towervision import TowerVisionProcessor
+from ..model.configuration_towervision import TowerVisionConfig
+from ..model.modeling_towervision import TowerVisionForConditionalGeneration
+from ..model.processing_towervision import TowerVisionProcessor
+from .convert import meta_model, save_streamed, stream_renamed
 from .tiny import build_tiny_processor, build_tiny_tokenizer, tiny_config
-
+from .weights import DTYPE_CODES, DTYPES, DTYPES_BY_CODE, EMBED_KEY, HEAD_KEY, PlannedTensor, WeightReader
 
 logger = logging.getLogger(__name__)
 

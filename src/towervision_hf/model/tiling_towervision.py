@@ -18,7 +18,6 @@ Conventions (identical to transformers' LLaVA-NeXT / LLaVA-OneVision):
 
 import math
 
-
 # `"anyres"`: tiled single images, one tile + newline per image of a multi-image sample. `"square"` / `"pad"`: every
 # image is one tile without newline, squashed to the tile, or first padded to a square with the mean colour.
 IMAGE_ASPECT_RATIOS = ("anyres", "square", "pad")

@@ -24,20 +24,19 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from ..convert import HEAD_KEY
-from ..hub.weights import (
+from .weights import (
     DEFAULT_MAX_SHARD_SIZE,
     DTYPE_CODES,
     DTYPES_BY_CODE,
+    HEAD_KEY,
     SAFE_WEIGHTS_INDEX_NAME,
     SAFE_WEIGHTS_NAME,
     PlannedTensor,
     WeightReader,
     parse_size,
+    update_tensor_digest,
     write_shards,
 )
-from .feature_cache import _tensor_digest
-
 
 TRAINED_WEIGHTS_NAME = "trained_modules.safetensors"
 TRAINED_INDEX_NAME = "trained_modules.json"
@@ -47,7 +46,7 @@ TRAINED_FORMAT = "towervision-trained-modules/1"
 def tensor_digest(tensor: torch.Tensor) -> str:
     """BLAKE2b of a tensor's shape, dtype and bytes."""
     hasher = hashlib.blake2b(digest_size=16)
-    _tensor_digest(hasher, tensor)
+    update_tensor_digest(hasher, tensor)
     return hasher.hexdigest()
 
 

@@ -15,14 +15,12 @@ from fractions import Fraction
 import numpy as np
 import torch
 from PIL import Image
-
 from transformers.models.llava_onevision.video_processing_llava_onevision import LlavaOnevisionVideoProcessor
 from transformers.utils import is_av_available
 from transformers.video_utils import VideoMetadata
 
 from .fetching_towervision import fetch_url, is_url
 from .image_processing_towervision import to_rgb_image
-
 
 if is_av_available():  # only needed to decode video files; arrays and frame lists work without it
     import av

@@ -9,7 +9,6 @@ from transformers.utils import logging
 
 from .tiling_towervision import IMAGE_ASPECT_RATIOS, default_grid_pinpoints
 
-
 logger = logging.get_logger(__name__)
 
 # The transformers releases this code is tested against: the oldest supported one and the newest tested minor series

@@ -7,11 +7,11 @@ softcaps and alternating sliding/global layers, tiles of an odd number of patche
 
 import string
 
-from transformers import GemmaTokenizer, Gemma2Config, SiglipVisionConfig
+from transformers import Gemma2Config, GemmaTokenizer, SiglipVisionConfig
 
-from .configuration_towervision import TowerVisionConfig
+from ..model.configuration_towervision import TowerVisionConfig
 
-
+TINY_MODEL = "tiny"  # the model name that stands for the tiny model built from a seed (train, merge, demo)
 SPECIAL_TOKENS = ["<pad>", "<eos>", "<bos>", "<unk>", "<mask>", "<start_of_turn>", "<end_of_turn>", "<image>", "<video>"]
 TINY_TILE_SIZE = 56  # 7×7 patches of 8 px: odd, like so400m's 27×27
 TINY_PATCH_SIZE = 8
@@ -76,7 +76,7 @@ def tiny_config(tokenizer: GemmaTokenizer | None = None, **overrides) -> TowerVi
 
 def build_tiny_processor(tokenizer: GemmaTokenizer | None = None):
     """A TowerVisionProcessor matching `tiny_config`: 56 px tiles of 8 px patches, at most 6 tiles, 4 video frames."""
-    from .processing_towervision import TowerVisionProcessor
+    from ..model.processing_towervision import TowerVisionProcessor
 
     tokenizer = tokenizer or build_tiny_tokenizer()
     return TowerVisionProcessor.from_model_config(tiny_config(tokenizer), tokenizer)

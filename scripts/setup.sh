@@ -15,7 +15,7 @@ if [ "${1:-}" = "--refresh-lock" ]; then
 fi
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null
-# torch/torchvision pinned first: these exact releases are on local disk here; a looser spec may pull a multi-GB build.
+# torch/torchvision pinned first, so the resolver never swaps in another (multi-GB) torch build for a later package.
 .venv/bin/python -m pip install -q "${constraints[@]}" "torch==2.14.1" "torchvision==0.29.1"
 .venv/bin/python -m pip install -q "${constraints[@]}" -e ".[dev]"
 if [ ${#constraints[@]} -eq 0 ]; then

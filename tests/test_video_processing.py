@@ -8,7 +8,7 @@ from PIL import Image
 from transformers import LlavaOnevisionVideoProcessor
 from transformers.video_utils import load_video
 
-from towervision_hf import video_processing_towervision
+from towervision_hf.model import video_processing_towervision
 from towervision_hf.model.video_processing_towervision import TowerVisionVideoProcessor, read_video_pyav
 
 SIDE = 56

@@ -16,7 +16,8 @@ SKIP_REASONS = {
     "invalid_sample": "the converted row fails validate_sample",
     "empty_translation": "the translation model returned an empty text",
     "below_threshold": "the COMETKiwi score is under the filter threshold",
-    "request_failed": "the chat endpoint failed for this request",
+    "request_failed": "the chat endpoint failed for this request, after its retries",
+    "cut_answer": "the endpoint stopped the answer at its token limit (finish_reason \"length\"); dropped",
 }
 MAX_EXAMPLES = 5
 
@@ -34,6 +35,17 @@ class BuildReport:
         self.kept.setdefault(source, Counter())
         self.skipped.setdefault(source, Counter())
         self.examples.setdefault(source, [])
+
+    @classmethod
+    def from_dict(cls, report: dict) -> "BuildReport":
+        """The report that `to_dict()` described (to go on counting where a resumed run stopped)."""
+        info = {key: value for key, value in report.items() if key not in ("name", "total", "sources", "languages")}
+        restored = cls(report.get("name", ""), **info)
+        for source, counts in report["sources"].items():
+            restored.kept[source] = Counter(counts["languages"])
+            restored.skipped[source] = Counter(counts["skipped"])
+            restored.examples[source] = list(counts["examples"])
+        return restored
 
     def add_source(self, source: str) -> None:
         self._source(source)

@@ -36,16 +36,13 @@ class BuildReport:
         self.skipped.setdefault(source, Counter())
         self.examples.setdefault(source, [])
 
-    @classmethod
-    def from_dict(cls, report: dict) -> "BuildReport":
-        """The report that `to_dict()` described (to go on counting where a resumed run stopped)."""
-        info = {key: value for key, value in report.items() if key not in ("name", "total", "sources", "languages")}
-        restored = cls(report.get("name", ""), **info)
+    def restore(self, report: dict) -> "BuildReport":
+        """Take the counts of `report` (a `to_dict()`), to go on counting where a stopped run left off."""
         for source, counts in report["sources"].items():
-            restored.kept[source] = Counter(counts["languages"])
-            restored.skipped[source] = Counter(counts["skipped"])
-            restored.examples[source] = list(counts["examples"])
-        return restored
+            self.kept[source] = Counter(counts["languages"])
+            self.skipped[source] = Counter(counts["skipped"])
+            self.examples[source] = list(counts["examples"])
+        return self
 
     def add_source(self, source: str) -> None:
         self._source(source)

@@ -96,8 +96,8 @@ def run_resumable(out, units: list, process, *, report: BuildReport, settings: d
     `process(chunks)` gets an iterator over lists of units and yields, for each chunk in order, `{file: rows}`
     (`file` one of `files`), having counted into `report` what it kept and skipped of that chunk and nothing more.
     `key(unit)` names a unit's input (the digest of a shard's keys guards a resume against a changed input);
-    `settings` are the options that shape the output (a resume with other settings is refused). Returns
-    `(report, resume record)`; both are saved in `out`.
+    `settings` are the options that shape the output (a resume with other settings is refused). On a resume,
+    `report` takes the counts of the runs before. Returns `(report, resume record)`; both are saved in `out`.
     """
     if chunk_size < 1:
         raise ValueError(f"--chunk-size must be at least 1, got {chunk_size}")
@@ -121,7 +121,7 @@ def run_resumable(out, units: list, process, *, report: BuildReport, settings: d
         if resume["input_sha256"] != digest:
             raise ValueError(f"the input of {report_path.name} changed since it was written ({resume['units']} -> "
                              f"{len(units)} rows, or their ids / text); use a new --out")
-        report = BuildReport.from_dict(saved)
+        report.restore(saved)
     else:
         for path in paths.values():
             if path.exists() and path.stat().st_size:
@@ -198,9 +198,10 @@ def merge_shards(out) -> BuildReport:
     merged = None
     for _, saved in sorted(shards.items()):
         resume = saved.pop("resume")
-        report = BuildReport.from_dict(saved)
+        report = BuildReport().restore(saved)
         if merged is None:
-            merged = BuildReport(report.name, **report.info, shards=num_shards, units=0)
+            info = {key: value for key, value in saved.items() if key not in ("name", "total", "sources", "languages")}
+            merged = BuildReport(saved["name"], **info, shards=num_shards, units=0)
         merged.info["units"] += resume["units"]
         for source in report.kept:
             merged.add_source(source)

@@ -1,6 +1,7 @@
 """A local OpenAI-compatible `/v1/chat/completions` server on 127.0.0.1 for `towervision data synth`: a fixed
 latency per answer and injected faults, decided per request (system prompt + question) so that a run's answers do
-not depend on the order its requests arrive in. Used by `bench/bench_data.py` and the synth tests.
+not depend on the order its requests arrive in; and `question_rows`, VQA rows to ask it. Used by
+`bench/bench_data.py` and the data tests.
 
 Faults, by share of the requests (each drawn from a hash of the request):
   - `throttle`: the first attempt gets a 429 with `Retry-After: retry_after` seconds;
@@ -130,3 +131,19 @@ class ChatServer:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def question_rows(count: int) -> list[dict]:
+    """`count` VQA rows in the sample schema, each with its own small PNG; every third asks two questions."""
+    from towervision_hf.data.sample import draw_shape, png_bytes
+    from towervision_hf.data.schema import image_block, make_sample, media, message
+
+    colours = ("red", "green", "blue", "yellow")
+    rows = []
+    for index in range(count):
+        picture = png_bytes(draw_shape("circle", colours[index % 4], (12 + index % 5, 12)))
+        turns = [message("user", image_block(), f"What colour is shape {index}?"), message("assistant", "?")]
+        if index % 3 == 0:
+            turns += [message("user", f"How many shapes are in picture {index}?"), message("assistant", "1")]
+        rows.append(make_sample(f"q{index}", "vqa", "en", turns, images=[media(bytes=picture)]))
+    return rows

@@ -65,15 +65,15 @@ def output(folder) -> dict:
 def part_synth(args, work: Path) -> dict:
     write_jsonl(question_rows(args.questions), work / "questions")
     result = {}
-    with ChatServer(latency=args.latency, faults={"throttle": 0.03, "error": 0.03}, retry_after=0.2) as server:
-        for concurrency in (1, DEFAULT_CONCURRENCY):
+    for concurrency in (1, DEFAULT_CONCURRENCY):  # a fresh server each: the same requests get the same faults
+        with ChatServer(latency=args.latency, faults={"throttle": 0.03, "error": 0.03}, retry_after=0.2) as server:
             out = work / f"synth-c{concurrency}"
             wall = run(["synth", "--source", work / "questions", "--endpoint", server.endpoint, "--model", "m",
                         "--concurrency", concurrency, "--out", out])
-            requests = json.loads((out / "report.json").read_text())["total"]
-            result[f"concurrency {concurrency}: requests/s"] = round(requests / wall, 2)
-        result["requests"] = requests
-        result["server statuses"] = {str(status): count for status, count in server.statuses.items()}
+        requests = json.loads((out / "report.json").read_text())["total"]
+        result[f"concurrency {concurrency}: requests/s"] = round(requests / wall, 2)
+        result[f"concurrency {concurrency}: server statuses"] = {str(code): n for code, n in server.statuses.items()}
+    result["requests"] = requests
     result["speed-up"] = round(result[f"concurrency {DEFAULT_CONCURRENCY}: requests/s"]
                                / result["concurrency 1: requests/s"], 1)
     result["same answers"] = output(work / "synth-c1") == output(work / f"synth-c{DEFAULT_CONCURRENCY}")

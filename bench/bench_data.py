@@ -139,8 +139,8 @@ def part_translate(args, work: Path) -> dict:
     result = {"model": model, "rows in": args.rows, "rows out": sum(data.count(b"\n") for data in whole.values()),
               "wall s (with model load)": round(wall, 1)}
     result["rows out/s"] = round(result["rows out"] / wall, 2)
-    # killed at a random point (once this many bytes are written), then the same command again
-    threshold = random.Random(args.seed).randrange(1, len(whole["data.jsonl"]))
+    # killed at a random point of the first half (once this many bytes are written), then the same command again
+    threshold = random.Random(args.seed).randrange(1, len(whole["data.jsonl"]) // 2)
     process = subprocess.Popen([sys.executable, "-c", CLI, "data", *map(str, argv), "--out", str(work / "killed")],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     data = work / "killed" / "data.jsonl"

@@ -142,6 +142,18 @@ def test_a_half_written_row_is_cut_off_and_written_again(inputs, tmp_path, monke
     assert main(argv) == 0 and written(tmp_path / "out") == written(tmp_path / "whole")  # finished: nothing redone
 
 
+def test_a_run_killed_before_its_first_checkpoint_resumes(inputs, tmp_path, monkeypatch):
+    argv = command_line("translate", inputs, None, tmp_path / "out")
+    assert main(command_line("translate", inputs, None, tmp_path / "whole")) == 0
+    monkeypatch.setattr(translate, "make_backend", lambda *args, **kwargs: SlowTranslator(fail_after=0))
+    with pytest.raises(KeyboardInterrupt):
+        main(argv)
+    (tmp_path / "out" / "data.jsonl").write_bytes(b'{"id": "q0:de"}\n{"id": "q0:fr", "lan')  # never checkpointed
+    monkeypatch.setattr(translate, "make_backend", lambda *args, **kwargs: SlowTranslator())
+    assert main(argv) == 0
+    assert written(tmp_path / "out") == written(tmp_path / "whole")
+
+
 def test_resume_refuses_other_settings_and_files_it_did_not_write(inputs, tmp_path, capsys):
     out = tmp_path / "out"
     assert main(command_line("translate", inputs, None, out)) == 0

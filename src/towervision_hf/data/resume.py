@@ -142,6 +142,7 @@ def run_resumable(out, units: list, process, *, report: BuildReport, settings: d
                   + (f" and a half-written row ({half} bytes)" if half else "") + "; they are done again",
                   file=sys.stderr)
     resume["runs"].append(run)
+    _save(report_path, report, resume)  # from here on the output folder is this run's, even before a first chunk
     chunks = [units[start:start + chunk_size] for start in range(resume["done"], len(units), chunk_size)]
     with contextlib.ExitStack() as stack:
         handles = {name: stack.enter_context(open(path, "ab")) for name, path in paths.items()}

@@ -160,7 +160,7 @@ def translate_pairs(pairs, backend, *, mode: str = "conversation", seed: int = 0
                     report: BuildReport | None = None, chunk_size: int | None = 256):
     """Yield the translated (and kept-English) rows of `(row, target languages)` pairs, in their order.
 
-    `rows` must be schema rows (invalid ones are counted and skipped). `backend(prompts) -> completions` is any
+    The rows must be schema rows (invalid ones are counted and skipped). `backend(prompts) -> completions` is any
     callable (TransformersBackend, VLLMBackend or a test double); `chunk_size` (row, language) jobs at a time go to
     it in one call (all of them with None).
     """

@@ -122,13 +122,14 @@ def test_synthetic_answers_re_ask_every_question_with_the_papers_system_prompts(
     server = ChatServer(fail=3)
     try:
         report = BuildReport("synth")
-        client = ChatClient(server.endpoint, api_key="k")
-        rows = list(synthesize_answers(question_rows(tmp_path), client, "gemini-2.5", seed=1, report=report))
+        client = ChatClient(server.endpoint, api_key="k", max_retries=0)  # one at a time, the failure not retried
+        rows = list(synthesize_answers(question_rows(tmp_path), client, "gemini-2.5", seed=1, report=report,
+                                       concurrency=1))
     finally:
         server.close()
     assert len(server.requests) == 3 and all(path == "/v1/chat/completions" for path, _, _ in server.requests)
     _, headers, payload = server.requests[0]
-    assert headers["Authorization"] == "Bearer k" and payload["model"] == "gemini-2.5"
+    assert headers["authorization"] == "Bearer k" and payload["model"] == "gemini-2.5"
     system, user = payload["messages"]
     every_prompt = {prompt for prompts in ANSWER_FORMAT_PROMPTS.values() for prompt in prompts}
     assert system["role"] == "system" and system["content"] in every_prompt
@@ -172,7 +173,8 @@ def test_synth_fails_when_every_request_fails(tmp_path, capsys):
     with socket.socket() as probe:  # a port on 127.0.0.1 that nothing listens on: connections are refused
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    argv = ["synth", "--source", str(tmp_path / "questions"), "--endpoint", f"http://127.0.0.1:{port}/v1"]
+    argv = ["synth", "--source", str(tmp_path / "questions"), "--endpoint", f"http://127.0.0.1:{port}/v1",
+            "--max-retries", "0"]
     assert main([*argv, "--model", "m", "--out", str(tmp_path / "synth")]) == 1
     err = capsys.readouterr().err
     assert f"every request to http://127.0.0.1:{port}/v1 failed; the first: chart-1 question 0:" in err

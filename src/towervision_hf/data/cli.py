@@ -1,4 +1,4 @@
-"""`towervision data {build,translate,filter,synth,sample}`."""
+"""`towervision data {build,translate,filter,synth,merge,sample}`."""
 
 import argparse
 import json
@@ -48,23 +48,46 @@ def _read_rows(source: str, limit: int | None = None):
     return list(read_jsonl(path))
 
 
-def _finish(report: BuildReport, out: Path) -> None:
-    report.save(out / "report.json")
+# options that change how fast a run goes, not what it writes: a resumed run may change them
+_RUN_ONLY = {"run", "command", "out", "shard_index", "chunk_size", "backend", "batch_size", "tensor_parallel_size",
+             "max_num_seqs", "gpu_memory_utilization", "gpus", "endpoint", "api_key_env", "concurrency", "timeout",
+             "max_retries"}
+
+
+def _run(args, units, process, report: BuildReport, key, files=("data",)) -> BuildReport:
+    """`run_resumable` with the command's sharding and chunking options; prints the report and the runs."""
+    from .resume import format_runs, run_resumable
+
+    settings = {name: value for name, value in vars(args).items() if name not in _RUN_ONLY}
+    report, resume = run_resumable(args.out, units, process, report=report, settings=settings, key=key, files=files,
+                                   num_shards=args.num_shards, shard_index=args.shard_index,
+                                   chunk_size=args.chunk_size, desc=args.command)
     print(report.format_table())
+    print(format_runs(resume))
+    return report
+
+
+def _row_key(row: dict, *extra) -> str:
+    return json.dumps([row.get("id"), row.get("messages"), *extra], ensure_ascii=False, default=repr)
 
 
 def _translate(args) -> int:
-    from .jsonl import write_jsonl
-    from .translate import make_backend, translate_rows
+    from .translate import make_backend, plan_targets, translate_pairs
 
     rows = _read_rows(args.source, args.limit)[: args.limit]
-    backend = make_backend(args.model, args.backend, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens)
+    targets = plan_targets(len(rows), _target_languages(args.langs), assign=args.assign, seed=args.seed,
+                           keep_english=args.keep_english)
     report = BuildReport("translate", model=args.model, mode=args.mode, assign=args.assign, seed=args.seed)
-    translated = translate_rows(rows, _target_languages(args.langs), backend, mode=args.mode, assign=args.assign,
-                                seed=args.seed, keep_english=args.keep_english, model_name=args.model, report=report)
-    out = Path(args.out)
-    write_jsonl(translated, out, bring_media=True)
-    _finish(report, out)
+
+    def process(chunks):  # the model loads only when rows are left to translate
+        backend = make_backend(args.model, args.backend, batch_size=args.batch_size,
+                               max_new_tokens=args.max_new_tokens, tensor_parallel_size=args.tensor_parallel_size,
+                               max_num_seqs=args.max_num_seqs, gpu_memory_utilization=args.gpu_memory_utilization)
+        for chunk in chunks:
+            yield {"data": list(translate_pairs(chunk, backend, mode=args.mode, seed=args.seed,
+                                                model_name=args.model, report=report, chunk_size=None))}
+
+    _run(args, list(zip(rows, targets)), process, report, key=lambda unit: _row_key(*unit))
     return 0
 
 
@@ -77,46 +100,64 @@ def _target_languages(spec: str) -> list[str]:
 
 
 def _filter(args) -> int:
-    from .jsonl import read_jsonl, write_jsonl
+    from .jsonl import read_jsonl
     from .quality import CometKiwiScorer, score_rows, split_by_threshold
 
     source = Path(args.input)
     files = [source]
     if source.is_dir():  # a translate output, or a filter output (kept and rejected rows, to re-threshold)
         files = sorted(source.glob("data*.jsonl")) + sorted(source.glob("rejected*.jsonl"))
-    rows = [row for file in files for row in read_jsonl(file)]
-
-    def scorer(sources, translations):  # loads COMET only when some rows still need scores
-        return CometKiwiScorer(args.qe, batch_size=args.batch_size, gpus=args.gpus)(sources, translations)
-
-    rows = score_rows(rows, scorer, args.qe, rescore=args.rescore)
+    rows = [row for file in files for row in read_jsonl(file)][: args.limit]
     report = BuildReport("filter", qe=args.qe, threshold=args.threshold)
-    kept, rejected = split_by_threshold(rows, args.threshold, report)
-    out = Path(args.out)
-    write_jsonl(kept, out, "data.jsonl", bring_media=True)
-    write_jsonl(rejected, out, "rejected.jsonl", bring_media=True)
-    _finish(report, out)
+
+    def process(chunks):
+        scorer = None
+
+        def score(sources, translations):  # loads COMET once, when some rows still need scores
+            nonlocal scorer
+            scorer = scorer or CometKiwiScorer(args.qe, batch_size=args.batch_size, gpus=args.gpus)
+            return scorer(sources, translations)
+
+        for chunk in chunks:
+            kept, rejected = split_by_threshold(score_rows(chunk, score, args.qe, rescore=args.rescore),
+                                                args.threshold, report)
+            yield {"data": kept, "rejected": rejected}
+
+    _run(args, rows, process, report, key=lambda row: _row_key(row, row.get("translation")),
+         files=("data", "rejected"))
     return 0
 
 
 def _synth(args) -> int:
-    from .jsonl import write_jsonl
-    from .synth import ChatClient, synthesize_answers
+    from .synth import ChatClient, answer_chunks
 
-    client = ChatClient(args.endpoint, api_key=os.environ.get(args.api_key_env))
+    client = ChatClient(args.endpoint, api_key=os.environ.get(args.api_key_env), timeout=args.timeout,
+                        max_retries=args.max_retries)
     report = BuildReport("synth", model=args.model, endpoint=args.endpoint)
-    rows = synthesize_answers(_read_rows(args.source, args.limit), client, args.model, seed=args.seed,
-                              families=args.families.split(",") if args.families else None,
-                              prompts_per_question=args.prompts_per_question, limit=args.limit, report=report)
-    out = Path(args.out)
-    write_jsonl(rows, out, bring_media=True)
-    _finish(report, out)
+
+    def process(chunks):
+        answers = answer_chunks(chunks, client, args.model, seed=args.seed, report=report,
+                                families=args.families.split(",") if args.families else None,
+                                prompts_per_question=args.prompts_per_question, concurrency=args.concurrency,
+                                max_tokens=args.max_tokens)
+        for answered in answers:
+            yield {"data": answered}
+
+    rows = _read_rows(args.source, args.limit)[: args.limit]
+    report = _run(args, rows, process, report, key=_row_key)
     examples = [example for examples in report.examples.values() for example in examples]
     failed = [example["detail"] for example in examples if example["reason"] == "request_failed"]
     if report.total == 0 and failed:
         print(f"towervision data synth: every request to {args.endpoint} failed; the first: {failed[0]}",
               file=sys.stderr)
         return 1
+    return 0
+
+
+def _merge(args) -> int:
+    from .resume import merge_shards
+
+    print(merge_shards(args.out).format_table())
     return 0
 
 
@@ -135,7 +176,19 @@ def _sample(args) -> int:
     return 0
 
 
+def _add_run_options(command, chunk_size: int) -> None:
+    command.add_argument("--num-shards", type=int, default=1,
+                         help="split the input rows into N contiguous shards, as datasets' shard() (default: 1)")
+    command.add_argument("--shard-index", type=int, default=0,
+                         help="the shard this run writes, 0..N-1, e.g. $SLURM_ARRAY_TASK_ID (default: 0)")
+    command.add_argument("--chunk-size", type=int, default=chunk_size,
+                         help="input rows per checkpoint: re-running the command after a kill goes on from the last "
+                              "one (default: %(default)s)")
+
+
 def _parser() -> argparse.ArgumentParser:
+    from .synth import DEFAULT_CONCURRENCY
+
     parser = argparse.ArgumentParser(prog="towervision data", description="Build, translate, filter and synthesise "
                                      "VisionBlocks-style training data.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -175,6 +228,10 @@ def _parser() -> argparse.ArgumentParser:
     translate.add_argument("--batch-size", type=int, default=16, help="default: %(default)s")
     translate.add_argument("--max-new-tokens", type=int, default=1024, help="default: %(default)s")
     translate.add_argument("--limit", type=int, help="translate only the first N rows")
+    translate.add_argument("--tensor-parallel-size", type=int, help="vLLM: GPUs one model is split over")
+    translate.add_argument("--max-num-seqs", type=int, help="vLLM: sequences batched per step (vLLM's default)")
+    translate.add_argument("--gpu-memory-utilization", type=float, help="vLLM: share of GPU memory it may take")
+    _add_run_options(translate, chunk_size=256)
     translate.set_defaults(run=_translate)
 
     quality = commands.add_parser("filter", help="score translations with COMETKiwi and keep those above a threshold")
@@ -187,6 +244,8 @@ def _parser() -> argparse.ArgumentParser:
     quality.add_argument("--rescore", action="store_true", help="score again even where scores are stored")
     quality.add_argument("--batch-size", type=int, default=64, help="default: %(default)s")
     quality.add_argument("--gpus", type=int, help="GPUs for COMET (default: 1 if CUDA is available, else 0)")
+    quality.add_argument("--limit", type=int, help="filter only the first N rows")
+    _add_run_options(quality, chunk_size=4096)
     quality.set_defaults(run=_filter)
 
     synth = commands.add_parser("synth", help="re-answer VQA questions through an OpenAI-compatible endpoint with "
@@ -202,8 +261,23 @@ def _parser() -> argparse.ArgumentParser:
                        help="requests per question, each with a different system prompt (default: %(default)s)")
     synth.add_argument("--api-key-env", default="OPENAI_API_KEY", help="environment variable holding the API key")
     synth.add_argument("--seed", type=int, default=0, help="seeds the prompts drawn per row (default: %(default)s)")
-    synth.add_argument("--limit", type=int, help="stop after N synthetic rows")
+    synth.add_argument("--limit", type=int, help="answer the questions of the first N rows only")
+    synth.add_argument("--max-tokens", type=int, default=1024,
+                       help="answer length limit; answers cut at it are dropped and counted (default: %(default)s)")
+    synth.add_argument("--concurrency", type=int, default=DEFAULT_CONCURRENCY,
+                       help="requests in flight (default: %(default)s)")
+    synth.add_argument("--timeout", type=float, default=120.0,
+                       help="seconds one attempt of a request may take (default: %(default)s)")
+    synth.add_argument("--max-retries", type=int, default=5,
+                       help="retries of a request after a 408/409/429/5xx answer, a timeout or a dropped connection, "
+                            "with backoff and jitter or after Retry-After (default: %(default)s)")
+    _add_run_options(synth, chunk_size=256)
     synth.set_defaults(run=_synth)
+
+    merge = commands.add_parser("merge", help="check that every shard of a translate / synth / filter output "
+                                "finished and sum their reports into report.json")
+    merge.add_argument("out", help="the output folder the shards wrote into")
+    merge.set_defaults(run=_merge)
 
     sample = commands.add_parser("sample", help="generate the embedded multilingual sample")
     sample.add_argument("--out", required=True, help="output folder")

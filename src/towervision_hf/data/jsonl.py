@@ -74,7 +74,7 @@ def _portable_entry(entry: dict, out_dir: Path, media_dir: Path, root: Path, bri
         target = media_dir / f"{hashlib.sha256(data).hexdigest()}{media_extension(data)}"
         if not target.exists():
             target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(data)
+            _write_atomically(target, lambda temporary: temporary.write_bytes(data))
         entry["bytes"], entry["path"] = None, str(target)
     if entry["path"]:
         absolute = Path(entry["path"]).resolve()
@@ -94,9 +94,36 @@ def _bring(source: Path, media_dir: Path) -> Path:
         media_dir.mkdir(parents=True, exist_ok=True)
         try:
             os.link(source, target)
+        except FileExistsError:  # another shard brought it meanwhile
+            pass
         except OSError:
-            shutil.copyfile(source, target)
+            _write_atomically(target, lambda temporary: shutil.copyfile(source, temporary))
     return target
+
+
+def _write_atomically(target: Path, write) -> None:
+    """`write(temporary)` then rename into `target`: a killed run or a concurrent shard never leaves a partial file
+    under a content-addressed name (which later runs would trust as complete)."""
+    temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    try:
+        write(temporary)
+        os.replace(temporary, target)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def jsonl_line(row: dict, out_dir, media_dir=None, bring_media: bool = False) -> str:
+    """`row` as one line of a JSONL file in `out_dir` (newline included); its media as `write_jsonl` writes them."""
+    out_dir = Path(out_dir)
+    media_dir = Path(media_dir) if media_dir is not None else out_dir / "media"
+    root = out_dir if media_dir.resolve().is_relative_to(out_dir.resolve()) else media_dir.parent
+    row = dict(row)
+    for column in ("images", "videos"):
+        if column in row:
+            row[column] = [
+                _portable_entry(entry, out_dir, media_dir, root.resolve(), bring_media) for entry in row[column]
+            ]
+    return json.dumps(row, ensure_ascii=False) + "\n"
 
 
 def write_jsonl(rows, out_dir, filename: str = "data.jsonl", media_dir=None, bring_media: bool = False) -> int:
@@ -107,19 +134,10 @@ def write_jsonl(rows, out_dir, filename: str = "data.jsonl", media_dir=None, bri
     is self-contained (the `translate`, `filter` and `synth` outputs). Returns the number of rows written.
     """
     out_dir = Path(out_dir)
-    media_dir = Path(media_dir) if media_dir is not None else out_dir / "media"
-    root = out_dir if media_dir.resolve().is_relative_to(out_dir.resolve()) else media_dir.parent
     out_dir.mkdir(parents=True, exist_ok=True)
     count = 0
     with open(out_dir / filename, "w", encoding="utf-8") as handle:
         for row in rows:
-            row = dict(row)
-            for column in ("images", "videos"):
-                if column in row:
-                    row[column] = [
-                        _portable_entry(entry, out_dir, media_dir, root.resolve(), bring_media)
-                        for entry in row[column]
-                    ]
-            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+            handle.write(jsonl_line(row, out_dir, media_dir, bring_media))
             count += 1
     return count

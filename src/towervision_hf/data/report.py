@@ -16,7 +16,8 @@ SKIP_REASONS = {
     "invalid_sample": "the converted row fails validate_sample",
     "empty_translation": "the translation model returned an empty text",
     "below_threshold": "the COMETKiwi score is under the filter threshold",
-    "request_failed": "the chat endpoint failed for this request",
+    "request_failed": "the chat endpoint failed for this request, after its retries",
+    "cut_answer": "the endpoint stopped the answer at its token limit (finish_reason \"length\"); dropped",
 }
 MAX_EXAMPLES = 5
 
@@ -34,6 +35,14 @@ class BuildReport:
         self.kept.setdefault(source, Counter())
         self.skipped.setdefault(source, Counter())
         self.examples.setdefault(source, [])
+
+    def restore(self, report: dict) -> "BuildReport":
+        """Take the counts of `report` (a `to_dict()`), to go on counting where a stopped run left off."""
+        for source, counts in report["sources"].items():
+            self.kept[source] = Counter(counts["languages"])
+            self.skipped[source] = Counter(counts["skipped"])
+            self.examples[source] = list(counts["examples"])
+        return self
 
     def add_source(self, source: str) -> None:
         self._source(source)

@@ -8,15 +8,18 @@ one image get different prompts (drawn without replacement, seeded per image), `
 question. The answer becomes a row `[system prompt, question + images, answer]` that keeps the system prompt, so the
 model learns to follow it, with `synthesis = {model, family, prompt, source_id}` bookkeeping (local JSONL format).
 vLLM, TGI and most hosted APIs (Gemini's OpenAI-compatible endpoint included) serve `/chat/completions`.
+
+Requests go through the `openai` client (`pip install 'towervision-hf[data]'`), `concurrency` of them in flight
+(threads sharing one connection pool), each attempt bounded in time and retried as `ChatClient` says. An answer that
+finally failed is counted as `request_failed`; one the endpoint cut at its token limit (`finish_reason: "length"`)
+is dropped and counted as `cut_answer`, never written as a training target.
 """
 
 import base64
-import json
 import random
-import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from itertools import islice
 from pathlib import Path
-
-from tqdm.auto import tqdm
 
 from .jsonl import media_extension
 from .prompts import ANSWER_FORMAT_PROMPTS
@@ -24,31 +27,43 @@ from .report import BuildReport
 from .schema import make_sample, validate_sample
 
 _MIME = {".png": "image/png", ".jpg": "image/jpeg", ".gif": "image/gif", ".webp": "image/webp"}
-
-
-def _post_json(url: str, payload: dict, headers: dict, timeout: float) -> dict:
-    request = urllib.request.Request(url, data=json.dumps(payload).encode(), headers=headers, method="POST")
-    with urllib.request.urlopen(request, timeout=timeout) as response:
-        return json.loads(response.read())
+DEFAULT_CONCURRENCY = 32
 
 
 class ChatClient:
-    """Minimal OpenAI-compatible client: `client.complete(payload) -> text`. `post(url, payload, headers, timeout)`
-    is injectable for tests."""
+    """An OpenAI-compatible endpoint through the `openai` client: `client.complete(payload) -> (text,
+    finish_reason)`, safe to call from several threads.
 
-    def __init__(self, endpoint: str, api_key: str | None = None, timeout: float = 120.0, post=None):
-        self.url = endpoint.rstrip("/") + "/chat/completions"
-        self.headers = {"Content-Type": "application/json"}
-        if api_key:
-            self.headers["Authorization"] = f"Bearer {api_key}"
-        self.timeout, self.post = timeout, post or _post_json
+    Each attempt is bounded by `timeout` seconds. 408, 409, 429 and 5xx answers, dropped connections and timeouts are
+    retried up to `max_retries` times, after the server's `Retry-After` when it sends one (up to 2 minutes), else
+    with exponential backoff (0.5 s doubling up to 8 s, less up to 25 % random jitter): the openai client's policy.
+    A request that still fails raises `ValueError` with the last error.
+    """
 
-    def complete(self, payload: dict) -> str:
-        answer = self.post(self.url, payload, self.headers, self.timeout)
+    def __init__(self, endpoint: str, api_key: str | None = None, timeout: float = 120.0, max_retries: int = 5):
         try:
-            return answer["choices"][0]["message"]["content"].strip()
-        except (KeyError, IndexError, TypeError, AttributeError):
-            raise ValueError(f"{self.url} answered without choices[0].message.content: {str(answer)[:300]}") from None
+            from openai import OpenAI
+        except ImportError:
+            raise ImportError("synth needs the openai client: pip install 'towervision-hf[data]'") from None
+        self.endpoint = endpoint
+        # a local server wants no key; the client insists on one and sends it as a bearer token
+        self.client = OpenAI(base_url=endpoint, api_key=api_key or "none", timeout=timeout, max_retries=max_retries)
+
+    def complete(self, payload: dict) -> tuple[str, str | None]:
+        from openai import APIError
+
+        try:
+            completion = self.client.chat.completions.create(**payload)
+        except APIError as error:
+            cause = f" ({error.__cause__})" if error.__cause__ else ""
+            raise ValueError(f"{error}{cause}") from None
+        try:
+            choice = completion.choices[0]
+            return choice.message.content.strip(), choice.finish_reason
+        except (AttributeError, IndexError, TypeError):
+            raise ValueError(
+                f"{self.endpoint} answered without choices[0].message.content: {str(completion)[:300]}"
+            ) from None
 
 
 def image_url(entry: dict) -> str:
@@ -80,41 +95,67 @@ def _questions(row: dict) -> list[str]:
             for turn in row["messages"] if turn["role"] == "user"]
 
 
-def synthesize_answers(rows, client: ChatClient, model: str, *, seed: int = 0, families=None,
-                       prompts_per_question: int = 1, source: str = "synthetic", limit: int | None = None,
-                       report: BuildReport | None = None):
-    """Yield re-answered rows for the questions of `rows` (schema rows with images); failures are counted."""
+def _prompt_pool(families, prompts_per_question: int) -> list[tuple[str, str]]:
     families = list(families or ANSWER_FORMAT_PROMPTS)
     unknown = set(families) - set(ANSWER_FORMAT_PROMPTS)
     if unknown:
         raise ValueError(f"unknown prompt families {sorted(unknown)}; known: {sorted(ANSWER_FORMAT_PROMPTS)}")
     if prompts_per_question < 1:
         raise ValueError(f"prompts_per_question must be at least 1, got {prompts_per_question}")
-    prompts = [(family, prompt) for family in families for prompt in ANSWER_FORMAT_PROMPTS[family]]
+    return [(family, prompt) for family in families for prompt in ANSWER_FORMAT_PROMPTS[family]]
+
+
+def answer_chunks(chunks, client: ChatClient, model: str, *, seed: int = 0, families=None,
+                  prompts_per_question: int = 1, source: str = "synthetic", report: BuildReport | None = None,
+                  concurrency: int = DEFAULT_CONCURRENCY, max_tokens: int = 1024):
+    """For each chunk of question rows (schema rows with images), the list of its re-answered rows, in order.
+
+    The requests of a chunk and of the next one are in flight together, `concurrency` at a time; a chunk's rows
+    are counted into `report` (answered, `request_failed`, `cut_answer`, ...) just before its list is yielded.
+    """
+    prompts = _prompt_pool(families, prompts_per_question)
+    if concurrency < 1:
+        raise ValueError(f"concurrency must be at least 1, got {concurrency}")
     report = report if report is not None else BuildReport("synth")
-    emitted = 0
-    progress = tqdm(rows, desc="synth", unit="row", dynamic_ncols=True)
-    for row in progress:
-        progress.set_postfix(skipped=sum(report.skipped.get(source, {}).values()), refresh=False)
+    pool = ThreadPoolExecutor(concurrency, thread_name_prefix="synth")
+
+    def ask(images, question, system_prompt):  # in a worker thread: images are read and encoded there too
+        return client.complete(answer_request(images, question, system_prompt, model, max_tokens))
+
+    def submit(row):
         problems = validate_sample({key: value for key, value in row.items() if key in
                                     ("id", "source", "language", "messages", "images", "videos")})
         if problems or not row["images"]:
-            report.skip(source, "invalid_sample", f"{row.get('id')}: {'; '.join(problems) or 'no image'}")
-            continue
+            return row, "; ".join(problems) or "no image", []
         questions = [question for question in _questions(row) if question.strip()]
         rng = random.Random(f"{seed}:{row['id']}")
         needed = len(questions) * prompts_per_question
         draws = rng.sample(prompts, needed) if needed <= len(prompts) else rng.choices(prompts, k=needed)
-        for number, question in enumerate(questions):
-            for repeat in range(prompts_per_question):
-                family, system_prompt = draws[number * prompts_per_question + repeat]
+        requests = []
+        for index, (family, system_prompt) in enumerate(draws):
+            question = questions[index // prompts_per_question]
+            future = pool.submit(ask, row["images"], question, system_prompt)
+            requests.append((index // prompts_per_question, index % prompts_per_question, family, system_prompt,
+                             question, future))
+        return row, None, requests
+
+    def collect(submitted):
+        answered = []
+        for row, problem, requests in submitted:
+            if problem:
+                report.skip(source, "invalid_sample", f"{row.get('id')}: {problem}")
+            for number, repeat, family, system_prompt, question, future in requests:
+                where = f"{row['id']} question {number}"
                 try:
-                    answer = client.complete(answer_request(row["images"], question, system_prompt, model))
+                    answer, finish_reason = future.result()
                 except (OSError, ValueError) as error:
-                    report.skip(source, "request_failed", f"{row['id']} question {number}: {error}")
+                    report.skip(source, "request_failed", f"{where}: {error}")
+                    continue
+                if finish_reason == "length":
+                    report.skip(source, "cut_answer", f"{where}: cut at max_tokens={max_tokens}: {answer[-80:]!r}")
                     continue
                 if not answer:
-                    report.skip(source, "empty_conversation", f"{row['id']} question {number}: empty answer")
+                    report.skip(source, "empty_conversation", f"{where}: empty answer")
                     continue
                 user = {"role": "user", "content": [{"type": "image", "text": None} for _ in row["images"]]
                         + [{"type": "text", "text": question}]}
@@ -123,8 +164,26 @@ def synthesize_answers(rows, client: ChatClient, model: str, *, seed: int = 0, f
                 synthetic = make_sample(f"{row['id']}:q{number}:p{repeat}", source, "en", messages,
                                         images=[dict(entry) for entry in row["images"]])
                 report.keep(source, "en")
-                yield {**synthetic, "synthesis": {"model": model, "family": family, "prompt": system_prompt,
-                                                  "source_id": row["id"]}}
-                emitted += 1
-                if limit is not None and emitted >= limit:
-                    return
+                answered.append({**synthetic, "synthesis": {"model": model, "family": family,
+                                                            "prompt": system_prompt, "source_id": row["id"]}})
+        return answered
+
+    try:
+        pending = None
+        for chunk in chunks:
+            submitted = [submit(row) for row in chunk]
+            if pending is not None:
+                yield collect(pending)
+            pending = submitted
+        if pending is not None:
+            yield collect(pending)
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+
+
+def synthesize_answers(rows, client: ChatClient, model: str, *, chunk_size: int = 256, **options):
+    """Yield the re-answered rows of `rows` in order (`answer_chunks` over chunks of `chunk_size` rows)."""
+    rows = iter(rows)
+    chunks = iter(lambda: list(islice(rows, chunk_size)), [])
+    for answered in answer_chunks(chunks, client, model, **options):
+        yield from answered

@@ -75,7 +75,9 @@ class TransformersBackend:
 
 
 class VLLMBackend:
-    """The same greedy chat generation through vLLM (`pip install vllm`)."""
+    """The same greedy chat generation through vLLM (`pip install vllm`); `engine_kwargs` go to `vllm.LLM`
+    (`tensor_parallel_size`, `max_num_seqs` (sequences batched per step), `gpu_memory_utilization`, ...). Each call
+    hands vLLM all its prompts at once; vLLM batches them continuously."""
 
     def __init__(self, model: str, max_new_tokens: int = 1024, **engine_kwargs):
         from vllm import LLM, SamplingParams
@@ -89,8 +91,10 @@ class VLLMBackend:
         return [result.outputs[0].text.strip() for result in results]
 
 
-def make_backend(model: str, backend: str = "auto", batch_size: int = 16, max_new_tokens: int = 1024):
-    """`auto` picks vLLM when it is installed and a GPU is visible, else transformers."""
+def make_backend(model: str, backend: str = "auto", batch_size: int = 16, max_new_tokens: int = 1024,
+                 **vllm_kwargs):
+    """`auto` picks vLLM when it is installed and a GPU is visible, else transformers. `vllm_kwargs` (vLLM engine
+    settings whose value is not None) go to `VLLMBackend`."""
     if backend == "auto":
         import importlib.util
 
@@ -98,7 +102,8 @@ def make_backend(model: str, backend: str = "auto", batch_size: int = 16, max_ne
 
         backend = "vllm" if importlib.util.find_spec("vllm") and torch.cuda.is_available() else "transformers"
     if backend == "vllm":
-        return VLLMBackend(model, max_new_tokens=max_new_tokens)
+        engine_kwargs = {key: value for key, value in vllm_kwargs.items() if value is not None}
+        return VLLMBackend(model, max_new_tokens=max_new_tokens, **engine_kwargs)
     if backend == "transformers":
         return TransformersBackend(model, batch_size=batch_size, max_new_tokens=max_new_tokens)
     raise ValueError(f"backend {backend!r} is not auto, transformers or vllm")
@@ -137,29 +142,33 @@ def _is_caption_row(row: dict) -> bool:
     return roles == ["user", "assistant"]
 
 
-def translate_rows(rows, languages, backend, *, mode: str = "conversation", assign: str = "each", seed: int = 0,
-                   keep_english: float = 0.0, model_name: str = "", report: BuildReport | None = None,
-                   chunk_size: int = 256):
-    """Yield translated (and kept-English) rows. `rows` must be schema rows (invalid ones are counted and skipped).
-
-    `backend(prompts) -> completions` is any callable (TransformersBackend, VLLMBackend or a test double). Rows
-    are translated `chunk_size` at a time; all their segments go to the backend in one call.
-    """
-    if mode not in ("caption", "conversation"):
-        raise ValueError(f"mode {mode!r} is not caption or conversation")
+def plan_targets(count: int, languages, *, assign: str = "each", seed: int = 0,
+                 keep_english: float = 0.0) -> list[list[str]]:
+    """The target languages of each of `count` rows: all of `languages` (`each`) or one (`uniform`, see
+    `assign_languages`). Planned over the whole input, so that every shard of it gets the rows' targets of one run."""
     if assign not in ("each", "uniform"):
         raise ValueError(f"assign {assign!r} is not each or uniform")
     if assign == "each" and keep_english:
         raise ValueError("keep_english applies to assign='uniform' (each row goes to one language)")
-    report = report if report is not None else BuildReport("translate")
-    rows = list(rows)
     languages = [normalize_language(code) for code in languages]
     if assign == "uniform":
-        targets = [[target] for target in assign_languages(len(rows), languages, seed, keep_english)]
-    else:
-        targets = [list(languages)] * len(rows)
+        return [[target] for target in assign_languages(count, languages, seed, keep_english)]
+    return [list(languages)] * count
+
+
+def translate_pairs(pairs, backend, *, mode: str = "conversation", seed: int = 0, model_name: str = "",
+                    report: BuildReport | None = None, chunk_size: int | None = 256):
+    """Yield the translated (and kept-English) rows of `(row, target languages)` pairs, in their order.
+
+    The rows must be schema rows (invalid ones are counted and skipped). `backend(prompts) -> completions` is any
+    callable (TransformersBackend, VLLMBackend or a test double); `chunk_size` (row, language) jobs at a time go to
+    it in one call (all of them with None).
+    """
+    if mode not in ("caption", "conversation"):
+        raise ValueError(f"mode {mode!r} is not caption or conversation")
+    report = report if report is not None else BuildReport("translate")
     jobs = []  # (row, target) pairs still to translate
-    for row, row_targets in zip(rows, targets):
+    for row, row_targets in pairs:
         source = row.get("source") or "input" if isinstance(row, dict) else "input"
         problems = validate_sample(_without_bookkeeping(row)) if isinstance(row, dict) else ["not a dict"]
         if problems:
@@ -170,12 +179,19 @@ def translate_rows(rows, languages, backend, *, mode: str = "conversation", assi
             continue
         for target in row_targets:
             jobs.append((row, target))
-    with tqdm(total=len(jobs), desc="translate", unit="row", dynamic_ncols=True) as progress:
-        for start in range(0, len(jobs), chunk_size):
-            chunk = jobs[start:start + chunk_size]
-            yield from _translate_chunk(chunk, backend, mode, seed, model_name, report)
-            progress.update(len(chunk))
-            progress.set_postfix(skipped=sum(sum(counts.values()) for counts in report.skipped.values()))
+    chunk_size = chunk_size or max(len(jobs), 1)
+    for start in range(0, len(jobs), chunk_size):
+        yield from _translate_chunk(jobs[start:start + chunk_size], backend, mode, seed, model_name, report)
+
+
+def translate_rows(rows, languages, backend, *, mode: str = "conversation", assign: str = "each", seed: int = 0,
+                   keep_english: float = 0.0, model_name: str = "", report: BuildReport | None = None,
+                   chunk_size: int = 256):
+    """`translate_pairs` of `rows` and their `plan_targets`."""
+    rows = list(rows)
+    targets = plan_targets(len(rows), languages, assign=assign, seed=seed, keep_english=keep_english)
+    yield from translate_pairs(zip(rows, targets), backend, mode=mode, seed=seed, model_name=model_name,
+                               report=report, chunk_size=chunk_size)
 
 
 def _translate_chunk(jobs, backend, mode, seed, model_name, report):

@@ -71,8 +71,8 @@ def remux_with_rotation(source_path, path, degrees):
 @pytest.fixture(scope="session")
 def video_files(tmp_path_factory):
     """`clip`: 75-frame H.264 clip (25 fps, B-frames, keyframe every 10); `rotated45` / `90` / `180` / `270`: the
-    same packets with that display rotation; `no_frames`: AVI with a video stream and no frame; `audio_only`: WAV without video
-    stream."""
+    same packets with that display rotation; `no_frames`: AVI with a video stream and no frame; `audio_only`: WAV
+    without video stream."""
     import av
     import numpy as np
 

@@ -611,20 +611,24 @@ ADAPTERS = {
 }
 
 
-def make_adapter(adapter: str, name: str, /, **params) -> Adapter:
-    """Instantiate the adapter named `adapter` for source `name`, with a clear error for unknown names or params."""
+def check_adapter_params(adapter: str, name: str, params) -> None:
+    """ValueError naming source `name` for an unknown adapter or a param the adapter does not take."""
     if adapter not in ADAPTERS:
         raise ValueError(f"source {name!r}: unknown adapter {adapter!r}; known: {sorted(ADAPTERS)}")
-    adapter_class = ADAPTERS[adapter]
     accepted = set()
-    for klass in adapter_class.__mro__:
+    for klass in ADAPTERS[adapter].__mro__:
         if "__init__" in vars(klass):
             accepted |= {p.name for p in inspect.signature(klass.__init__).parameters.values()
                          if p.kind == p.KEYWORD_ONLY}
     unknown = sorted(set(params) - accepted)
     if unknown:
         raise ValueError(f"source {name!r}: adapter {adapter!r} has no params {unknown}; accepted: {sorted(accepted)}")
-    return adapter_class(name, **params)
+
+
+def make_adapter(adapter: str, name: str, /, **params) -> Adapter:
+    """Instantiate the adapter named `adapter` for source `name`, with a clear error for unknown names or params."""
+    check_adapter_params(adapter, name, params)
+    return ADAPTERS[adapter](name, **params)
 
 
 def _ordered_map(function, items, workers: int):

@@ -86,7 +86,8 @@ def read_video_pyav(source, sample_indices_fn=None) -> tuple[np.ndarray, VideoMe
     the last decoded frame.
 
     Frames are returned as displayed: a rotation in the stream's display matrix (e.g. -90 for portrait phone videos)
-    is applied; one that is not a quarter turn (45°) is rounded to the nearest quarter turn, with a warning. Returns `(frames, metadata)`: `frames` is `(len(indices), H, W, 3)` uint8 RGB; `metadata` carries
+    is applied; one that is not a quarter turn (45°) is rounded to the nearest quarter turn, with a warning.
+    Returns `(frames, metadata)`: `frames` is `(len(indices), H, W, 3)` uint8 RGB; `metadata` carries
     `total_num_frames`, `fps`, `duration` (seconds), the displayed `width` and `height` and `frames_indices`.
     Any failure (missing or undecodable file, no video stream, no frame) is a `ValueError` naming the source.
     """

@@ -83,7 +83,8 @@ class SampleMeasure:
             try:
                 size = image_size_from_header(images[0])
             except Exception as error:  # missing file, corrupt header, decompression bomb: name the row, as unpacked
-                raise ValueError(f"sample {row.get('id', '?')!r}: images[0]: {type(error).__name__}: {error}") from error
+                where = f"sample {row.get('id', '?')!r}: images[0]"
+                raise ValueError(f"{where}: {type(error).__name__}: {error}") from error
             pinpoints = processor.image_processor.pinpoints()
             rows, cols = anyres_grid_shape(size, pinpoints, tile_size)
             tokens += image_token_count(size, pinpoints, tile_size, patch_size, newline) - 1

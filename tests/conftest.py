@@ -98,7 +98,8 @@ def video_files(tmp_path_factory):
 @pytest.fixture(scope="session")
 def untrusted_header_videos(tmp_path_factory):
     """Valid videos whose containers store no frame count or rate, or a wrong one: `h264.ts` (75 frames, 25 fps,
-    1 s GOPs, B-frames) and `mpeg2.ts` (75, 25 fps) in MPEG-TS; raw elementary streams `raw.h264` (30 frames at
+    1 s GOPs, B-frames) and `mpeg2.ts` (75, 25 fps) in MPEG-TS; `h264.mkv` (45 frames, 30 fps, millisecond
+    timestamps); raw elementary streams `raw.h264` (30 frames at
     10 fps, no timestamps) and `raw.m2v` (12 frames at 4 fps, read by default at 25); `lying.avi` (8 frames whose
     header claims 2**31 - 1)."""
     import struct
@@ -108,6 +109,7 @@ def untrusted_header_videos(tmp_path_factory):
     files = {
         "h264.ts": write_test_clip(folder / "h264.ts", 75, gop=25),
         "mpeg2.ts": write_test_clip(folder / "mpeg2.ts", 75, gop=25, codec="mpeg2video"),
+        "h264.mkv": write_test_clip(folder / "h264.mkv", 45, fps=30, gop=15),
         "raw.h264": write_test_clip(folder / "raw.h264", 30, fps=10),
         "raw.m2v": write_test_clip(folder / "raw.m2v", 12, fps=4, gop=4, codec="mpeg2video"),
     }

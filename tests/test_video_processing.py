@@ -214,6 +214,7 @@ def decoded_in_order(path):
     [
         ("h264.ts", 75, 25.0),
         ("mpeg2.ts", 75, 25.0),
+        ("h264.mkv", 45, 30.0),
         ("raw.h264", 30, 10.0),
         ("raw.m2v", 12, 4.0),
         ("lying.avi", 8, 25.0),

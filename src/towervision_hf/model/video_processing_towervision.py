@@ -28,6 +28,7 @@ if is_av_available():  # only needed to decode video files; arrays and frame lis
 
 
 MIN_FRAMES_PER_THREAD = 8  # fewer targets than this per thread are not worth a second container
+RATE_TOLERANCE = 0.01  # a header's frame rate within 1 % of the rate measured from timestamps is kept
 
 
 def is_encoded_video(video) -> bool:
@@ -160,7 +161,8 @@ def _stream_timing(open_container, stream) -> tuple[VideoMetadata, tuple[Fractio
     entry per frame). Otherwise the header is unknown or cannot be trusted (MPEG-TS and raw streams store no count,
     an AVI header may claim 2**31 - 1 frames, raw demuxers report a default 25 fps): the frames are counted from the
     packets of a second container (seeking back is unreliable without an index) and the rate is measured from their
-    timestamps, or read from the codec when there are none (raw H.264).
+    timestamps (the header's rate is kept where it agrees within `RATE_TOLERANCE`), or read from the codec when there
+    are none (raw H.264).
     """
     total = stream.frames
     if 0 < total <= len(stream.index_entries):
@@ -172,7 +174,10 @@ def _stream_timing(open_container, stream) -> tuple[VideoMetadata, tuple[Fractio
         total = len(timestamps)
         stamped = sorted({timestamp for timestamp in timestamps if timestamp is not None})
         if len(stamped) > 1:
-            fps = (len(stamped) - 1) / ((stamped[-1] - stamped[0]) * stream.time_base)
+            measured = (len(stamped) - 1) / ((stamped[-1] - stamped[0]) * stream.time_base)
+            header = stream.average_rate
+            # the header's rate where the timestamps agree (millisecond timestamps make 30 fps measure 29.995)
+            fps = header if header and abs(header / measured - 1) < RATE_TOLERANCE else measured
         else:
             fps = stream.guessed_rate or stream.average_rate or Fraction(1)
         start = stamped[0] if stamped else 0

@@ -230,6 +230,9 @@ def test_frames_are_counted_and_timed_when_the_header_is_missing_or_lies(untrust
         assert np.array_equal(frames, expected[indices]), (name, indices)
     assert (metadata.total_num_frames, metadata.fps, metadata.duration) == (total, fps, total / fps)
     assert read_video_pyav(path)[0].shape[0] == total
+    with open(path, "rb") as file:  # the same from bytes (a fetched URL): the format is probed from the content
+        frames, metadata = read_video_pyav(file.read(), lambda metadata: uniform)
+    assert np.array_equal(frames, expected[uniform]) and (metadata.total_num_frames, metadata.fps) == (total, fps)
 
 
 def test_fps_sampling_uses_the_measured_rate_of_a_raw_stream(processor, untrusted_header_videos):

@@ -99,9 +99,8 @@ def video_files(tmp_path_factory):
 def untrusted_header_videos(tmp_path_factory):
     """Valid videos whose containers store no frame count or rate, or a wrong one: `h264.ts` (75 frames, 25 fps,
     1 s GOPs, B-frames) and `mpeg2.ts` (75, 25 fps) in MPEG-TS; `h264.mkv` (45 frames, 30 fps, millisecond
-    timestamps); raw elementary streams `raw.h264` (30 frames at
-    10 fps, no timestamps) and `raw.m2v` (12 frames at 4 fps, read by default at 25); `lying.avi` (8 frames whose
-    header claims 2**31 - 1)."""
+    timestamps); raw elementary streams `raw.h264` (30 frames at 10 fps, no timestamps) and `raw.m2v` (12 frames at
+    4 fps, read by default at 25); `lying.avi` (8 frames whose header claims 2**31 - 1)."""
     import struct
     from pathlib import Path
 

@@ -26,15 +26,19 @@ def tiny_config(tiny_tokenizer):
 # ---- processing: tiny media written with PyAV -------------------------------------------------------------------
 
 
-def write_test_clip(path, num_frames, width=64, height=48, fps=25, gop=10):
-    """An H.264 clip with B-frames, a keyframe exactly every `gop` frames and every frame different."""
+def write_test_clip(path, num_frames, width=64, height=48, fps=25, gop=10, codec="libx264"):
+    """A clip (H.264 with B-frames by default; the container from the file extension) with a keyframe exactly every
+    `gop` frames and every frame different."""
     import av
     import numpy as np
 
-    options = {"x264-params": f"keyint={gop}:min-keyint={gop}:scenecut=0:bframes=3"}
+    if codec == "libx264":
+        options = {"x264-params": f"keyint={gop}:min-keyint={gop}:scenecut=0:bframes=3"}
+    else:
+        options = {"g": str(gop)}
     rows, columns = np.mgrid[0:height, 0:width]
     with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=fps, options=options)
+        stream = container.add_stream(codec, rate=fps, options=options)
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         for index in range(num_frames):
             pixels = np.zeros((height, width, 3), np.uint8)
@@ -66,15 +70,15 @@ def remux_with_rotation(source_path, path, degrees):
 
 @pytest.fixture(scope="session")
 def video_files(tmp_path_factory):
-    """`clip`: 75-frame H.264 clip (25 fps, B-frames, keyframe every 10); `rotated90` / `180` / `270`: the same
-    packets with that display rotation; `no_frames`: AVI with a video stream and no frame; `audio_only`: WAV without video
-    stream."""
+    """`clip`: 75-frame H.264 clip (25 fps, B-frames, keyframe every 10); `rotated45` / `90` / `180` / `270`: the
+    same packets with that display rotation; `no_frames`: AVI with a video stream and no frame; `audio_only`: WAV
+    without video stream."""
     import av
     import numpy as np
 
     folder = tmp_path_factory.mktemp("videos")
     files = {"clip": write_test_clip(folder / "clip.mp4", 75)}
-    for degrees in (90, 180, 270):
+    for degrees in (45, 90, 180, 270):
         files[f"rotated{degrees}"] = remux_with_rotation(files["clip"], folder / f"rotated{degrees}.mp4", degrees)
     files["no_frames"] = str(folder / "no_frames.avi")
     with av.open(files["no_frames"], "w") as container:
@@ -88,6 +92,31 @@ def video_files(tmp_path_factory):
         frame.sample_rate = 8000
         container.mux(stream.encode(frame))
         container.mux(stream.encode())
+    return files
+
+
+@pytest.fixture(scope="session")
+def untrusted_header_videos(tmp_path_factory):
+    """Valid videos whose containers store no frame count or rate, or a wrong one: `h264.ts` (75 frames, 25 fps,
+    1 s GOPs, B-frames) and `mpeg2.ts` (75, 25 fps) in MPEG-TS; `h264.mkv` (45 frames, 30 fps, millisecond
+    timestamps); raw elementary streams `raw.h264` (30 frames at 10 fps, no timestamps) and `raw.m2v` (12 frames at
+    4 fps, read by default at 25); `lying.avi` (8 frames whose header claims 2**31 - 1)."""
+    import struct
+    from pathlib import Path
+
+    folder = tmp_path_factory.mktemp("untrusted_headers")
+    files = {
+        "h264.ts": write_test_clip(folder / "h264.ts", 75, gop=25),
+        "mpeg2.ts": write_test_clip(folder / "mpeg2.ts", 75, gop=25, codec="mpeg2video"),
+        "h264.mkv": write_test_clip(folder / "h264.mkv", 45, fps=30, gop=15),
+        "raw.h264": write_test_clip(folder / "raw.h264", 30, fps=10),
+        "raw.m2v": write_test_clip(folder / "raw.m2v", 12, fps=4, gop=4, codec="mpeg2video"),
+    }
+    avi = bytearray(Path(write_test_clip(folder / "clip.avi", 8, codec="mpeg4")).read_bytes())
+    struct.pack_into("<I", avi, avi.index(b"avih") + 8 + 16, 2**31 - 1)  # main header: dwTotalFrames
+    struct.pack_into("<I", avi, avi.index(b"strh") + 8 + 32, 2**31 - 1)  # stream header: dwLength
+    (folder / "lying.avi").write_bytes(avi)
+    files["lying.avi"] = str(folder / "lying.avi")
     return files
 
 

@@ -82,3 +82,30 @@ def test_giving_up_after_retries_and_hash_mismatch(tmp_path):
         fetcher.fetch("https://example.org/x", sha256="0" * 64)
     assert error.value.reason == "hash_mismatch"
     assert fetcher.fetch("https://example.org/x", sha256=hashlib.sha256(b"content").hexdigest()) == b"content"
+
+
+def test_cut_bodies_and_redirects_off_http_are_dead_links_not_data(tmp_path, media_server):
+    base, routes, requests = media_server
+
+    def cut_short(handler):
+        handler.send_response(200)
+        handler.send_header("Content-Length", "1000")
+        handler.end_headers()
+        handler.wfile.write(b"x" * 10)
+        handler.close_connection = True
+
+    def to_ftp(handler):
+        handler.send_response(301)
+        handler.send_header("Location", "ftp://127.0.0.1/data.png")
+        handler.send_header("Content-Length", "0")
+        handler.end_headers()
+
+    routes.update({"/data-cut.png": cut_short, "/data-to-ftp.png": to_ftp})
+    fetcher = UrlFetcher(tmp_path, retries=1, sleep=lambda seconds: None)
+    with pytest.raises(FetchError, match=rf"{base}/data-cut.png: the body ended after 10 of the 1000 bytes") as error:
+        fetcher.fetch(f"{base}/data-cut.png")
+    assert error.value.reason == "dead_link" and requests.count("/data-cut.png") == 2  # retried once
+    with pytest.raises(FetchError, match=r"data-to-ftp.png: redirected to ftp://127.0.0.1/data.png") as error:
+        fetcher.fetch(f"{base}/data-to-ftp.png")
+    assert error.value.reason == "dead_link" and requests.count("/data-to-ftp.png") == 1  # not retried
+    assert not (tmp_path / "blobs").exists()  # nothing cached

@@ -125,14 +125,68 @@ def test_recipe_errors_name_the_source(tmp_path, sources):
     [
         ({"samples": -5}, r"source 'a': `samples` must be a positive integer \(rows taken\), got -5"),
         ({"samples": 2.5}, r"`samples` must be a positive integer \(rows taken\), got 2.5"),
-        ({"samples": 10, "weight": 0}, "source 'a': `weight` must be a positive number, got 0"),
-        ({"weight": "high"}, "source 'a': `weight` must be a positive number, got 'high'"),
+        ({"samples": 10, "weight": 0}, "source 'a': `weight` must be a positive finite number, got 0"),
+        ({"weight": "high"}, "source 'a': `weight` must be a positive finite number, got 'high'"),
+        ({"weight": math.nan}, "source 'a': `weight` must be a positive finite number, got nan"),
+        ({"weight": math.inf}, "source 'a': `weight` must be a positive finite number, got inf"),
+        ({"samples": 10, "weight": -math.inf}, "source 'a': `weight` must be a positive finite number, got -inf"),
     ],
 )
 def test_bad_counts_and_weights_name_the_field(tmp_path, sources, setting, message):
     source = {"name": "a", "adapter": "local", "params": {"path": str(sources / "a")}, **setting}
     with pytest.raises(ValueError, match=message):
         load_recipe(write_recipe(tmp_path, sources, stages={"main": {"sources": [source]}}))
+
+
+def test_nan_and_inf_weights_written_in_yaml_name_the_source(tmp_path, sources):
+    recipe_path = write_recipe(tmp_path, sources)
+    for spelling in (".nan", ".inf"):
+        recipe_path.write_text(recipe_path.read_text().replace("weight: 3", f"weight: {spelling}"))
+        with pytest.raises(ValueError, match="stage 'main', source 'b': `weight` must be a positive finite number"):
+            load_recipe(recipe_path)
+        recipe_path = write_recipe(tmp_path, sources)
+
+
+def one_source(**changes):
+    """A recipe change: stage `main` with source `a` (reading the `local` folder `path`) changed by `changes`."""
+    return lambda sources: {"stages": {"main": {"sources": [
+        {"name": "a", "adapter": "local", "weight": 5, "params": {"path": str(sources / "a")}, **changes}]}}}
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"langauges": "core"}, r"recipe .*recipe.yaml: unknown key 'langauges'; did you mean 'languages'\?"),
+        ({"media": {"fetch": False, "worker": 2}},
+         r"recipe .*recipe.yaml, media: unknown key 'worker'; did you mean 'workers'\?"),
+        ({"paper": {"tabel": "Table 8"}}, r"recipe .*recipe.yaml, paper: unknown key 'tabel'; did you mean 'table'\?"),
+        ({"stages": {"main": {"sources": [], "sorces": []}}},
+         r"recipe .*recipe.yaml, stage 'main': unknown key 'sorces'; did you mean 'sources'\?"),
+        ({"stages": "main"}, r"recipe .*recipe.yaml, stages: expected a mapping, got 'main'"),
+        ({"switches": ["video"]}, r"recipe .*recipe.yaml, switches: expected a mapping, got \['video'\]"),
+        (one_source(wieght=2),
+         r"recipe 'toy', stage 'main', source 'a': unknown key 'wieght'; did you mean 'weight'\?"),
+        (one_source(paper={"row": "VQAv2", "tags": "public"}),
+         r"recipe 'toy', stage 'main', source 'a', paper: unknown key 'tags'; did you mean 'tag'\?"),
+        (one_source(params={"pth": "x"}),
+         r"recipe 'toy', stage 'main', source 'a': adapter 'local' has no params \['pth'\]"),
+        ({"inputs": {"captions": {"adapter": "local", "param": {}}}},
+         r"recipe .*recipe.yaml, input 'captions': unknown key 'param'; did you mean 'params'\?"),
+        ({"inputs": {"captions": {"adapter": "local", "params": {"pth": "x"}}}},
+         r"recipe .*recipe.yaml, source 'captions': adapter 'local' has no params \['pth'\]"),
+    ],
+)
+def test_unknown_recipe_keys_at_every_level_are_errors_naming_the_nearest_key(tmp_path, sources, changes, message):
+    changes = changes(sources) if callable(changes) else changes
+    with pytest.raises(ValueError, match=message):
+        load_recipe(write_recipe(tmp_path, sources, **changes))
+
+
+def test_a_misspelt_top_level_key_fails_the_build_instead_of_building_every_language(tmp_path, sources, capsys):
+    recipe_path = write_recipe(tmp_path, sources, langauges="core")
+    assert main(["build", str(recipe_path), "--out", str(tmp_path / "built")]) == 2
+    assert "unknown key 'langauges'; did you mean 'languages'?" in capsys.readouterr().err
+    assert not (tmp_path / "built").exists()
 
 
 def test_build_writes_a_dataset_and_the_counts_report(tmp_path, sources, capsys):

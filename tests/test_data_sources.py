@@ -222,6 +222,16 @@ def test_chat_text_only(tmp_path):
     assert rows[0]["images"] == rows[0]["videos"] == []
 
 
+def test_a_folder_written_by_our_tools_opens_without_its_report(tmp_path):
+    from towervision_hf.data.sources import open_table
+
+    rows = [{"conversations": [{"role": "user", "content": f"Hi {i}"}, {"role": "assistant", "content": "Olá!"}],
+             "language": "pt-PT"} for i in range(3)]
+    (tmp_path / "data.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    (tmp_path / "report.json").write_text(json.dumps({"total": 3, "sources": {}}))
+    assert list(open_table(str(tmp_path))) == rows
+
+
 def test_llava_video_normalises_both_placeholders(tmp_path):
     videos = tmp_path / "videos" / "academic_source" / "Charades"
     videos.mkdir(parents=True)

@@ -45,6 +45,19 @@ def trickle(handler):
         time.sleep(0.1)
 
 
+def cut_short(data: bytes, announced: int):
+    """Announces `announced` bytes, sends `data` (fewer), then closes the connection."""
+
+    def respond(handler):
+        handler.send_response(200)
+        handler.send_header("Content-Length", str(announced))
+        handler.end_headers()
+        handler.wfile.write(data)
+        handler.close_connection = True
+
+    return respond
+
+
 def redirect(location: str):
     def respond(handler):
         handler.send_response(302)
@@ -85,6 +98,10 @@ def server(media_server, video_files):
             "/moved.png": redirect("/cat.png"),
             "/busy.png": flaky(503, body(png_bytes())),
             "/broken.png": body(b"these bytes are no image"),
+            "/short.png": cut_short(png_bytes()[:100], len(png_bytes())),
+            "/short.mp4": cut_short(clip[: len(clip) // 2], len(clip)),
+            "/to-ftp.png": redirect("ftp://127.0.0.1/cat.png"),
+            "/hop.png": redirect("/to-ftp.png"),
         }
     )
     return base, requests
@@ -137,6 +154,25 @@ def test_bodies_over_the_size_cap_are_refused(server, path):
     with pytest.raises(UrlFetchError, match=rf"{base}{path}: the body .*over the 1000-byte limit"):
         fetch_url(f"{base}{path}", max_bytes=1000)
     assert len(fetch_url(f"{base}{path}", max_bytes=5000)) == 5000
+
+
+def test_a_body_cut_before_its_content_length_is_an_error_not_data(server):
+    base, requests = server
+    announced = len(png_bytes())
+    sleeps = []
+    with pytest.raises(UrlFetchError, match=rf"{base}/short.png: the body ended after 100 of the {announced} bytes"):
+        fetch_url(f"{base}/short.png", retries=1, sleep=sleeps.append)
+    assert requests.count("/short.png") == 2 and len(sleeps) == 1  # a dropped connection may pass: retried
+
+
+@pytest.mark.parametrize("path", ["/to-ftp.png", "/hop.png"])
+def test_redirects_off_http_are_refused_naming_both_urls(server, path):
+    base, requests = server
+    redirecting = "" if path == "/to-ftp.png" else f"{base}/to-ftp.png "
+    message = rf"Could not fetch {base}{path}: {redirecting}redirected to ftp://127.0.0.1/cat.png; only http://"
+    with pytest.raises(UrlFetchError, match=message):
+        fetch_url(f"{base}{path}", retries=2, sleep=pytest.fail)  # a redirect off http(s) cannot change: no retry
+    assert requests.count(path) == 1
 
 
 def test_connection_refused_names_the_url():
@@ -210,3 +246,5 @@ def test_bad_video_urls_raise_value_errors_naming_them(processor, server):
         processor.video_processor(f"{base}/gone.mp4")
     with pytest.raises(ValueError, match=rf"Video {base}/broken.png could not be opened as a video"):
         processor.video_processor(f"{base}/broken.png")
+    with pytest.raises(ValueError, match=rf"Could not fetch {base}/short.mp4: the body ended after"):
+        processor.video_processor(f"{base}/short.mp4")

@@ -75,6 +75,36 @@ def test_measure_matches_the_collated_length_and_tiles_without_decoding(processo
     assert image_size_from_header(jpeg_entry(60, 150, orientation=6)) == (150, 60)
 
 
+def bomb_png_bytes(side=100_000):
+    """A PNG whose header claims `side` x `side` pixels (a decompression bomb), with almost no pixel data."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", side, side, 8, 2, 0, 0, 0)  # RGB, 8 bits
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
+
+
+@pytest.mark.parametrize(
+    "entry, error",
+    [
+        ({"bytes": b"these bytes are no image", "path": None, "url": None}, "UnidentifiedImageError"),
+        ({"bytes": None, "path": "/nonexistent/picture.png", "url": None}, "FileNotFoundError"),
+        ({"bytes": bomb_png_bytes(), "path": None, "url": None}, "DecompressionBombError"),
+    ],
+)
+def test_a_bad_image_met_while_measuring_names_the_row_as_unpacked_training_does(processor, entry, error):
+    row = {"id": "bad-row", "images": [entry], "videos": [],
+           "messages": [turn("user", IMAGE, "Describe."), turn("assistant", "Noise.")]}
+    message = rf"sample 'bad-row': images\[0\]: {error}: "
+    with pytest.raises(ValueError, match=message):
+        TowerVisionCollator(processor).conversation(copy.deepcopy(row))  # the unpacked path
+    with pytest.raises(ValueError, match=message):
+        list(Packer(SampleMeasure(processor, 4), max_length=4096).pack([row]))
+
+
 def test_first_fit_decreasing_fills_rows_without_splitting_or_losing_samples():
     rng = np.random.default_rng(0)
     costs = [(int(t), int(v)) for t, v in zip(rng.integers(10, 100, 200), rng.integers(0, 8, 200))]

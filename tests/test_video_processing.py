@@ -198,3 +198,54 @@ def test_display_rotation_is_applied(degrees, video_files, all_frames):
     assert (metadata.height, metadata.width) == frames.shape[1:3]
     if degrees == 90:  # counter-clockwise: the top-left pixel ends at the bottom-left
         assert np.array_equal(frames[0, -1, 0], all_frames[0, 0, 0])
+
+
+# ---- containers whose headers are missing or lie ---------------------------------------------------------------
+
+
+def decoded_in_order(path):
+    """Every frame of `path` in presentation order (a plain decode from the start): frame `i` is the `i`-th."""
+    with av.open(path) as container:
+        return np.stack([frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)])
+
+
+@pytest.mark.parametrize(
+    "name, total, fps",
+    [
+        ("h264.ts", 75, 25.0),
+        ("mpeg2.ts", 75, 25.0),
+        ("h264.mkv", 45, 30.0),
+        ("raw.h264", 30, 10.0),
+        ("raw.m2v", 12, 4.0),
+        ("lying.avi", 8, 25.0),
+    ],
+)
+def test_frames_are_counted_and_timed_when_the_header_is_missing_or_lies(untrusted_header_videos, name, total, fps):
+    path = untrusted_header_videos[name]
+    expected = decoded_in_order(path)
+    assert len(expected) == total
+    uniform = np.linspace(0, total - 1, 12).round().astype(np.int64)  # 75 frames: [0, 7, 13, 20, ...]
+    for indices in (uniform, [0, total // 3, total // 3 + 1, total - 1], list(range(total))):
+        frames, metadata = read_video_pyav(path, lambda metadata, chosen=indices: chosen)
+        assert np.array_equal(frames, expected[indices]), (name, indices)
+    assert (metadata.total_num_frames, metadata.fps, metadata.duration) == (total, fps, total / fps)
+    assert read_video_pyav(path)[0].shape[0] == total
+    with open(path, "rb") as file:  # the same from bytes (a fetched URL): the format is probed from the content
+        frames, metadata = read_video_pyav(file.read(), lambda metadata: uniform)
+    assert np.array_equal(frames, expected[uniform]) and (metadata.total_num_frames, metadata.fps) == (total, fps)
+
+
+def test_fps_sampling_uses_the_measured_rate_of_a_raw_stream(processor, untrusted_header_videos):
+    out = processor(untrusted_header_videos["raw.m2v"], fps=2)  # 12 frames at 4 fps: 3 s, 6 frames at 2 fps
+    assert out.video_metadata[0].fps == 4.0
+    assert out.video_metadata[0].frames_indices.tolist() == np.linspace(0, 11, 6).round().astype(int).tolist()
+
+
+def test_a_rotation_that_is_not_a_quarter_turn_warns_once_per_video(video_files, all_frames):
+    path = video_files["rotated45"]
+    indices = np.linspace(0, 74, 32).round().astype(np.int64)  # enough targets for parallel decoding
+    with pytest.warns(UserWarning) as caught:
+        frames, _ = read_video_pyav(path, lambda metadata: indices)
+    message = f"Video file {path} has a display rotation of 45°, which is not a quarter turn: its frames are turned"
+    assert [str(warning.message) for warning in caught] == [f"{message} by 0° counter-clockwise"]
+    assert np.array_equal(frames, all_frames[indices])

@@ -26,13 +26,29 @@ def media_extension(data: bytes) -> str:
     return next((extension for magic, extension in _MAGIC if data.startswith(magic)), ".bin")
 
 
+def data_files_in(folder) -> list[Path]:
+    """The `data*.jsonl` files directly inside `folder`, sorted: the rows our tools write (not their `report.json`,
+    `rejected.jsonl` or media)."""
+    return sorted(Path(folder).glob("data*.jsonl"))
+
+
+def resolve_media_paths(row: dict, folder) -> dict:
+    """`row` with the relative `path`s of its image and video entries made absolute against `folder` (the folder of
+    the JSONL file it was read from); absolute paths, bytes and URLs are kept."""
+    for column in ("images", "videos"):
+        for entry in row.get(column) or []:
+            if isinstance(entry, dict) and entry.get("path") and not os.path.isabs(entry["path"]):
+                entry["path"] = str((Path(folder) / entry["path"]).resolve())
+    return row
+
+
 def jsonl_files(path) -> list[Path]:
     """`path` itself when it is a file, else the `data*.jsonl` files directly inside the folder, sorted."""
     path = Path(path)
     if path.is_file():
         return [path]
     if path.is_dir():
-        files = sorted(path.glob("data*.jsonl"))
+        files = data_files_in(path)
         if files:
             return files
         raise FileNotFoundError(f"no data*.jsonl file in {path}")
@@ -57,12 +73,7 @@ def read_jsonl(path, resolve_media: bool = True):
                 if not isinstance(row, dict):
                     yield {MALFORMED_KEY: f"{file.name}:{line_number}: a JSON {type(row).__name__}, not an object"}
                     continue
-                if resolve_media:
-                    for column in ("images", "videos"):
-                        for entry in row.get(column) or []:
-                            if isinstance(entry, dict) and entry.get("path") and not os.path.isabs(entry["path"]):
-                                entry["path"] = str((file.parent / entry["path"]).resolve())
-                yield row
+                yield resolve_media_paths(row, file.parent) if resolve_media else row
 
 
 def _portable_entry(entry: dict, out_dir: Path, media_dir: Path, root: Path, bring_media: bool = False) -> dict:

@@ -21,6 +21,10 @@ Recipe YAML (see recipes/data/visionblocks.yaml)::
       pixmo_cap_en: {adapter: pixmo_cap, params: {}}
     paper: {table: Table 8, total: 6313286}   # optional: the paper's printed totals, for `build --dry-run`
 
+Every mapping is checked: an unknown key at any level (a misspelt `langauges:`, a source's `wieght:`, an adapter
+param the adapter does not take) is an error naming where it is and the nearest known key, and weights must be
+finite and positive.
+
 Interleaving draws the next source with probability proportional to its weight among the sources not yet exhausted
 (random.Random(seed)), so the first rows of a build follow the weights and a full build uses every row once.
 `samples` counts rows kept after the language filter, so switching `languages` (all / core) keeps every source's
@@ -29,6 +33,7 @@ short is reported after the build.
 """
 
 import difflib
+import math
 import random
 import shutil
 import tempfile
@@ -42,7 +47,7 @@ from .fetch import UrlFetcher
 from .languages import resolve_language_set
 from .report import BuildReport
 from .schema import to_features
-from .sources import iter_samples, make_adapter
+from .sources import check_adapter_params, iter_samples, make_adapter
 
 
 @dataclass
@@ -83,7 +88,33 @@ class Recipe:
 
 _MEDIA_DEFAULTS = {"fetch": True, "embed_local": False, "workers": 8, "cache_dir": None}
 PAPER_TAGS = {"public": "Public Data", "synthetic": "Synthetic (Generated)", "translated": "Translated (Augmented)"}
+# The keys a recipe may hold, per level (`switches` are the recipe's own: `when` may name only those)
 RECIPE_KEYS = ("name", "seed", "languages", "switches", "media", "stages", "sources", "inputs", "paper")
+RECIPE_PAPER_KEYS = ("table", "total", "english", "multilingual")
+STAGE_KEYS = ("sources",)
+SOURCE_KEYS = ("name", "adapter", "params", "samples", "weight", "when", "paper")
+SOURCE_PAPER_KEYS = ("row", "category", "tag")
+INPUT_KEYS = ("adapter", "params", "samples")
+
+
+def _unknown_key_hint(key, known, prefix: str = "") -> str:
+    """`did you mean 'languages'?` for the known key nearest to `key` (with `prefix.`), else the known keys."""
+    options = [str(option) for option in known]
+    nearest = difflib.get_close_matches(str(key), options, n=1)
+    return f"did you mean {'.'.join(filter(None, [prefix, nearest[0]]))!r}?" if nearest else f"known: {options}"
+
+
+def _check_mapping(value, where: str) -> None:
+    if not isinstance(value, dict):
+        raise ValueError(f"{where}: expected a mapping, got {value!r:.120}")
+
+
+def _check_keys(mapping, known, where: str) -> None:
+    """ValueError naming `where`, the first key of `mapping` not in `known` and the nearest known key."""
+    _check_mapping(mapping, where)
+    for key in mapping:
+        if key not in known:
+            raise ValueError(f"{where}: unknown key {key!r}; {_unknown_key_hint(key, known)}")
 
 
 def _check_override_key(config: dict, key: str, assignment: str) -> None:
@@ -95,11 +126,7 @@ def _check_override_key(config: dict, key: str, assignment: str) -> None:
         if not isinstance(known, dict):
             raise ValueError(f"--set {assignment!r}: {'.'.join(parts[:depth])!r} is not a mapping in the recipe")
         if part not in known:
-            options = [str(option) for option in known]
-            nearest = difflib.get_close_matches(part, options, n=1)
-            prefix = ".".join(parts[:depth])
-            suggestion = ".".join(filter(None, [prefix, nearest[0]])) if nearest else None
-            hint = f"did you mean {suggestion!r}?" if suggestion else f"known: {options}"
+            hint = _unknown_key_hint(part, known, prefix=".".join(parts[:depth]))
             raise ValueError(f"--set {assignment!r}: unknown key {'.'.join(parts[: depth + 1])!r}; {hint}")
         known = known[part]
 
@@ -131,13 +158,22 @@ def _with_language_set(value, language_set: str):
     return value
 
 
+def _check_params(where: str, adapter: str, name: str, params) -> None:
+    """The adapter exists and takes every key of `params` (checked when the recipe loads, before any build)."""
+    _check_mapping(params, f"{where}, source {name!r}, params")
+    try:
+        check_adapter_params(adapter, name, params)
+    except ValueError as error:
+        raise ValueError(f"{where}, {error}") from None
+
+
 def _source_spec(recipe_name: str, stage: str, entry: dict, switches: dict, language_set: str = "all") -> SourceSpec:
     where = f"recipe {recipe_name!r}, stage {stage!r}"
     if not isinstance(entry, dict) or "name" not in entry or "adapter" not in entry:
         raise ValueError(f"{where}: every source needs a name and an adapter, got {entry!r:.120}")
-    unknown = set(entry) - {"name", "adapter", "params", "samples", "weight", "when", "paper"}
-    if unknown:
-        raise ValueError(f"{where}, source {entry['name']!r}: unknown keys {sorted(unknown)}")
+    _check_keys(entry, SOURCE_KEYS, f"{where}, source {entry['name']!r}")
+    _check_keys(entry.get("paper") or {}, SOURCE_PAPER_KEYS, f"{where}, source {entry['name']!r}, paper")
+    _check_params(where, entry["adapter"], entry["name"], entry.get("params") or {})
     spec = SourceSpec(
         name=entry["name"], adapter=entry["adapter"],
         params=_with_language_set(dict(entry.get("params") or {}), language_set),
@@ -148,9 +184,11 @@ def _source_spec(recipe_name: str, stage: str, entry: dict, switches: dict, lang
         raise ValueError(f"{where}, source {spec.name!r}: paper.tag must be one of {sorted(PAPER_TAGS)}")
     if spec.samples is None and spec.weight is None:
         raise ValueError(f"{where}, source {spec.name!r}: give `samples` (row count) or `weight`")
-    for key, kind, types in (("samples", "integer (rows taken)", int), ("weight", "number", (int, float))):
+    for key, kind, types in (("samples", "integer (rows taken)", int), ("weight", "finite number", (int, float))):
         value = getattr(spec, key)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, types) or value <= 0):
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, types) or not math.isfinite(value) or value <= 0
+        ):
             raise ValueError(f"{where}, source {spec.name!r}: `{key}` must be a positive {kind}, got {value!r}")
     for switch, value in spec.when.items():
         if switch not in switches:
@@ -166,6 +204,10 @@ def load_recipe(path, overrides=()) -> Recipe:
         raise ValueError(f"recipe {path}: expected a mapping at the top level")
     for assignment in overrides:
         _apply_override(config, assignment)
+    _check_keys(config, RECIPE_KEYS, f"recipe {path}")
+    _check_keys(config.get("media") or {}, _MEDIA_DEFAULTS, f"recipe {path}, media")
+    _check_keys(config.get("paper") or {}, RECIPE_PAPER_KEYS, f"recipe {path}, paper")
+    _check_mapping(config.get("switches") or {}, f"recipe {path}, switches")
     name = config.get("name") or Path(path).stem
     switches = dict(config.get("switches") or {})
     language_spec = config.get("languages", "all")
@@ -174,7 +216,10 @@ def load_recipe(path, overrides=()) -> Recipe:
     if not raw_stages:
         raise ValueError(f"recipe {path}: needs `stages` (or a top-level `sources` list)")
     stages = {}
+    _check_mapping(raw_stages, f"recipe {path}, stages")
     for stage, body in raw_stages.items():
+        if isinstance(body, dict):
+            _check_keys(body, STAGE_KEYS, f"recipe {path}, stage {stage!r}")
         entries = body.get("sources") if isinstance(body, dict) else None
         if not entries:
             raise ValueError(f"recipe {path}: stage {stage!r} has no sources")
@@ -183,14 +228,15 @@ def load_recipe(path, overrides=()) -> Recipe:
         if len(set(names)) != len(names):
             raise ValueError(f"recipe {path}: stage {stage!r} has duplicate source names {names}")
     inputs = {}
-    for input_name, entry in (config.get("inputs") or {}).items():
-        if not isinstance(entry, dict) or "adapter" not in entry or set(entry) - {"adapter", "params", "samples"}:
-            raise ValueError(f"recipe {path}: input {input_name!r} needs an adapter and takes params and samples only")
+    raw_inputs = config.get("inputs") or {}
+    _check_mapping(raw_inputs, f"recipe {path}, inputs")
+    for input_name, entry in raw_inputs.items():
+        _check_keys(entry, INPUT_KEYS, f"recipe {path}, input {input_name!r}")
+        if "adapter" not in entry:
+            raise ValueError(f"recipe {path}: input {input_name!r} needs an adapter")
+        _check_params(f"recipe {path}", entry["adapter"], input_name, entry.get("params") or {})
         inputs[input_name] = SourceSpec(name=input_name, adapter=entry["adapter"], samples=entry.get("samples"),
                                         params=_with_language_set(dict(entry.get("params") or {}), language_set))
-    unknown_media = set(config.get("media") or {}) - set(_MEDIA_DEFAULTS)
-    if unknown_media:
-        raise ValueError(f"recipe {path}: unknown media options {sorted(unknown_media)}")
     return Recipe(
         name=name,
         stages=stages,

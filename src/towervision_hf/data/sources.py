@@ -22,7 +22,7 @@ from pathlib import Path
 from PIL import Image
 
 from .fetch import FetchError
-from .jsonl import MALFORMED_KEY, read_jsonl
+from .jsonl import MALFORMED_KEY, data_files_in, read_jsonl
 from .languages import normalize_language
 from .prompts import caption_prompt
 from .schema import COLUMNS, image_block, make_sample, media, message, text_block, validate_sample, video_block
@@ -59,8 +59,9 @@ _TABLE_BUILDERS = {".parquet": "parquet", ".json": "json", ".jsonl": "json", ".c
 def open_table(path: str, name: str | None = None, split: str = "train", data_files=None, streaming: bool = False):
     """A `datasets` (Iterable)Dataset for a Hub id or local files, with image/video columns left undecoded.
 
-    Local files are always streamed (no cache copy); a folder written by `save_to_disk` (a `Dataset`, or the split
-    `split` of a `DatasetDict`) is loaded from disk.
+    Local files are always streamed (no cache copy); a folder of our tools' `data*.jsonl` files reads those only (not
+    their `report.json`); a folder written by `save_to_disk` (a `Dataset`, or the split `split` of a `DatasetDict`)
+    is loaded from disk.
     """
     from datasets import Image as ImageFeature
     from datasets import List, load_dataset
@@ -72,7 +73,10 @@ def open_table(path: str, name: str | None = None, split: str = "train", data_fi
         if source_kind(path) == "save_to_disk":
             dataset = load_split(path, split)
         else:
-            files = [local] if local.is_file() else sorted(f for f in local.rglob("*") if f.suffix in _TABLE_BUILDERS)
+            # a folder written by our tools: its data*.jsonl files (not its report.json); else every table file
+            files = [local] if local.is_file() else data_files_in(local) or sorted(
+                f for f in local.rglob("*") if f.suffix in _TABLE_BUILDERS
+            )
             builders = {_TABLE_BUILDERS.get(f.suffix) for f in files}
             if len(builders) != 1 or None in builders:
                 raise SchemaError(
@@ -611,20 +615,24 @@ ADAPTERS = {
 }
 
 
-def make_adapter(adapter: str, name: str, /, **params) -> Adapter:
-    """Instantiate the adapter named `adapter` for source `name`, with a clear error for unknown names or params."""
+def check_adapter_params(adapter: str, name: str, params) -> None:
+    """ValueError naming source `name` for an unknown adapter or a param the adapter does not take."""
     if adapter not in ADAPTERS:
         raise ValueError(f"source {name!r}: unknown adapter {adapter!r}; known: {sorted(ADAPTERS)}")
-    adapter_class = ADAPTERS[adapter]
     accepted = set()
-    for klass in adapter_class.__mro__:
+    for klass in ADAPTERS[adapter].__mro__:
         if "__init__" in vars(klass):
             accepted |= {p.name for p in inspect.signature(klass.__init__).parameters.values()
                          if p.kind == p.KEYWORD_ONLY}
     unknown = sorted(set(params) - accepted)
     if unknown:
         raise ValueError(f"source {name!r}: adapter {adapter!r} has no params {unknown}; accepted: {sorted(accepted)}")
-    return adapter_class(name, **params)
+
+
+def make_adapter(adapter: str, name: str, /, **params) -> Adapter:
+    """Instantiate the adapter named `adapter` for source `name`, with a clear error for unknown names or params."""
+    check_adapter_params(adapter, name, params)
+    return ADAPTERS[adapter](name, **params)
 
 
 def _ordered_map(function, items, workers: int):

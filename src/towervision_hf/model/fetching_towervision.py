@@ -3,8 +3,9 @@
 
 This is the one remote-code file allowed network access (`towervision_hf.hub.remote_code` audits that no other
 does): plain HTTP(S) GETs with `urllib`, a timeout per attempt, a size cap, a few retries with exponential backoff
-for failures that may pass (timeouts, connection errors, HTTP 408 / 429 / 5xx), and redirects followed. Every
-failure is a `UrlFetchError` (a `ValueError`) naming the URL and the HTTP status or the network error.
+for failures that may pass (timeouts, connection errors, bodies cut short, HTTP 408 / 429 / 5xx), and redirects
+followed while they stay on http(s). A body must be whole: one that ends before its `Content-Length` is an error.
+Every failure is a `UrlFetchError` (a `ValueError`) naming the URL and the HTTP status or the network error.
 """
 
 import http.client
@@ -32,14 +33,29 @@ class UrlFetchError(ValueError):
         self.url, self.detail, self.status, self.retryable = url, detail, status, retryable
 
 
+class _HttpRedirectsOnly(urllib.request.HTTPRedirectHandler):
+    """Follows redirects to http:// and https:// URLs only (the standard handler also follows ftp://)."""
+
+    def redirect_request(self, request, response, code, message, headers, new_url):
+        if not is_url(new_url):
+            response.close()
+            raise UrlFetchError(
+                request.full_url, f"redirected to {new_url}; only http:// and https:// URLs are fetched"
+            )
+        return super().redirect_request(request, response, code, message, headers, new_url)
+
+
+_OPENER = urllib.request.build_opener(_HttpRedirectsOnly)
+
+
 def fetch_once(url: str, timeout: float = TIMEOUT, max_bytes: int = MAX_BYTES) -> bytes:
-    """The body at `url` after one GET (redirects followed), or a `UrlFetchError`."""
+    """The body at `url` after one GET (http(s) redirects followed), or a `UrlFetchError`."""
     if not is_url(url):
         raise UrlFetchError(url, "only http:// and https:// URLs are fetched")
     deadline = time.monotonic() + timeout
     request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
+        with _OPENER.open(request, timeout=timeout) as response:
             declared = response.headers.get("Content-Length")
             if declared and declared.isdigit() and int(declared) > max_bytes:
                 raise UrlFetchError(url, f"the body ({declared} bytes) is over the {max_bytes}-byte limit")
@@ -51,6 +67,14 @@ def fetch_once(url: str, timeout: float = TIMEOUT, max_bytes: int = MAX_BYTES) -
                     raise UrlFetchError(url, f"the body is over the {max_bytes}-byte limit")
                 if time.monotonic() > deadline:
                     raise UrlFetchError(url, f"timed out after {timeout:g} s", retryable=True)
+            if response.length:  # bytes announced by Content-Length that never came: the connection closed early
+                detail = f"the body ended after {size} of the {declared} bytes its Content-Length announces"
+                raise UrlFetchError(url, detail, retryable=True)
+    except UrlFetchError as error:
+        if error.url == url:
+            raise
+        # raised by the redirect handler for a URL further down the redirect chain
+        raise UrlFetchError(url, f"{error.url} {error.detail}", error.status, error.retryable) from None
     except urllib.error.HTTPError as error:
         status = error.code
         raise UrlFetchError(url, f"HTTP {status} {error.reason}", status, status in RETRYABLE_STATUSES) from None

@@ -9,6 +9,7 @@ import functools
 import io
 import itertools
 import os
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from fractions import Fraction
 
@@ -27,6 +28,7 @@ if is_av_available():  # only needed to decode video files; arrays and frame lis
 
 
 MIN_FRAMES_PER_THREAD = 8  # fewer targets than this per thread are not worth a second container
+RATE_TOLERANCE = 0.01  # a header's frame rate within 1 % of the rate measured from timestamps is kept
 
 
 def is_encoded_video(video) -> bool:
@@ -75,14 +77,18 @@ def read_video_pyav(source, sample_indices_fn=None) -> tuple[np.ndarray, VideoMe
     `source` is a local path, encoded bytes or an http(s) URL (fetched first with `fetching_towervision.fetch_url`).
 
     Frame `i` is the frame shown at time `i / fps` from the start of the stream (for constant-frame-rate video, the
-    `i`-th frame). Only what is needed is decoded: the decoder jumps to the keyframe before a target when the
-    container's index shows one between the current position and the target, and non-reference frames before a
-    target are skipped. With an index, consecutive groups of targets are decoded in parallel threads (one container
-    each; PyAV decodes without the GIL). If the header over-counts frames, targets past the end get the last decoded
-    frame.
+    `i`-th frame). Headers are trusted only when the container's index confirms them (see `_stream_timing`): other
+    streams (MPEG-TS, raw `.h264` / `.m2v`, a header claiming more frames than the file holds) have their packets
+    counted and their rate measured from their timestamps; frames without timestamps are timed by their count.
+    Only what is needed is decoded: the decoder jumps to the keyframe before a target when the container's index
+    shows one between the current position and the target (a stream without index is decoded from its start), and
+    non-reference frames before a target are skipped. With an index, consecutive groups of targets are decoded in
+    parallel threads (one container each; PyAV decodes without the GIL). Targets past the last decodable frame get
+    the last decoded frame.
 
     Frames are returned as displayed: a rotation in the stream's display matrix (e.g. -90 for portrait phone videos)
-    is applied. Returns `(frames, metadata)`: `frames` is `(len(indices), H, W, 3)` uint8 RGB; `metadata` carries
+    is applied; one that is not a quarter turn (45°) is rounded to the nearest quarter turn, with a warning.
+    Returns `(frames, metadata)`: `frames` is `(len(indices), H, W, 3)` uint8 RGB; `metadata` carries
     `total_num_frames`, `fps`, `duration` (seconds), the displayed `width` and `height` and `frames_indices`.
     Any failure (missing or undecodable file, no video stream, no frame) is a `ValueError` naming the source.
     """
@@ -107,7 +113,7 @@ def read_video_pyav(source, sample_indices_fn=None) -> tuple[np.ndarray, VideoMe
             if not container.streams.video:
                 raise ValueError(f"{name} has no video stream")
             stream = container.streams.video[0]
-            metadata, fps = _stream_metadata(container, stream)
+            metadata, timing = _stream_timing(open_container, stream)
             if metadata.total_num_frames < 1:
                 raise ValueError(f"{name} contains no video frames")
             indices = (
@@ -119,17 +125,25 @@ def read_video_pyav(source, sample_indices_fn=None) -> tuple[np.ndarray, VideoMe
             targets = np.unique(indices)
             seekable = any(entry.is_keyframe for entry in stream.index_entries)
             workers = min(os.cpu_count() or 1, len(targets) // MIN_FRAMES_PER_THREAD) if seekable else 1
+            odd_rotations = set()  # display rotations that are not quarter turns, filled by the decoding threads
             if workers <= 1:
-                decoded = _decode_targets(container, targets, fps)
+                decoded = _decode_targets(container, targets, timing, odd_rotations)
             else:
                 with ThreadPoolExecutor(max_workers=workers) as pool:
                     parts = pool.map(
-                        lambda group: _decode_targets(open_container(), group, fps, close=True),
+                        lambda group: _decode_targets(open_container(), group, timing, odd_rotations, close=True),
                         np.array_split(targets, workers),
                     )
                     decoded = [frame for part in parts for frame in part]
     except av.FFmpegError as error:
         raise ValueError(f"{name} could not be decoded: {error}") from error
+    for rotation in sorted(odd_rotations):
+        turned = round(rotation / 90) % 4 * 90
+        warnings.warn(
+            f"{name} has a display rotation of {rotation:g}°, which is not a quarter turn: its frames are turned by "
+            f"{turned}° counter-clockwise",
+            stacklevel=2,
+        )
     # targets past the end of an over-counted stream get the last decoded frame
     decoded = list(itertools.accumulate(decoded, lambda previous, frame: previous if frame is None else frame))
     if decoded[0] is None:
@@ -140,14 +154,33 @@ def read_video_pyav(source, sample_indices_fn=None) -> tuple[np.ndarray, VideoMe
     return frames, metadata
 
 
-def _stream_metadata(container, stream) -> tuple[VideoMetadata, Fraction]:
-    """Frame count, rate and size from the headers; the frame count is counted from packets when not stored."""
-    fps = stream.average_rate or stream.guessed_rate or stream.base_rate or Fraction(1)
+def _stream_timing(open_container, stream) -> tuple[VideoMetadata, tuple[Fraction, int]]:
+    """The stream's metadata and `(fps, first timestamp)`.
+
+    The header's frame count and rate are used when the container's index confirms the count (MP4, indexed AVI: an
+    entry per frame). Otherwise the header is unknown or cannot be trusted (MPEG-TS and raw streams store no count,
+    an AVI header may claim 2**31 - 1 frames, raw demuxers report a default 25 fps): the frames are counted from the
+    packets of a second container (seeking back is unreliable without an index) and the rate is measured from their
+    timestamps (the header's rate is kept where it agrees within `RATE_TOLERANCE`), or read from the codec when there
+    are none (raw H.264).
+    """
     total = stream.frames
-    if not total:
-        total = sum(1 for packet in container.demux(stream) if packet.size)
-        if total:
-            container.seek(0)
+    if 0 < total <= len(stream.index_entries):
+        fps = stream.average_rate or stream.guessed_rate or stream.base_rate or Fraction(1)
+        start = stream.start_time or 0
+    else:
+        with open_container() as counting:
+            timestamps = [packet.pts for packet in counting.demux(counting.streams.video[0]) if packet.size]
+        total = len(timestamps)
+        stamped = sorted({timestamp for timestamp in timestamps if timestamp is not None})
+        if len(stamped) > 1:
+            measured = (len(stamped) - 1) / ((stamped[-1] - stamped[0]) * stream.time_base)
+            header = stream.average_rate
+            # the header's rate where the timestamps agree (millisecond timestamps make 30 fps measure 29.995)
+            fps = header if header and abs(header / measured - 1) < RATE_TOLERANCE else measured
+        else:
+            fps = stream.guessed_rate or stream.average_rate or Fraction(1)
+        start = stamped[0] if stamped else 0
     metadata = VideoMetadata(
         total_num_frames=int(total),
         fps=float(fps),
@@ -156,17 +189,22 @@ def _stream_metadata(container, stream) -> tuple[VideoMetadata, Fraction]:
         height=stream.codec_context.height,
         video_backend="pyav",
     )
-    return metadata, Fraction(fps)
+    return metadata, (Fraction(fps), start)
 
 
-def _decode_targets(container, targets: np.ndarray, fps: Fraction, close: bool = False) -> list[np.ndarray | None]:
+def _decode_targets(
+    container, targets: np.ndarray, timing: tuple[Fraction, int], odd_rotations: set, close: bool = False
+) -> list[np.ndarray | None]:
     """RGB frames at the sorted frame indices `targets` of the container's first video stream; `None` for targets
-    past the end of the stream when this container decoded nothing before them."""
+    past the end of the stream when this container decoded nothing before them. Display rotations that are not
+    quarter turns are added to `odd_rotations`."""
     try:
-        reader = _FrameReader(container, container.streams.video[0], fps)
+        reader = _FrameReader(container, container.streams.video[0], *timing)
         frames, rotations = [], {}
         for index in targets:
             frame = reader.frame_at(int(index))
+            if frame is not None and frame.rotation % 90:
+                odd_rotations.add(frame.rotation)
             frames.append(None if frame is None else displayed_pixels(frame, rotations))
         return frames
     finally:
@@ -205,29 +243,32 @@ def _rotation_graph(frame, filters):
 class _FrameReader:
     """Walks a video stream forward to increasing frame indices, seeking only when a keyframe lies in between."""
 
-    def __init__(self, container, stream, fps: Fraction):
+    def __init__(self, container, stream, fps: Fraction, start: int):
         self.container, self.stream, self.codec = container, stream, stream.codec_context
         self.ticks_per_frame = 1 / (fps * stream.time_base)
-        self.start = stream.start_time or 0
+        self.start = start
         # index timestamps (decode timestamps for some containers): only used to decide when seeking pays off
         self.keyframes = sorted(entry.timestamp for entry in stream.index_entries if entry.is_keyframe)
         self.frames = None  # decoded frames in presentation order since the last seek
         self.last = None  # last decoded frame
         self.lower = None  # smallest timestamp accepted for the current target
+        self.decoded = 0  # frames decoded since the start of the stream, while no seek happened
 
     def frame_at(self, index: int):
         """The frame shown at `index / fps` (within half a frame), or the last decoded one if the stream ends."""
         self.lower = self.start + (index - Fraction(1, 2)) * self.ticks_per_frame
-        if self.frames is None or self._keyframe_before_target():
+        if self.frames is None and not self.keyframes:  # no index to seek with: decode from the start
+            self.frames = self._decode()
+        elif self.frames is None or self._keyframe_before_target():
             self._seek()
         for frame in self.frames:
             self.last = frame
-            if frame.pts is None or frame.pts >= self.lower:
+            if frame.pts >= self.lower:
                 break
         return self.last
 
     def _keyframe_before_target(self) -> bool:
-        if self.last is None or self.last.pts is None:
+        if self.last is None:
             return False
         position = bisect.bisect_right(self.keyframes, self.last.pts)
         return position < len(self.keyframes) and self.keyframes[position] <= self.lower
@@ -240,7 +281,7 @@ class _FrameReader:
             self.container.seek(max(int(target), self.start), stream=self.stream, backward=True, any_frame=False)
             self.frames = self._decode()
             first = next(self.frames, None)
-            if first is None or first.pts is None or first.pts <= self.lower or target <= self.start:
+            if first is None or first.pts <= self.lower or target <= self.start:
                 break
             target, backoff = target - backoff, backoff * 2
         if first is not None:
@@ -251,7 +292,11 @@ class _FrameReader:
             # frames before the target that no other frame references need not be decoded at all
             before_target = packet.pts is not None and packet.pts < self.lower
             self.codec.skip_frame = "NONREF" if before_target else "DEFAULT"
-            yield from packet.decode()
+            for frame in packet.decode():
+                if frame.pts is None:  # raw streams carry no timestamps (and no index: never sought): time by count
+                    frame.pts = round(self.start + self.decoded * self.ticks_per_frame)
+                self.decoded += 1
+                yield frame
 
 
 class TowerVisionVideoProcessor(LlavaOnevisionVideoProcessor):

@@ -80,7 +80,12 @@ class SampleMeasure:
             tokens += len(images) * (single_tile_token_count(tile_size, patch_size, use_image_newline=False) - 1)
             tiles = len(images)
         elif len(images) == 1:  # tiled: thumbnail + grid
-            size, pinpoints = image_size_from_header(images[0]), processor.image_processor.pinpoints()
+            try:
+                size = image_size_from_header(images[0])
+            except Exception as error:  # missing file, corrupt header, decompression bomb: name the row, as unpacked
+                where = f"sample {row.get('id', '?')!r}: images[0]"
+                raise ValueError(f"{where}: {type(error).__name__}: {error}") from error
+            pinpoints = processor.image_processor.pinpoints()
             rows, cols = anyres_grid_shape(size, pinpoints, tile_size)
             tokens += image_token_count(size, pinpoints, tile_size, patch_size, newline) - 1
             tiles = 1 + rows * cols

@@ -175,7 +175,7 @@ def test_alm_bench_cli_with_plot(workspace):
     assert set(payload["tables"]["language"]) == {"English", "German"}  # the paper's 23 languages by default
     assert payload["tables"]["language"]["English"]["n"] == 4 and payload["tables"]["language"]["German"]["n"] == 2
     assert set(payload["tables"]["question type"]) == {"mcq", "tf", "short", "long"}
-    assert payload["tables"]["headline"]["closed-form accuracy"]["languages"] == 1
+    assert payload["tables"]["headline"]["closed-form accuracy"]["languages"] == 2
     assert payload["skipped"] == {
         "missing_image": 1,
         "unknown_question_type": 1,
@@ -209,35 +209,76 @@ def test_alm_bench_language_selection(workspace):
     assert payload["skipped"]["unknown_requested_language"] == 1  # "xx"
 
 
-def test_alm_bench_scores_known_answers(workspace, tiny, monkeypatch):
-    """With answers known in advance, MCQ / TF come out right, wrong TF wrong, and open-ended get the judge grade."""
-    answers = {
-        "Which dish is shown?": "paella",
-        "Is this a festival?": "True!",
-        "Welches Gericht?": "Knödel",
-        "Ist das eine Burg?": "Falsch, das ist eine Kirche",
-    }
+ALM_ANSWERS = {
+    "Which dish is shown?": "paella",
+    "Is this a festival?": "True!",
+    "Welches Gericht?": "Knödel",
+    "Ist das eine Burg?": "Falsch, das ist eine Kirche",
+}
 
-    def fake_generate(model, processor, prompts, **kwargs):
-        texts = [prompt.messages[0]["content"][-1]["text"] for prompt in prompts]
-        return [next((a for q, a in answers.items() if text.startswith(q)), "something") for text in texts]
 
-    class FakeJudge:
-        def score(self, question, reference, prediction):
-            return 0.8
+def _answer_known_questions(model, processor, prompts, **kwargs):
+    texts = [prompt.messages[0]["content"][-1]["text"] for prompt in prompts]
+    return [next((a for q, a in ALM_ANSWERS.items() if q in text), "something") for text in texts]
 
-    monkeypatch.setattr(alm_bench, "generate", fake_generate)
+
+def test_alm_bench_without_a_judge_grades_closed_form_answers_by_matching(workspace, tiny, monkeypatch):
+    """With answers known in advance, MCQ / TF come out right, wrong TF wrong, and open-ended stay unscored."""
+    monkeypatch.setattr(alm_bench, "generate", _answer_known_questions)
     splits, _ = load_splits(workspace["alm"])
     result = RunResult("alm-bench", "tiny", {}, {})
-    records = alm_bench.evaluate_alm_bench(*tiny, splits["test"], result, judge=FakeJudge())
+    records = alm_bench.evaluate_alm_bench(*tiny, splits["test"], result)
     english, german = result.tables["language"]["English"], result.tables["language"]["German"]
-    assert (english["mcq_accuracy"], english["tf_accuracy"], english["judge_score"]) == (1.0, 1.0, 0.8)
+    assert (english["mcq_accuracy"], english["tf_accuracy"], english["judge_score"]) == (1.0, 1.0, None)
     assert (german["mcq_accuracy"], german["tf_accuracy"]) == (0.0, 1.0)
-    # the headline is closed-form accuracy only: the judge's 0.8 never enters it
-    assert result.tables["headline"]["closed-form accuracy"] == {"en": 1.0, "multilingual": 0.5, "languages": 1}
-    assert english["accuracy"] == 1.0 and german["accuracy"] == 0.5
+    headline = result.tables["headline"]["closed-form accuracy"]
+    assert headline == {"en": 1.0, "multilingual": 0.5, "multilingual_all": 0.75, "languages": 2}
+    assert result.skipped["open_ended_unjudged"] == 3 and len(records) == 7  # English short + long, Klingon
+
+
+def test_alm_bench_prompts_and_judge_prompts_are_the_authors(workspace, tiny, monkeypatch):
+    """The model sees the ALM-Bench authors' instructions; with a judge every answer is graded with their prompt for
+    its question type, closed-form ones included, and open-ended grades stay out of the headline."""
+    seen = []
+
+    def generate(model, processor, prompts, **kwargs):
+        seen.extend(prompt.messages[0]["content"][-1]["text"] for prompt in prompts)
+        return _answer_known_questions(model, processor, prompts)
+
+    class AuthorsJudge:  # grades like GPT-4o would: 10 or 0 on a meaning match, 8 for the open answers
+        def __init__(self):
+            self.prompts = []
+
+        def grade(self, prompt):
+            self.prompts.append(prompt)
+            if "if it matches give a 10. Otherwise 0." in prompt:
+                truth = prompt.split("Ground Truth: ")[1].split("\n")[0]
+                return float(truth.lower() in prompt.split("Model Prediction: ")[1].lower())
+            return 0.8
+
+    monkeypatch.setattr(alm_bench, "generate", generate)
+    splits, _ = load_splits(workspace["alm"])
+    result = RunResult("alm-bench", "tiny", {}, {})
+    judge = AuthorsJudge()
+    alm_bench.evaluate_alm_bench(*tiny, splits["test"], result, judge=judge)
+    mcq = next(text for text in seen if "Which dish" in text)
+    assert mcq == (
+        "For the given Multiple Choice Question, analyze the question and answer strictly from one of the options "
+        "below. Strictly answer the choice only. No additional text.\nWhich dish is shown?\n"
+        "Options: Paella, Sushi, Tacos"
+    )
+    assert next(text for text in seen if "Ist das" in text) == (
+        "Ist das eine Burg?\nThe above question is a True/False question. Please provide the answer as one word in "
+        "German"
+    )
+    long_prompt = next(text for text in seen if "Describe" in text)
+    assert long_prompt.endswith("\nAnswer the question in detail in English language.")
+    assert len(judge.prompts) == 7 and sum("Consistency, Fluency, and Relevance" in p for p in judge.prompts) == 1
+    assert any("Ground Truth: Paella\n" in prompt for prompt in judge.prompts)  # the gold option, not the listing
+    english = result.tables["language"]["English"]
+    assert (english["mcq_accuracy"], english["tf_accuracy"], english["judge_score"]) == (1.0, 1.0, 0.8)
+    assert result.tables["headline"]["closed-form accuracy"]["multilingual"] == 0.5  # the judge's 0.8 stays out
     assert "open_ended_unjudged" not in result.skipped
-    assert len(records) == 7
 
 
 def test_vimul_cli(workspace):

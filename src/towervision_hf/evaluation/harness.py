@@ -219,7 +219,7 @@ def alm_bench_multilingual_all(items) -> float:
     return _number(alm_bench.headline(_graded(items))["multilingual_all"])
 
 
-# ViMUL-Bench: every row of the test split; videos are files (`towervision eval lmms-tasks` makes their paths absolute).
+# ViMUL-Bench: every row of the test split; videos are files (`towervision eval lmms-tasks` makes paths absolute).
 def vimul_docs(dataset):
     columns = vimul.resolve_columns(dataset.column_names, what="towervision_vimul")
     return _annotate(dataset, None, partial(_vimul_item, columns=columns), "towervision_vimul")
@@ -314,7 +314,10 @@ def _data_settings(path: str, benchmark: str) -> dict:
 def _keep_present_pairs(group_yaml: Path, benchmark: str, path: str) -> None:
     """Rewrite the group's task list to the paper's pairs present in the copy (CoMMuTE: splits; Multi30K: columns)."""
     splits, _ = loading.load_splits(path, single_split="test")
-    present = set(splits) if benchmark == "commute" else set(splits["test"].column_names) if "test" in splits else set()
+    if benchmark == "commute":
+        present = set(splits)
+    else:
+        present = set(splits["test"].column_names) if "test" in splits else set()
     group = yaml.safe_load(group_yaml.read_text())
     tasks = [task for task in group["task"] if task.rsplit("_", 1)[1] in present]
     if not tasks:

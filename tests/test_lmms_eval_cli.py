@@ -257,7 +257,8 @@ def test_lmms_eval_exits_0_when_evaluation_fails_and_writes_no_results(tmp_path)
     assert eval_main(["lmms-tasks", "--out", str(tasks), "--alm-bench", str(tmp_path / "broken.parquet")]) == 0
     model = eval_helpers.save_tiny_model(tmp_path / "model")
     run = lmms_eval("--model", "towervision", "--model_args", f"pretrained={model}",
-                    "--tasks", "towervision_alm_bench", "--include_path", str(tasks), "--output_path", str(tmp_path / "results"), cwd=tmp_path)
+                    "--tasks", "towervision_alm_bench", "--include_path", str(tasks),
+                    "--output_path", str(tmp_path / "results"), cwd=tmp_path)
     assert run.returncode == 0
     assert "towervision_alm_bench: no row of the data can be scored" in run.stdout + run.stderr
     assert not list(tmp_path.rglob("*results.json"))

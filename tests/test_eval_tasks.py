@@ -374,3 +374,24 @@ def test_task_help_documents_the_data_layout(capsys):
     out = " ".join(capsys.readouterr().out.split())
     assert "Splits are named by target language" in out and "correct_translation" in out
     assert "docs/evaluation.md" in out
+
+
+def test_lmms_tasks_copy_points_each_task_at_its_local_copy(workspace, tmp_path, capsys):
+    """`towervision eval lmms-tasks`: the task copy reads the local data, CoMMuTE keeps the pairs the copy has."""
+    import yaml
+
+    out = tmp_path / "tasks"
+    assert main(["lmms-tasks", "--out", str(out), "--commute", workspace["commute"]]) == 0
+    group = yaml.safe_load((out / "towervision_commute" / "towervision_commute.yaml").read_text())
+    assert group["task"] == ["towervision_commute_en_de", "towervision_commute_en_fr"]  # no ru / zh split here
+    template = yaml.safe_load((out / "towervision_commute" / "_default_template_yaml").read_text())
+    assert template == {"dataset_path": workspace["commute"]}
+    packaged = yaml.safe_load((out / "towervision_alm_bench" / "_default_template_yaml").read_text())
+    assert packaged == {"dataset_path": "MBZUAI/ALM-Bench"}  # benchmarks not named keep the Hub data
+
+    single = tmp_path / "commute.parquet"
+    Dataset.from_dict({"source": ["A bat."]}).to_parquet(str(single))
+    assert main(["lmms-tasks", "--out", str(out), "--commute", str(single)]) == 2
+    assert "a single file has no per-language splits" in capsys.readouterr().err
+    assert main(["lmms-tasks", "--out", str(out)]) == 2
+    assert "name at least one local copy" in capsys.readouterr().err

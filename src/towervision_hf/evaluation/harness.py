@@ -68,6 +68,11 @@ def doc_to_text(doc) -> str:
     return doc[PROMPT]
 
 
+def doc_to_image(doc):
+    """The row's `image` (CoMMuTE, Multi30K), decoded as `towervision eval` decodes it."""
+    return [decode_image(doc["image"])]
+
+
 def _record(doc) -> dict:
     return json.loads(doc[RECORD])
 
@@ -107,10 +112,6 @@ def _commute_item(row, target):
 
 commute_docs_de, commute_docs_fr = partial(commute_docs, target="de"), partial(commute_docs, target="fr")
 commute_docs_ru, commute_docs_zh = partial(commute_docs, target="ru"), partial(commute_docs, target="zh")
-
-
-def commute_doc_to_visual(doc):
-    return [decode_image(doc["image"])]
 
 
 def commute_doc_to_choice(doc) -> list[str]:

@@ -10,8 +10,10 @@ model's `num_frames` uniformly spaced frames.
 Scoring: multiple choice is accuracy on the option (letter or text, see `metrics.match_option`); open-ended answers
 are graded 0-10 by a judge model when `--judge-endpoint` is given, otherwise counted under `open_ended_unjudged`.
 The headline `score` is the paper's Table 3 number: per language, the mean of the MCQ accuracy and the open-ended
-judge score (empty until both are known). ViMUL-Bench publishes no judge prompt of its own (its code repository
-holds only a project page), so open answers are graded with ours (`prompts.judge_prompt`).
+judge score (empty until both are known); `all languages` gives the same over every row (what the lmms-eval task
+`towervision_vimul` reports). ViMUL-Bench publishes no judge prompt of its own (its code repository holds only a
+project page), so open answers are graded with ours (`prompts.judge_prompt`); the paper used "the same evaluation
+prompt as Shafique et al. (2025)", which we could not read.
 """
 
 import json

@@ -1,6 +1,7 @@
 """Each benchmark end to end through `towervision eval ...` on local fixtures in the benchmark's own layout."""
 
 import json
+import math
 import os
 import re
 import sys
@@ -395,3 +396,50 @@ def test_lmms_tasks_copy_points_each_task_at_its_local_copy(workspace, tmp_path,
     assert "a single file has no per-language splits" in capsys.readouterr().err
     assert main(["lmms-tasks", "--out", str(out)]) == 2
     assert "name at least one local copy" in capsys.readouterr().err
+
+
+def test_lmms_tasks_grade_with_the_judge_named_by_the_environment(monkeypatch):
+    """The lmms-eval tasks' judge: `$TOWERVISION_JUDGE_ENDPOINT` (a server on 127.0.0.1), the ALM-Bench authors'
+    prompt for the question's type; no endpoint, no judge (open-ended scores NaN, as the CLI leaves them empty)."""
+    import http.server
+    import threading
+
+    from towervision_hf.evaluation import harness
+
+    received = []
+
+    class Judge(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            body = json.dumps({"choices": [{"message": {"content": "7"}}]}).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Judge)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    record = {"id": "1", "language": "English", "category": "Food", "question_type": "long",
+              "question": "Describe the dish.", "answer": "Rice with saffron.", "options": []}
+    doc = {harness.RECORD: json.dumps(record)}
+    try:
+        monkeypatch.setenv("TOWERVISION_JUDGE_ENDPOINT", f"http://127.0.0.1:{server.server_port}/v1")
+        monkeypatch.setenv("TOWERVISION_JUDGE_MODEL", "judge-model")
+        harness._judge.cache_clear()
+        graded = harness.alm_bench_process_results(doc, ["A yellow rice dish."])["en"]["graded"]
+    finally:
+        server.shutdown()
+        server.server_close()
+        harness._judge.cache_clear()
+    assert graded["score"] == 0.7 and received[0]["model"] == "judge-model"
+    assert received[0]["messages"][0]["content"] == alm_bench.alm_judge_prompt(
+        "long", "Describe the dish.", "Rice with saffron.", "A yellow rice dish."
+    )
+    monkeypatch.delenv("TOWERVISION_JUDGE_ENDPOINT")
+    vimul_record = record | {"question_type": "long", "gold_index": None}
+    items = [harness.vimul_process_results({harness.RECORD: json.dumps(vimul_record)}, ["Rice."])["score"]]
+    assert math.isnan(harness.vimul_judge_score(items)) and math.isnan(harness.vimul_score(items))
+    harness._judge.cache_clear()

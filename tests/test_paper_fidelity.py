@@ -121,7 +121,7 @@ TABLE_1 = {  # TextVQA, OCR Bench, CC-OCR, ALM-Bench (en), ALM-Bench (multi)
     "TowerVision-9B": ("73.6", "69.7", "56.3", "83.6", "85.2"),
     "TowerVision-9B-OCR": ("76.2", "72.7", "65.1", "86.1", "84.8"),
 }
-TABLE_2 = {  # Multi30K en→cs, en→de, en→fr (xCOMET); CoMMuTE en→de, en→fr, en→ru, en→zh; no Gemma3-12B-it row
+TABLE_2 = {  # Multi30K en→cs, en→de, en→fr (xCOMET); CoMMuTE en→de, en→fr, en→ru, en→zh; no Gemma3-12B-it
     "Qwen2.5-VL-3B-Instruct": ("83.3", "96.7", "92.6", "71.6", "74.4", "77.5", "81.5"),
     "Qwen2.5-VL-7B-Instruct": ("83.9", "97.1", "93.2", "74.7", "76.9", "77.2", "82.4"),
     "Gemma3-4B-it": ("33.4", "44.0", "33.2", "76.7", "78.2", "79.0", "74.4"),

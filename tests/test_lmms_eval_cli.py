@@ -229,22 +229,25 @@ def test_vimul_task_scores_like_towervision_eval(scored):
 
 @pytest.mark.slow
 def test_a_baseline_model_class_runs_our_task_on_an_exported_towervision(tmp_path):
-    """lmms-eval's own `llava_hf` on `towervision export --format llava_next`, ALM-Bench from a local copy."""
+    """lmms-eval's own `llava_hf` on `towervision export --format llava_next`: ALM-Bench and Multi30K from local
+    copies (its chat class has no log-likelihood, so CoMMuTE is not among them)."""
     from towervision_hf.checkpoint.convert import export_checkpoint
 
     model = eval_helpers.save_tiny_model(tmp_path / "model")
     export_checkpoint(model, tmp_path / "export", "llava_next", log=lambda line: None)
     tasks = tmp_path / "tasks"
-    alm = eval_helpers.write_alm_bench(tmp_path / "alm")
-    assert eval_main(["lmms-tasks", "--out", str(tasks), "--alm-bench", alm]) == 0
+    alm, multi30k = eval_helpers.write_alm_bench(tmp_path / "alm"), eval_helpers.write_multi30k(tmp_path / "m30k")
+    assert eval_main(["lmms-tasks", "--out", str(tasks), "--alm-bench", alm, "--multi30k", multi30k]) == 0
     run = lmms_eval("--model", "llava_hf", "--model_args", f"pretrained={tmp_path / 'export'},device_map=cpu",
-                    "--tasks", "towervision_alm_bench", "--include_path", str(tasks),
+                    "--tasks", "towervision_alm_bench,towervision_multi30k", "--include_path", str(tasks),
                     "--gen_kwargs", "max_new_tokens=4", "--output_path", str(tmp_path / "results"), cwd=tmp_path)
     assert run.returncode == 0 and "Error during evaluation" not in run.stderr, run.stderr[-3000:]
     results = results_of(tmp_path / "results")
     assert results["config"]["model"] == "llava_hf"
     assert results["n-samples"]["towervision_alm_bench"]["effective"] == 6
     assert 0.0 <= results["results"]["towervision_alm_bench"]["en,none"] <= 1.0
+    assert results["n-samples"]["towervision_multi30k_en_de"]["effective"] == 2  # the CLI's rows for the pair
+    assert 0.0 <= results["results"]["towervision_multi30k_en_de"]["chrf,none"] <= 100.0
 
 
 @pytest.mark.slow

@@ -264,4 +264,5 @@ def test_lmms_eval_exits_0_when_evaluation_fails_and_writes_no_results(tmp_path)
                     "--output_path", str(tmp_path / "results"), cwd=tmp_path)
     assert run.returncode == 0
     assert "towervision_alm_bench: no row of the data can be scored" in run.stdout + run.stderr
+    assert "Error during evaluation" in run.stdout + run.stderr  # what docs/evaluation.md says to grep for
     assert not list(tmp_path.rglob("*results.json"))

@@ -2,6 +2,8 @@
 
 import json
 import math
+import re
+import shlex
 from pathlib import Path
 
 import pytest
@@ -15,6 +17,7 @@ from towervision_hf.data.report import BuildReport
 from towervision_hf.data.schema import make_sample, message, to_features, to_trl_example, validate_sample
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes" / "data"
+README = RECIPES.parent / "README.md"
 
 
 def text_rows(prefix, count, languages=("en",)):
@@ -266,3 +269,65 @@ def test_unknown_override_keys_are_errors_naming_the_nearest_key(tmp_path, sourc
     assert main(["build", str(recipe_path), "--out", str(tmp_path / "built"), "--set", override]) == 2
     assert f"towervision data build: error: --set {override!r}: {message}" in capsys.readouterr().err
     assert not (tmp_path / "built").exists()
+
+
+def test_english_only_keeps_the_english_rows_of_each_share_without_refill(tmp_path, sources):
+    """Table 5's English-only data: the rows the full mixture takes from each source, minus the non-English ones."""
+    capped = {"stages": {"main": {"sources": [
+        {"name": "a", "adapter": "local", "samples": 30, "params": {"path": str(sources / "a")}},
+        {"name": "b", "adapter": "local", "samples": 30, "params": {"path": str(sources / "b")}},
+        {"name": "mixed", "adapter": "local", "samples": 40, "params": {"path": str(tmp_path / "mixed")}},
+    ]}}}
+    write_jsonl(text_rows("mixed", 100, ("en", "de", "ko", "en")), tmp_path / "mixed")
+    full, _ = take(load_recipe(write_recipe(tmp_path, sources, **capped)), None)
+    recipe = load_recipe(write_recipe(tmp_path, sources, **capped), ["switches.english_only=true"])
+    english, report = take(recipe, None)
+    assert sorted(row["id"] for row in english) == sorted(row["id"] for row in full if row["language"] == "en")
+    assert {row["source"] for row in english} == {"a", "mixed"} and len(english) == 30 + 20
+    counts = report.to_dict()["sources"]
+    assert counts["b"]["kept"] == 0 and counts["b"]["skipped"] == {"not_english": 30}  # German and Bokmål: no refill
+    assert counts["mixed"]["kept"] == 20 and counts["mixed"]["skipped"] == {"not_english": 20}
+    with pytest.raises(ValueError, match=r"switches.english_only must be one of \[False, True\], got 'yes'"):
+        load_recipe(write_recipe(tmp_path, sources, **capped), ["switches.english_only=yes"])
+
+
+def test_visionblocks_paper_ablations_select_the_papers_data():
+    recipe = load_recipe(RECIPES / "visionblocks.yaml")
+    assert [(s.name, s.samples) for s in recipe.active_sources("alignment")] == [("pixmo_cap", 702205)]  # §4
+    video = load_recipe(RECIPES / "visionblocks.yaml", ["switches.video=english"]).active_sources("video")
+    assert [(s.name, s.adapter, s.samples) for s in video] == [("llava_video_english", "llava_video", 1395235)]
+    inputs = recipe.inputs["llava_video_178k"]  # Table 7's English run reads the untranslated originals
+    assert (video[0].params, video[0].samples) == (inputs.params, inputs.samples)
+    english = load_recipe(RECIPES / "visionblocks.yaml", ["switches.english_only=true"])
+    assert "pixmo_cap_translated" not in [s.name for s in english.active_sources("vision")]
+    with pytest.raises(ValueError, match="no source of stage 'video' is active.*video=english, video=multilingual"):
+        load_recipe(RECIPES / "visionblocks.yaml", ["switches.video=englsh"])
+
+
+def data_ablation_commands() -> list[list[str]]:
+    """The `# data ablations` block of recipes/README.md, one `towervision data ...` argument list per line."""
+    block = re.search(r"```bash\n# data ablations\n(.*?)```", README.read_text(), re.DOTALL).group(1)
+    return [shlex.split(line) for line in block.strip().splitlines()]
+
+
+# rows each README data ablation builds, as its table says (paper: §4, Tables 5, 6, 7, 11)
+DATA_ABLATION_ROWS = {
+    "alignment": "visionblocks/alignment: 1 sources, 702,205 rows",
+    "switches.alignment_captions=translated": "visionblocks/alignment: 2 sources, 1,069,984 rows",
+    "switches.english_only=true": "visionblocks/vision: 27 sources, 4,588,501 rows",
+    "languages=core": "visionblocks/vision: 28 sources, 4,956,280 rows",
+    "switches.video=english": "visionblocks/video: 1 sources, 1,395,235 rows",
+}
+
+
+def test_readme_data_ablations_are_one_line_dry_runs_with_their_counts(capsys, monkeypatch):
+    monkeypatch.chdir(RECIPES.parents[1])
+    commands = data_ablation_commands()
+    assert len(commands) == len(DATA_ABLATION_ROWS)
+    for argv in commands:
+        assert argv[:3] == ["towervision", "data", "build"] and "--dry-run" in argv
+        key = argv[argv.index("--set") + 1] if "--set" in argv else argv[argv.index("--stage") + 1]
+        assert main(argv[2:]) == 0
+        printed = capsys.readouterr().out
+        assert DATA_ABLATION_ROWS[key] in printed, (key, printed[:500])
+        assert DATA_ABLATION_ROWS[key].split(": ")[1].split(" sources")[0] in README.read_text()

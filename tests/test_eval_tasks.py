@@ -1,6 +1,7 @@
 """Each benchmark end to end through `towervision eval ...` on local fixtures in the benchmark's own layout."""
 
 import json
+import math
 import os
 import re
 import sys
@@ -175,7 +176,7 @@ def test_alm_bench_cli_with_plot(workspace):
     assert set(payload["tables"]["language"]) == {"English", "German"}  # the paper's 23 languages by default
     assert payload["tables"]["language"]["English"]["n"] == 4 and payload["tables"]["language"]["German"]["n"] == 2
     assert set(payload["tables"]["question type"]) == {"mcq", "tf", "short", "long"}
-    assert payload["tables"]["headline"]["closed-form accuracy"]["languages"] == 1
+    assert payload["tables"]["headline"]["closed-form accuracy"]["languages"] == 2
     assert payload["skipped"] == {
         "missing_image": 1,
         "unknown_question_type": 1,
@@ -209,35 +210,76 @@ def test_alm_bench_language_selection(workspace):
     assert payload["skipped"]["unknown_requested_language"] == 1  # "xx"
 
 
-def test_alm_bench_scores_known_answers(workspace, tiny, monkeypatch):
-    """With answers known in advance, MCQ / TF come out right, wrong TF wrong, and open-ended get the judge grade."""
-    answers = {
-        "Which dish is shown?": "paella",
-        "Is this a festival?": "True!",
-        "Welches Gericht?": "Knödel",
-        "Ist das eine Burg?": "Falsch, das ist eine Kirche",
-    }
+ALM_ANSWERS = {
+    "Which dish is shown?": "paella",
+    "Is this a festival?": "True!",
+    "Welches Gericht?": "Knödel",
+    "Ist das eine Burg?": "Falsch, das ist eine Kirche",
+}
 
-    def fake_generate(model, processor, prompts, **kwargs):
-        texts = [prompt.messages[0]["content"][-1]["text"] for prompt in prompts]
-        return [next((a for q, a in answers.items() if text.startswith(q)), "something") for text in texts]
 
-    class FakeJudge:
-        def score(self, question, reference, prediction):
-            return 0.8
+def _answer_known_questions(model, processor, prompts, **kwargs):
+    texts = [prompt.messages[0]["content"][-1]["text"] for prompt in prompts]
+    return [next((a for q, a in ALM_ANSWERS.items() if q in text), "something") for text in texts]
 
-    monkeypatch.setattr(alm_bench, "generate", fake_generate)
+
+def test_alm_bench_without_a_judge_grades_closed_form_answers_by_matching(workspace, tiny, monkeypatch):
+    """With answers known in advance, MCQ / TF come out right, wrong TF wrong, and open-ended stay unscored."""
+    monkeypatch.setattr(alm_bench, "generate", _answer_known_questions)
     splits, _ = load_splits(workspace["alm"])
     result = RunResult("alm-bench", "tiny", {}, {})
-    records = alm_bench.evaluate_alm_bench(*tiny, splits["test"], result, judge=FakeJudge())
+    records = alm_bench.evaluate_alm_bench(*tiny, splits["test"], result)
     english, german = result.tables["language"]["English"], result.tables["language"]["German"]
-    assert (english["mcq_accuracy"], english["tf_accuracy"], english["judge_score"]) == (1.0, 1.0, 0.8)
+    assert (english["mcq_accuracy"], english["tf_accuracy"], english["judge_score"]) == (1.0, 1.0, None)
     assert (german["mcq_accuracy"], german["tf_accuracy"]) == (0.0, 1.0)
-    # the headline is closed-form accuracy only: the judge's 0.8 never enters it
-    assert result.tables["headline"]["closed-form accuracy"] == {"en": 1.0, "multilingual": 0.5, "languages": 1}
-    assert english["accuracy"] == 1.0 and german["accuracy"] == 0.5
+    headline = result.tables["headline"]["closed-form accuracy"]
+    assert headline == {"en": 1.0, "multilingual": 0.5, "multilingual_all": 0.75, "languages": 2}
+    assert result.skipped["open_ended_unjudged"] == 3 and len(records) == 7  # English short + long, Klingon
+
+
+def test_alm_bench_prompts_and_judge_prompts_are_the_authors(workspace, tiny, monkeypatch):
+    """The model sees the ALM-Bench authors' instructions; with a judge every answer is graded with their prompt for
+    its question type, closed-form ones included, and open-ended grades stay out of the headline."""
+    seen = []
+
+    def generate(model, processor, prompts, **kwargs):
+        seen.extend(prompt.messages[0]["content"][-1]["text"] for prompt in prompts)
+        return _answer_known_questions(model, processor, prompts)
+
+    class AuthorsJudge:  # grades like GPT-4o would: 10 or 0 on a meaning match, 8 for the open answers
+        def __init__(self):
+            self.prompts = []
+
+        def grade(self, prompt):
+            self.prompts.append(prompt)
+            if "if it matches give a 10. Otherwise 0." in prompt:
+                truth = prompt.split("Ground Truth: ")[1].split("\n")[0]
+                return float(truth.lower() in prompt.split("Model Prediction: ")[1].lower())
+            return 0.8
+
+    monkeypatch.setattr(alm_bench, "generate", generate)
+    splits, _ = load_splits(workspace["alm"])
+    result = RunResult("alm-bench", "tiny", {}, {})
+    judge = AuthorsJudge()
+    alm_bench.evaluate_alm_bench(*tiny, splits["test"], result, judge=judge)
+    mcq = next(text for text in seen if "Which dish" in text)
+    assert mcq == (
+        "For the given Multiple Choice Question, analyze the question and answer strictly from one of the options "
+        "below. Strictly answer the choice only. No additional text.\nWhich dish is shown?\n"
+        "Options: Paella, Sushi, Tacos"
+    )
+    assert next(text for text in seen if "Ist das" in text) == (
+        "Ist das eine Burg?\nThe above question is a True/False question. Please provide the answer as one word in "
+        "German"
+    )
+    long_prompt = next(text for text in seen if "Describe" in text)
+    assert long_prompt.endswith("\nAnswer the question in detail in English language.")
+    assert len(judge.prompts) == 7 and sum("Consistency, Fluency, and Relevance" in p for p in judge.prompts) == 1
+    assert any("Ground Truth: Paella\n" in prompt for prompt in judge.prompts)  # the gold option, not the listing
+    english = result.tables["language"]["English"]
+    assert (english["mcq_accuracy"], english["tf_accuracy"], english["judge_score"]) == (1.0, 1.0, 0.8)
+    assert result.tables["headline"]["closed-form accuracy"]["multilingual"] == 0.5  # the judge's 0.8 stays out
     assert "open_ended_unjudged" not in result.skipped
-    assert len(records) == 7
 
 
 def test_vimul_cli(workspace):
@@ -333,3 +375,71 @@ def test_task_help_documents_the_data_layout(capsys):
     out = " ".join(capsys.readouterr().out.split())
     assert "Splits are named by target language" in out and "correct_translation" in out
     assert "docs/evaluation.md" in out
+
+
+def test_lmms_tasks_copy_points_each_task_at_its_local_copy(workspace, tmp_path, capsys):
+    """`towervision eval lmms-tasks`: the task copy reads the local data, CoMMuTE keeps the pairs the copy has."""
+    import yaml
+
+    out = tmp_path / "tasks"
+    assert main(["lmms-tasks", "--out", str(out), "--commute", workspace["commute"]]) == 0
+    group = yaml.safe_load((out / "towervision_commute" / "towervision_commute.yaml").read_text())
+    assert group["task"] == ["towervision_commute_en_de", "towervision_commute_en_fr"]  # no ru / zh split here
+    template = yaml.safe_load((out / "towervision_commute" / "_default_template_yaml").read_text())
+    assert template == {"dataset_path": workspace["commute"]}
+    packaged = yaml.safe_load((out / "towervision_alm_bench" / "_default_template_yaml").read_text())
+    assert packaged == {"dataset_path": "MBZUAI/ALM-Bench"}  # benchmarks not named keep the Hub data
+
+    single = tmp_path / "commute.parquet"
+    Dataset.from_dict({"source": ["A bat."]}).to_parquet(str(single))
+    assert main(["lmms-tasks", "--out", str(out), "--commute", str(single)]) == 2
+    assert "a single file has no per-language splits" in capsys.readouterr().err
+    assert main(["lmms-tasks", "--out", str(out)]) == 2
+    assert "name at least one local copy" in capsys.readouterr().err
+
+
+def test_lmms_tasks_grade_with_the_judge_named_by_the_environment(monkeypatch):
+    """The lmms-eval tasks' judge: `$TOWERVISION_JUDGE_ENDPOINT` (a server on 127.0.0.1), the ALM-Bench authors'
+    prompt for the question's type; no endpoint, no judge (open-ended scores NaN, as the CLI leaves them empty)."""
+    import http.server
+    import threading
+
+    from towervision_hf.evaluation import harness
+
+    received = []
+
+    class Judge(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            body = json.dumps({"choices": [{"message": {"content": "7"}}]}).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Judge)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    record = {"id": "1", "language": "English", "category": "Food", "question_type": "long",
+              "question": "Describe the dish.", "answer": "Rice with saffron.", "options": []}
+    doc = {harness.RECORD: json.dumps(record)}
+    try:
+        monkeypatch.setenv("TOWERVISION_JUDGE_ENDPOINT", f"http://127.0.0.1:{server.server_port}/v1")
+        monkeypatch.setenv("TOWERVISION_JUDGE_MODEL", "judge-model")
+        harness._judge.cache_clear()
+        graded = harness.alm_bench_process_results(doc, ["A yellow rice dish."])["en"]["graded"]
+    finally:
+        server.shutdown()
+        server.server_close()
+        harness._judge.cache_clear()
+    assert graded["score"] == 0.7 and received[0]["model"] == "judge-model"
+    assert received[0]["messages"][0]["content"] == alm_bench.alm_judge_prompt(
+        "long", "Describe the dish.", "Rice with saffron.", "A yellow rice dish."
+    )
+    monkeypatch.delenv("TOWERVISION_JUDGE_ENDPOINT")
+    vimul_record = record | {"question_type": "long", "gold_index": None}
+    items = [harness.vimul_process_results({harness.RECORD: json.dumps(vimul_record)}, ["Rice."])["score"]]
+    assert math.isnan(harness.vimul_judge_score(items)) and math.isnan(harness.vimul_score(items))
+    harness._judge.cache_clear()

@@ -14,7 +14,7 @@ def _build(args) -> int:
 
     recipe = load_recipe(args.recipe, args.set)
     if args.dry_run:
-        print(format_plan(recipe))
+        print(format_plan(recipe, args.stage))
         return 0
     if not args.out:
         raise SystemExit("towervision data build: --out is required (or --dry-run)")
@@ -202,7 +202,8 @@ def _parser() -> argparse.ArgumentParser:
     build.add_argument("--streaming", action="store_true", help="stream Hub sources instead of downloading them")
     build.add_argument("--limit", type=int, help="stop each stage after this many rows")
     build.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                       help="override a recipe key, e.g. languages=core, switches.video=english (repeatable)")
+                       help="override a recipe key, e.g. languages=core, switches.video=english (repeatable; the "
+                       "paper's ablations: recipes/README.md)")
     build.add_argument("--cache-dir", help="URL media cache (default ~/.cache/towervision/media)")
     build.add_argument("--no-fetch", action="store_true", help="keep image URLs unresolved in the output")
     build.add_argument("--workers", type=int, help="threads fetching URL media")

@@ -5,7 +5,7 @@ Recipe YAML (see recipes/data/visionblocks.yaml)::
     name: visionblocks
     seed: 0
     languages: all                 # all | core | [codes] | "de,fr"
-    switches: {video: half_translated}
+    switches: {video: multilingual, english_only: false}
     media: {fetch: true, embed_local: false, workers: 8, cache_dir: null}
     stages:
       vision:
@@ -30,6 +30,10 @@ Interleaving draws the next source with probability proportional to its weight a
 `samples` counts rows kept after the language filter, so switching `languages` (all / core) keeps every source's
 size, and so the dataset's, whenever the source holds enough rows in the selected languages; a source that runs
 short is reported after the build.
+
+Switches select sources through `when`; one is read here too: `english_only: true` keeps, of the rows each source
+gives the full mixture (its `samples` in the recipe's languages), only the English ones: nothing refills the dropped
+rows (counted as `not_english`), so the build is exactly the English part of the full mixture.
 """
 
 import difflib
@@ -38,6 +42,7 @@ import random
 import shutil
 import tempfile
 import uuid
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -87,6 +92,9 @@ class Recipe:
 
 
 _MEDIA_DEFAULTS = {"fetch": True, "embed_local": False, "workers": 8, "cache_dir": None}
+# Switches this module reads itself (other switches only select sources through `when`), with their allowed values.
+ENGLISH_ONLY = "english_only"
+SWITCH_VALUES = {ENGLISH_ONLY: (False, True)}
 PAPER_TAGS = {"public": "Public Data", "synthetic": "Synthetic (Generated)", "translated": "Translated (Augmented)"}
 # The keys a recipe may hold, per level (`switches` are the recipe's own: `when` may name only those)
 RECIPE_KEYS = ("name", "seed", "languages", "switches", "media", "stages", "sources", "inputs", "paper")
@@ -120,7 +128,8 @@ def _check_keys(mapping, known, where: str) -> None:
 def _check_override_key(config: dict, key: str, assignment: str) -> None:
     """ValueError naming the first unknown part of `key` and the nearest known key: an override never adds a key,
     so a typo (`languagez=core`) cannot be silently ignored."""
-    known = {**dict.fromkeys(RECIPE_KEYS), **config, "media": {**_MEDIA_DEFAULTS, **(config.get("media") or {})}}
+    known = {**dict.fromkeys(RECIPE_KEYS), **config, "media": {**_MEDIA_DEFAULTS, **(config.get("media") or {})},
+             "switches": {**dict.fromkeys(SWITCH_VALUES), **(config.get("switches") or {})}}
     parts = key.split(".")
     for depth, part in enumerate(parts):
         if not isinstance(known, dict):
@@ -215,6 +224,10 @@ def load_recipe(path, overrides=()) -> Recipe:
     raw_stages = config.get("stages") or ({"default": {"sources": config["sources"]}} if "sources" in config else None)
     if not raw_stages:
         raise ValueError(f"recipe {path}: needs `stages` (or a top-level `sources` list)")
+    for switch, allowed in SWITCH_VALUES.items():
+        if switch in switches and switches[switch] not in allowed:
+            raise ValueError(f"recipe {path}: switches.{switch} must be one of {list(allowed)}, "
+                             f"got {switches[switch]!r}")
     stages = {}
     _check_mapping(raw_stages, f"recipe {path}, stages")
     for stage, body in raw_stages.items():
@@ -237,7 +250,7 @@ def load_recipe(path, overrides=()) -> Recipe:
         _check_params(f"recipe {path}", entry["adapter"], input_name, entry.get("params") or {})
         inputs[input_name] = SourceSpec(name=input_name, adapter=entry["adapter"], samples=entry.get("samples"),
                                         params=_with_language_set(dict(entry.get("params") or {}), language_set))
-    return Recipe(
+    recipe = Recipe(
         name=name,
         stages=stages,
         seed=int(config.get("seed", 0)),
@@ -247,6 +260,12 @@ def load_recipe(path, overrides=()) -> Recipe:
         inputs=inputs,
         paper=dict(config.get("paper") or {}),
     )
+    for stage in stages:
+        if not recipe.active_sources(stage):
+            conditions = sorted({f"{key}={value}" for spec in stages[stage] for key, value in spec.when.items()})
+            raise ValueError(f"recipe {path}: no source of stage {stage!r} is active under switches {switches} "
+                             f"(its sources ask for {', '.join(conditions)})")
+    return recipe
 
 
 def input_samples(recipe: Recipe, name: str, report: BuildReport, streaming: bool = False,
@@ -263,12 +282,13 @@ def input_samples(recipe: Recipe, name: str, report: BuildReport, streaming: boo
                             max_samples=cap, workers=1)
 
 
-def plan(recipe: Recipe) -> list[dict]:
-    """One entry per active source of every stage: stage, name, adapter, samples, paper row, category and tag."""
+def plan(recipe: Recipe, stage: str | None = None) -> list[dict]:
+    """One entry per active source of every stage (or of `stage`): stage, name, adapter, samples, paper row, category
+    and tag."""
     return [
-        {"stage": stage, "name": spec.name, "adapter": spec.adapter, "samples": spec.samples,
+        {"stage": name, "name": spec.name, "adapter": spec.adapter, "samples": spec.samples,
          "row": spec.paper.get("row"), "category": spec.paper.get("category"), "tag": spec.paper.get("tag")}
-        for stage in recipe.stages for spec in recipe.active_sources(stage)
+        for name in ([stage] if stage else recipe.stages) for spec in recipe.active_sources(name)
     ]
 
 
@@ -283,21 +303,27 @@ def paper_percent(samples: int, total: int) -> str:
     return f"{percent:.2f}" if percent >= 0.015 else f"{percent:.3f}"
 
 
-def format_plan(recipe: Recipe) -> str:
-    """The `build --dry-run` table: per source its rows and shares, per stage and over the paper's table rows.
+def format_plan(recipe: Recipe, stage: str | None = None) -> str:
+    """The `build --dry-run` table: per source its rows and shares, per stage (every stage, or `stage`) and over the
+    paper's table rows.
 
     `share` is of the recipe's rows; `paper %` is of the total the paper prints (`paper.total`), the way the paper
     computes its percentages."""
-    entries = plan(recipe)
+    entries = plan(recipe, stage)
     paper_total = recipe.paper.get("total")
     width = max(len("source"), *(len(entry["name"]) for entry in entries))
     row_width = max(len("paper row"), *(len(entry["row"] or "-") for entry in entries))
     lines = []
-    for stage in recipe.stages:
-        stage_entries = [entry for entry in entries if entry["stage"] == stage]
+    lines.append(f"languages: {','.join(recipe.languages)}; switches: {recipe.switches}")
+    if recipe.switches.get(ENGLISH_ONLY):
+        lines.append("english_only: each source keeps the English rows of the share below (rows read in the "
+                     "languages above); the English count is known after the build, nothing refills the rest")
+    lines.append("")
+    for name in [stage] if stage else recipe.stages:
+        stage_entries = [entry for entry in entries if entry["stage"] == name]
         stage_total = sum(entry["samples"] or 0 for entry in stage_entries)
         size = "every row" if any(entry["samples"] is None for entry in stage_entries) else f"{stage_total:,} rows"
-        lines += [f"{recipe.name}/{stage}: {len(stage_entries)} sources, {size}",
+        lines += [f"{recipe.name}/{name}: {len(stage_entries)} sources, {size}",
                   f"{'source':<{width}}  {'paper row':<{row_width}}  {'tag':<10}  {'samples':>11}  {'share':>7}"
                   + ("  paper %" if paper_total else "")]
         for entry in stage_entries:
@@ -316,7 +342,7 @@ def format_plan(recipe: Recipe) -> str:
         multilingual = sum(entry["samples"] for entry in rows if is_multilingual(entry))
         lines.append(f"{recipe.paper.get('table', 'paper')} rows: {len(rows)}, {total:,} samples "
                      f"(English {total - multilingual:,}, multilingual {multilingual:,})")
-        if paper_total:
+        if paper_total and stage is None:
             printed = {key: recipe.paper[key] for key in ("english", "multilingual") if key in recipe.paper}
             lines.append(f"as printed in the paper: total {paper_total:,}"
                          + "".join(f", {key} {value:,}" for key, value in printed.items())
@@ -341,6 +367,8 @@ def mixture_samples(recipe: Recipe, stage: str, report: BuildReport, streaming: 
         )
         for spec in specs
     ]
+    if recipe.switches.get(ENGLISH_ONLY):
+        streams = [_english_rows(stream, spec.name, report) for stream, spec in zip(streams, specs)]
     weights = [spec.mixture_weight for spec in specs]
     rng = random.Random(recipe.seed)
     active, emitted = list(range(len(specs))), 0
@@ -357,6 +385,16 @@ def mixture_samples(recipe: Recipe, stage: str, report: BuildReport, streaming: 
     finally:
         for stream in streams:
             stream.close()
+
+
+def _english_rows(rows, source: str, report: BuildReport):
+    """The English rows of `rows` (a source's share of the full mixture); the others are counted as `not_english`."""
+    with closing(rows):
+        for row in rows:
+            if row["language"] == "en":
+                yield row
+            else:
+                report.drop(source, row["language"], "not_english")
 
 
 def build(recipe: Recipe, out, stage: str | None = None, streaming: bool = False, limit: int | None = None,
@@ -394,8 +432,8 @@ def build(recipe: Recipe, out, stage: str | None = None, streaming: bool = False
         if first is None:
             echo(f"warning: stage {name!r} of {recipe.name!r} produced no rows; see the skipped counts above")
         elif limit is None:
-            for spec in recipe.active_sources(name):
-                kept = sum(report.kept.get(spec.name, {}).values())
+            for spec in recipe.active_sources(name):  # rows dropped by english_only were the source's share
+                kept = sum(report.kept.get(spec.name, {}).values()) + report.skipped[spec.name]["not_english"]
                 if spec.samples is not None and kept < spec.samples:
                     echo(f"warning: source {spec.name!r} gave {kept} of its {spec.samples} samples "
                          f"in languages {','.join(recipe.languages)}")

@@ -13,6 +13,7 @@ SKIP_REASONS = {
     "placeholder_mismatch": "<image>/<video> placeholders do not match the media",
     "unknown_language": "the language is missing or not one of the 20",
     "language_not_selected": "a valid language outside the recipe's language set (filtered by design)",
+    "not_english": "a non-English row of a source's share, dropped by `switches.english_only` (filtered by design)",
     "invalid_sample": "the converted row fails validate_sample",
     "empty_translation": "the translation model returned an empty text",
     "below_threshold": "the COMETKiwi score is under the filter threshold",
@@ -50,6 +51,11 @@ class BuildReport:
     def keep(self, source: str, language: str) -> None:
         self._source(source)
         self.kept[source][language] += 1
+
+    def drop(self, source: str, language: str, reason: str) -> None:
+        """Move one row of `source` counted as kept (in `language`) to the skipped rows, as `reason`."""
+        self.kept[source][language] -= 1
+        self.skip(source, reason, language)
 
     def skip(self, source: str, reason: str, detail: str = "", record: int | None = None) -> None:
         if reason not in SKIP_REASONS:

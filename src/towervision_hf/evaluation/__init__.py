@@ -1,5 +1,5 @@
 """Evaluation of TowerVision / TowerVideo: the paper's benchmarks (CoMMuTE, Multi30K, ALM-Bench, ViMUL-Bench),
-the shared scoring API and an lmms-eval model plugin.
+the shared scoring API, an lmms-eval model plugin and lmms-eval tasks built from the same code (`harness`).
 
 Scores from `score_continuations` are log-probabilities (higher is better); see `scoring` for the exact definitions.
 """

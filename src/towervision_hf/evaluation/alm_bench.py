@@ -1,18 +1,25 @@
 """ALM-Bench: culturally diverse VQA in 100 languages (multiple choice, true/false, short and long answers).
 
-Scoring:
-- multiple choice: `Translated_Answer` reads `"<answer> (Options: a, b, c)"` (the word "Options" and the brackets
-  may be localized / full-width); the model sees the question and the options and must reproduce one option. An
-  answer is right when `metrics.match_option` maps it to the gold option (normalized exact match, or exactly one
-  option named in the answer). This is the exact-match MCQ scoring the TowerVision authors used.
-- true/false: right when the normalized answer equals, or starts with, the normalized gold answer.
-- short / long open-ended: graded 0-10 by a judge model when `--judge-endpoint` is given (scaled to 0-1),
-  otherwise counted under `open_ended_unjudged`. Judge grades are reported on their own (`judge_score`) and never
-  enter the accuracies.
-The headline is the paper's metric, closed-form accuracy (multiple choice + true/false), in the two columns of its
-Table 1: `en` (English) and `multilingual` (unweighted mean of the per-language accuracies of every other evaluated
-language; by default footnote 4's 23 languages, `languages.PAPER_LANGUAGES`). Per language, category and question
-type the tables give `accuracy` (closed-form), `mcq_accuracy`, `tf_accuracy` and, separately, `judge_score`.
+Prompts and grading are the benchmark authors' (mbzuai-oryx/ALM-Bench: the per-model scripts under
+`Evaluation/scripts/` and `Evaluation/GPTScoring.py`):
+- prompts (`alm_prompt`): multiple choice asks to "answer strictly from one of the options below" followed by the
+  question and the bracketed options of `Translated_Answer` (`"<answer> (Options: a, b, c)"`, the label and the
+  brackets may be localized / full-width); true/false asks for "one word in <language>"; long questions for a
+  detailed answer, short ones for a brief one, both "in <language> language".
+- grading with a judge (`--judge-endpoint`, the authors used GPT-4o): every answer is graded 0-10 with the authors'
+  judge prompt for its question type (`alm_judge_prompt`: meaning match scored 10 or 0 for multiple choice and
+  true/false; consistency, fluency and relevance for long answers; accuracy for short ones), scaled to 0-1.
+- grading without a judge (ours, deterministic, no network): multiple choice is right when `metrics.match_option`
+  maps the answer to the gold option (normalized exact match, or exactly one option named in the answer);
+  true/false when the normalized answer equals, or starts with, the normalized gold answer; open-ended answers are
+  counted under `open_ended_unjudged`. The notes of a run say which grading it used.
+
+The headline is closed-form accuracy (multiple choice + true/false; the paper's Table 1 reports "final accuracy"
+and §3 says its assessment "relies primarily on closed-form tasks"; open-ended grades are reported apart as
+`judge_score`) in three columns: `en` (English), `multilingual` (unweighted mean of the per-language accuracies of
+every non-English language evaluated) and `multilingual_all` (the same mean with English included: footnote 4's 23
+languages, the paper's default `languages.PAPER_LANGUAGES`, include English). The paper does not say which of the
+last two its "ALM-Bench (multi)" column is (docs/evaluation.md quotes both readings), so both are reported.
 
 Data: `MBZUAI/ALM-Bench`, split `test`, columns `file_name` (the image), `ID`, `Language` (English name),
 `Category`, `Question_Type`, `English_Question`, `English_Answer`, `Translated_Question`, `Translated_Answer`,
@@ -25,13 +32,13 @@ from .judge import judge_open_ended
 from .languages import language_code
 from .media import decode_image
 from .metrics import group_by, match_option, mean_or_none, normalize_answer
-from .prompts import multiple_choice_prompt, open_ended_prompt, true_false_prompt
 from .results import RunResult
 from .scoring import generate, user_prompt
 from .sources import iter_rows, require_columns, undecoded
 
 COLUMNS = ("file_name", "Language", "Category", "Question_Type", "Translated_Question", "Translated_Answer")
 _OPTIONS = re.compile(r"^(?P<answer>.*?)\s*[(（](?P<options>[^()（）]*)[)）]\s*$", re.DOTALL)
+CLOSED_FORM = ("mcq", "tf")
 
 
 def question_kind(question_type) -> str | None:
@@ -50,25 +57,62 @@ def question_kind(question_type) -> str | None:
 
 def parse_multiple_choice(answer: str) -> tuple[str, list[str]] | None:
     """`"Paris (Options: Paris, Rome, Oslo)"` -> ("Paris", ["Paris", "Rome", "Oslo"]); None if not of that form."""
+    parsed = _split_options(answer)
+    return None if parsed is None else parsed[:2]
+
+
+def _split_options(answer: str) -> tuple[str, list[str], str] | None:
+    """(gold answer, options, the bracket's text as written, e.g. "Options: Paris, Rome, Oslo") or None."""
     match = _OPTIONS.match((answer or "").strip())
     if match is None:
         return None
-    listed = match.group("options")
-    listed = re.split(r"[:：]", listed, maxsplit=1)[-1]  # drop the (localized) "Options:" label
+    bracket = match.group("options").strip()
+    listed = re.split(r"[:：]", bracket, maxsplit=1)[-1]  # drop the (localized) "Options:" label
     options = [option.strip() for option in re.split(r"[,，、،]", listed) if option.strip()]
     gold = match.group("answer").strip()
-    return (gold, options) if gold and len(options) >= 2 else None
+    return (gold, options, bracket) if gold and len(options) >= 2 else None
 
 
-def _prompt_text(kind, question, language, options):
+def alm_prompt(kind: str, question: str, language: str, bracket: str = "") -> str:
+    """The ALM-Bench authors' instruction for a question of `kind` (their `Evaluation/scripts/*.py`); `bracket` is
+    the option list of a multiple-choice answer as written in the data."""
     if kind == "mcq":
-        return multiple_choice_prompt(question, options)
+        return (
+            "For the given Multiple Choice Question, analyze the question and answer strictly from one of the options "
+            f"below. Strictly answer the choice only. No additional text.\n{question}\n{bracket}"
+        )
     if kind == "tf":
-        return true_false_prompt(question, language)
-    return open_ended_prompt(question, language, long=kind == "long")
+        return (
+            f"{question}\nThe above question is a True/False question. Please provide the answer as one word in "
+            f"{language}"
+        )
+    if kind == "long":
+        return f"{question}\nAnswer the question in detail in {language} language."
+    return f"{question}\nPlease provide brief, clear responses in {language} language."
 
 
-def _is_correct(kind, prediction, gold, options) -> bool:
+def alm_judge_prompt(kind: str, question: str, reference: str, prediction: str) -> str:
+    """The ALM-Bench authors' grading instruction for a question of `kind` (their `Evaluation/GPTScoring.py`); the
+    reference of a multiple-choice question is the gold option alone."""
+    score_only = "Strictly return only the numeric score, without any additional commentary."
+    if kind in CLOSED_FORM:
+        return (
+            f"Evaluate the following answer based on Accuracy:\n\nQuestion: {question}\nGround Truth: {reference}\n"
+            f"Model Prediction: {prediction}\n\nMatch the meaning of the ground truth with the model prediction and "
+            f"if it matches give a 10. Otherwise 0.\n{score_only}"
+        )
+    criteria = "Consistency, Fluency, and Relevance" if kind == "long" else "accuracy and correctness"
+    return (
+        f"Evaluate the following answer based on {criteria} based on the Ground Truth answer.\n"
+        "A high score example will be where the predicted response matches closely with the ground truth and a low "
+        "score example will be where the predicted response lacks knowledge or is not related to the ground truth:"
+        f"\n\nQuestion: {question}\nGround Truth: {reference}\nModel Prediction: {prediction}\n\n"
+        f"Provide a single overall score out of 10 based on these three criteria.\n{score_only}"
+    )
+
+
+def is_correct(kind, prediction, gold, options) -> bool:
+    """Our judge-free grading of a closed-form answer (see the module docstring)."""
     if kind == "mcq":
         normalized = [normalize_answer(option) for option in options]
         if normalize_answer(gold) in normalized:
@@ -78,8 +122,9 @@ def _is_correct(kind, prediction, gold, options) -> bool:
     return bool(gold) and (prediction == gold or prediction.startswith(gold + " "))
 
 
-def _prepare(row, languages) -> tuple | str | None:
-    """`(prompt, record)` for a row to evaluate, a skip reason, or None for a row outside the requested languages."""
+def prepare_item(row, languages) -> tuple | str | None:
+    """`(prompt text, image, record)` for a row to evaluate, a skip reason, or None for a row outside the requested
+    languages. One rule for `towervision eval alm-bench` and the lmms-eval task."""
     language = (row["Language"] or "").strip()
     code = language_code(language)
     if languages is not None and code not in languages:
@@ -90,18 +135,31 @@ def _prepare(row, languages) -> tuple | str | None:
         return "unknown_question_type"
     if not question or not answer:
         return "empty_question_or_answer"
-    options = []
+    options, bracket = [], ""
     if kind == "mcq":
-        parsed = parse_multiple_choice(answer)
+        parsed = _split_options(answer)
         if parsed is None:
             return "unparsable_mcq_answer"
-        answer, options = parsed
+        answer, options, bracket = parsed
     image = decode_image(row["file_name"])
     if image is None:
         return "missing_image"
-    prompt = user_prompt(_prompt_text(kind, question, language or "the question's language", options), [image])
+    text = alm_prompt(kind, question, language or "the question's language", bracket)
     record = {"id": row.get("ID"), "language": language or "unknown", "category": row["Category"] or "unknown"}
-    return prompt, record | {"question_type": kind, "question": question, "answer": answer, "options": options}
+    return text, image, record | {"question_type": kind, "question": question, "answer": answer, "options": options}
+
+
+def grade(record: dict, prediction: str, result: RunResult, judge=None) -> dict:
+    """`record` with the model's `prediction` and its `score` (0-1, None when not graded), graded as the module
+    docstring says; skips (`open_ended_unjudged`, `judge_failed`) are counted in `result`."""
+    record = record | {"prediction": prediction, "empty_output": not prediction}
+    kind = record["question_type"]
+    if judge is None and kind in CLOSED_FORM:
+        record["score"] = float(is_correct(kind, prediction, record["answer"], record["options"]))
+    else:
+        prompt = alm_judge_prompt(kind, record["question"], record["answer"], prediction)
+        record["score"] = judge_open_ended(judge, record, result, prompt=prompt)
+    return record
 
 
 def evaluate_alm_bench(
@@ -126,38 +184,35 @@ def evaluate_alm_bench(
     for rows in iter_rows(undecoded(split, "file_name"), 4 * batch_size, limit, desc="alm-bench", result=result):
         prompts, pending = [], []
         for row in rows:
-            item = _prepare(row, languages)
+            item = prepare_item(row, languages)
             if isinstance(item, str):
                 result.skip(item)
             elif item is not None:
-                prompts.append(item[0])
-                pending.append(item[1])
+                prompts.append(user_prompt(item[0], [item[1]]))
+                pending.append(item[2])
         outputs = generate(model, processor, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size)
-        for record, prediction in zip(pending, outputs):
-            record |= {"prediction": prediction, "empty_output": not prediction}
-            if record["question_type"] in ("mcq", "tf"):
-                correct = _is_correct(record["question_type"], prediction, record["answer"], record["options"])
-                record["score"] = float(correct)
-            else:
-                record["score"] = judge_open_ended(judge, record, result)
-            records.append(record)
+        records += [grade(record, prediction, result, judge) for record, prediction in zip(pending, outputs)]
     result.tables["headline"] = {"closed-form accuracy": headline(records)}
     for name, key in (("language", "language"), ("category", "category"), ("question type", "question_type")):
         result.tables[name] = {group: _summary(items) for group, items in group_by(records, key).items()}
-    if judge is None:
-        result.notes.append("open-ended questions were not scored: no --judge-endpoint given")
+    grading = (
+        "every answer graded by the judge with the ALM-Bench authors' prompt for its type (grade / 10)"
+        if judge is not None
+        else "no judge: multiple choice by normalized match on the option, true/false by normalized match on the "
+        "answer (ours, not the authors' GPT-4o grading); open-ended questions not scored (no --judge-endpoint)"
+    )
     result.notes.append(
-        "headline: closed-form accuracy (multiple choice + true/false), en = English, multilingual = unweighted mean "
-        "over the other languages' accuracies (the paper's Table 1 columns); judge_score: open-ended questions graded "
-        "by the judge (grade / 10), reported apart and never part of an accuracy; mcq: normalized exact match on the "
-        "option"
+        "headline: closed-form accuracy (multiple choice + true/false); en = English, multilingual = unweighted mean "
+        "over the other languages' accuracies, multilingual_all = the same with English (footnote 4's 23 languages); "
+        f"judge_score: open-ended grades, reported apart; prompts: the ALM-Bench authors'; grading: {grading}"
     )
     return records
 
 
 def headline(records: list[dict]) -> dict:
-    """`en` and `multilingual` closed-form accuracy (multilingual: mean of the non-English languages' accuracies)."""
-    closed = [r for r in records if r["question_type"] in ("mcq", "tf")]
+    """Closed-form accuracy: `en`, `multilingual` (mean of the non-English languages' accuracies) and
+    `multilingual_all` (mean of every language's accuracy, English included); None where no language is scored."""
+    closed = [r for r in records if r["question_type"] in CLOSED_FORM and r["score"] is not None]
     per_language = {
         language: mean_or_none(r["score"] for r in items) for language, items in group_by(closed, "language").items()
     }
@@ -166,7 +221,8 @@ def headline(records: list[dict]) -> dict:
     return {
         "en": mean_or_none(per_language[language] for language in english),
         "multilingual": mean_or_none(others),
-        "languages": len(others),
+        "multilingual_all": mean_or_none(per_language.values()),
+        "languages": len(per_language),
     }
 
 
@@ -175,12 +231,12 @@ def _summary(items: list[dict]) -> dict:
         return [r["score"] for r in items if r["question_type"] in kinds and r["score"] is not None]
 
     return {
-        "accuracy": mean_or_none(scores(("mcq", "tf"))),
+        "accuracy": mean_or_none(scores(CLOSED_FORM)),
         "mcq_accuracy": mean_or_none(scores(("mcq",))),
         "tf_accuracy": mean_or_none(scores(("tf",))),
         "judge_score": mean_or_none(scores(("short", "long"))),
         "n": len(items),
-        "n_closed": len(scores(("mcq", "tf"))),
+        "n_closed": len(scores(CLOSED_FORM)),
         "n_judged": len(scores(("short", "long"))),
         "empty_outputs": sum(r["empty_output"] for r in items),
     }

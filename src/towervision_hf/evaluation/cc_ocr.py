@@ -1,9 +1,10 @@
-"""CC-OCR multilingual text reading, scored the paper's way: lmms-eval's CC-OCR task on footnote 5's 7 languages.
+"""CC-OCR multilingual text reading on footnote 5's 7 languages, with lmms-eval's CC-OCR task (the paper names the
+subset and the languages, not the metric).
 
 lmms-eval ships `cc_ocr_multi_lan_ocr` over all 10 languages of CC-OCR's `multi_lan_ocr` subset; the TowerVision paper
 reports German, French, Italian, Russian, Spanish, Korean and Portuguese. Our task `towervision_cc_ocr_multi_lan`
 (`lmms_tasks/towervision_cc_ocr/`) is lmms-eval's task with only those rows kept, so prompts, decoding and the
-official macro / micro F1 (mean over the languages) are lmms-eval's own:
+official macro / micro F1 (mean over the languages; which one the paper reports is not stated) are lmms-eval's own:
 
     lmms-eval --model towervision --model_args pretrained=DIR --include_path LMMS_TASKS_DIR \\
         --tasks towervision_cc_ocr_multi_lan

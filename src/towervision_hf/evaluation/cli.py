@@ -1,4 +1,5 @@
-"""`towervision eval {commute,multi30k,alm-bench,vimul} --model DIR ...`: run a benchmark, write JSON + Markdown.
+"""`towervision eval {commute,multi30k,alm-bench,vimul} --model DIR ...`: run a benchmark, write JSON + Markdown;
+`towervision eval lmms-tasks --out DIR --commute PATH ...`: our lmms-eval tasks reading local copies.
 
 Exit status: 0 when items were scored, 1 when none was (the results are still written, and the message names the
 skip reasons), 2 for bad arguments or data that lacks the benchmark's columns. Data layouts: docs/evaluation.md.
@@ -136,6 +137,18 @@ def build_parser() -> argparse.ArgumentParser:
     vimul.add_argument("--columns", default=None, help="column overrides, e.g. video=clip,answer=gt")
     vimul.add_argument("--max-new-tokens", type=int, default=512, help="default: %(default)s")
     _judge_args(vimul)
+
+    local = tasks.add_parser(
+        "lmms-tasks",
+        help="write a copy of our lmms-eval tasks that reads local copies of the benchmarks",
+        description="Copy the lmms-eval tasks towervision_{commute,multi30k,alm_bench,vimul} (and the CC-OCR one) to "
+        "--out, each named benchmark reading the given local copy (the layouts of `towervision eval TASK --help`); "
+        "then run `lmms-eval --include_path OUT --tasks ...` with any model.",
+    )
+    local.add_argument("--out", required=True, help="folder to write the tasks to (other files there are kept)")
+    for benchmark in ("commute", "multi30k", "alm-bench", "vimul"):
+        local.add_argument(f"--{benchmark}", default=None, help="local copy (folder, save_to_disk folder or file)")
+    local.add_argument("--video-root", default=None, help="folder that ViMUL-Bench's relative video paths are in")
     return parser
 
 
@@ -164,10 +177,22 @@ def _settings(args) -> dict:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if args.task == "lmms-tasks":
+            return _write_lmms_tasks(args)
         return run(args)
     except ValueError as error:  # data that is not the benchmark's layout, malformed options
         print(f"towervision eval {args.task}: error: {error}", file=sys.stderr)
         return 2
+
+
+def _write_lmms_tasks(args) -> int:
+    from .harness import write_local_tasks
+
+    data = {name: getattr(args, name) for name in ("commute", "multi30k", "alm_bench", "vimul") if getattr(args, name)}
+    if not data:
+        raise ValueError("name at least one local copy: --commute, --multi30k, --alm-bench or --vimul")
+    write_local_tasks(args.out, data, video_root=args.video_root)
+    return 0
 
 
 def run(args) -> int:

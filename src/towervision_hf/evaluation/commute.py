@@ -41,6 +41,18 @@ def check_pairs(splits, languages=None) -> None:
         )
 
 
+def prepare_item(row, code: str) -> tuple[str, object] | str:
+    """`(prompt text, image)` for a CoMMuTE row translated into language `code`, or the reason it is skipped
+    (`missing_image`, `empty_text`). One rule for `towervision eval commute` and the lmms-eval task."""
+    image = decode_image(row["image"])
+    if image is None:
+        return "missing_image"
+    texts = [row["source"], row["correct_translation"], row["incorrect_translation"]]
+    if not all(isinstance(text, str) and text.strip() for text in texts):
+        return "empty_text"
+    return translation_prompt(row["source"], language_name(code)), image
+
+
 def evaluate_commute(
     model, processor, splits, result: RunResult, languages=COMMUTE_LANGUAGES, batch_size=8, limit=None
 ):
@@ -65,21 +77,16 @@ def evaluate_commute(
             result.notes.append(f"split {split_name!r} (en-{code}) not evaluated: not requested (opt-in, --langs)")
             continue
         require_columns(split, COLUMNS, f"CoMMuTE split {split_name!r}")
-        target = language_name(code)
         correct_mean, incorrect_mean, correct_sum, incorrect_sum = [], [], [], []
         images = undecoded(split, "image")
         for rows in iter_rows(images, 4 * batch_size, limit, desc=f"commute en-{code}", result=result):
             prompts, candidates, kept = [], [], []
             for row in rows:
-                image = decode_image(row["image"])
-                texts = [row["source"], row["correct_translation"], row["incorrect_translation"]]
-                if image is None:
-                    result.skip("missing_image")
+                item = prepare_item(row, code)
+                if isinstance(item, str):
+                    result.skip(item)
                     continue
-                if not all(isinstance(text, str) and text.strip() for text in texts):
-                    result.skip("empty_text")
-                    continue
-                prompt = user_prompt(translation_prompt(row["source"], target), [image])
+                prompt = user_prompt(item[0], [item[1]])
                 prompts += [prompt, prompt]
                 candidates += [row["correct_translation"], row["incorrect_translation"]]
                 kept.append(row)

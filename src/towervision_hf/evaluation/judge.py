@@ -45,22 +45,25 @@ class OpenAICompatibleJudge:
         self.transport = transport or _post_json
         self.errors: list[str] = []
 
-    def request_payload(self, question: str, reference: str, prediction: str) -> dict:
+    def request_payload(self, prompt: str) -> dict:
         return {
             "model": self.model,
-            "messages": [{"role": "user", "content": judge_prompt(question, reference, prediction)}],
+            "messages": [{"role": "user", "content": prompt}],
             "temperature": 0,
             "max_tokens": 16,
         }
 
     def score(self, question: str, reference: str, prediction: str) -> float | None:
+        """The grade of `prediction` with our 0-10 prompt (`prompts.judge_prompt`)."""
+        return self.grade(judge_prompt(question, reference, prediction))
+
+    def grade(self, prompt: str) -> float | None:
+        """The judge's reply to a grading `prompt` that asks for a score out of 10, scaled to [0, 1]."""
         headers = {"Content-Type": "application/json"}
         if self.api_key:
             headers["Authorization"] = f"Bearer {self.api_key}"
         try:
-            response = self.transport(
-                self.url, self.request_payload(question, reference, prediction), headers, self.timeout
-            )
+            response = self.transport(self.url, self.request_payload(prompt), headers, self.timeout)
             reply = response["choices"][0]["message"]["content"]
         except (OSError, ValueError, KeyError, IndexError, TypeError) as error:
             self.errors.append(f"{type(error).__name__}: {error}")
@@ -68,13 +71,17 @@ class OpenAICompatibleJudge:
         return parse_score(reply)
 
 
-def judge_open_ended(judge: OpenAICompatibleJudge | None, record: dict, result) -> float | None:
-    """The judge's grade for an open-ended `record` (question / answer / prediction), counting in `result` the
-    answers left unscored: `open_ended_unjudged` without a judge, `judge_failed` when the judge call fails."""
+def judge_open_ended(judge: OpenAICompatibleJudge | None, record: dict, result, prompt: str | None = None):
+    """The judge's grade for `record` (question / answer / prediction), with our prompt or the benchmark's `prompt`,
+    counting in `result` the answers left unscored: `open_ended_unjudged` without a judge, `judge_failed` when the
+    judge call fails."""
     if judge is None:
         result.skip("open_ended_unjudged")
         return None
-    score = judge.score(record["question"], record["answer"], record["prediction"])
+    if prompt is None:
+        score = judge.score(record["question"], record["answer"], record["prediction"])
+    else:
+        score = judge.grade(prompt)
     if score is None:
         result.skip("judge_failed")
     return score

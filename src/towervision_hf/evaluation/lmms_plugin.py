@@ -17,8 +17,9 @@ Visuals are PIL images (placed before the text) or video paths (decoded to `max_
 `argmin` of the returned values, as its HF wrappers return a *loss*. The default `loglikelihood_score=mean_nll`
 therefore returns the mean negative log-likelihood of the continuation tokens (lower is better), which is what
 those tasks expect; `loglikelihood_score=sum_logprob` returns the summed log-probability (higher is better) that
-lmms-eval's base-class docstring promises, for tasks and scripts written against that convention. The
-continuation is scored as the assistant's answer including the end-of-turn marker (`scoring.score_continuations`).
+lmms-eval's base-class docstring promises, for tasks and scripts written against that convention (not for
+`towervision_commute`, which follows lmms-eval's loss convention like its HF models). The continuation is scored as
+the assistant's answer including the end-of-turn marker (`scoring.score_continuations`).
 
 lmms-eval is an optional extra (`pip install 'towervision-hf[lmms]'`); without it the class still works with any
 harness that passes objects with `.args` as above and sets `task_dict[task][split][doc_id]`.

@@ -1,10 +1,11 @@
-"""Multi30K: multimodal translation of Flickr30K captions from English, scored the paper's way with xCOMET.
+"""Multi30K: multimodal translation of Flickr30K captions from English, scored with xCOMET (Table 2's metric).
 
 The model translates each English caption with its image (Tower+ translation prompt, greedy decoding). The headline
 is xCOMET (the paper's Table 2: en→cs, de, fr), scaled to 0-100 like the table, from `unbabel-comet` (the `comet`
-extra; default checkpoint `Unbabel/XCOMET-XL`, `--comet-model` changes it, a non-xCOMET model is reported as
-`comet`). sacrebleu's corpus chrF and BLEU are reported beside it, never in its place: when xCOMET cannot run
-(`unbabel-comet` missing, checkpoint not reachable) the headline stays empty and the run notes why.
+extra). The paper does not say which xCOMET: the default checkpoint `Unbabel/XCOMET-XL` is our choice,
+`--comet-model` changes it (e.g. `Unbabel/XCOMET-XXL`), and a non-xCOMET model is reported as `comet`. sacrebleu's
+corpus chrF and BLEU are reported beside it, never in its place: when xCOMET cannot run (`unbabel-comet` missing,
+checkpoint not reachable) the headline stays empty and the run notes why.
 
 Data: `romrawinjp/multi30k` (columns `en`, `de`, `fr`, `cs`, `image`; splits train / validation / test, test =
 Flickr test2016) or a local copy in that layout.
@@ -35,6 +36,20 @@ def check_pairs(split, pairs) -> None:
     if not any(source in split.column_names and target in split.column_names for source, target in pairs):
         wanted = ", ".join(f"{source}-{target}" for source, target in pairs)
         raise ValueError(f"Multi30K: none of the pairs {wanted} is in the data; its columns are {split.column_names}")
+
+
+def prepare_item(row, source: str, target: str) -> tuple[str, object] | str:
+    """`(prompt text, image)` to translate `row[source]` into `target`, or the reason the row is skipped for that pair
+    (`missing_image`, `empty_source`, `empty_reference`). One rule for `towervision eval multi30k` and the lmms-eval
+    task."""
+    image = decode_image(row["image"])
+    if image is None:
+        return "missing_image"
+    if not (row[source] or "").strip():
+        return "empty_source"
+    if not (row[target] or "").strip():
+        return "empty_reference"
+    return translation_prompt(row[source], language_name(target), language_name(source)), image
 
 
 def evaluate_multi30k(
@@ -68,20 +83,12 @@ def evaluate_multi30k(
         for rows in iter_rows(images, 4 * batch_size, limit, desc=f"multi30k {pair}", result=result):
             prompts, kept = [], []
             for row in rows:
-                image = decode_image(row["image"])
-                reason = None
-                if image is None:
-                    reason = "missing_image"
-                elif not (row[source] or "").strip():
-                    reason = "empty_source"
-                elif not (row[target] or "").strip():
-                    reason = "empty_reference"
-                if reason:
-                    result.skip(reason)
+                item = prepare_item(row, source, target)
+                if isinstance(item, str):
+                    result.skip(item)
                     skipped += 1
                 else:
-                    text = translation_prompt(row[source], language_name(target), language_name(source))
-                    prompts.append(user_prompt(text, [image]))
+                    prompts.append(user_prompt(item[0], [item[1]]))
                     kept.append(row)
             outputs = generate(model, processor, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size)
             for row, output in zip(kept, outputs):

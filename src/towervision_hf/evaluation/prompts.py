@@ -1,4 +1,5 @@
-"""Prompt texts: the Tower+ translation prompt and the question prompts of the QA benchmarks."""
+"""Prompt texts: the Tower+ translation prompt, our ViMUL-Bench question prompts and our judge prompt (ALM-Bench's
+prompts are its authors', in `alm_bench`)."""
 
 import string
 
@@ -15,20 +16,10 @@ def option_letters(count: int) -> str:
     return string.ascii_uppercase[:count]
 
 
-def multiple_choice_prompt(question: str, options: list[str], letters: bool = False) -> str:
-    """A question followed by its options; with `letters` the options are labelled A., B., ... and the model is asked
-    for the letter, otherwise for the option text itself."""
-    if letters:
-        listed = "\n".join(f"{letter}. {option}" for letter, option in zip(option_letters(len(options)), options))
-        return f"{question}\n{listed}\nAnswer with the letter of the correct option only."
-    listed = "\n".join(options)
-    return (
-        f"{question}\nOptions:\n{listed}\nAnswer with the correct option only, copied exactly, without any other text."
-    )
-
-
-def true_false_prompt(question: str, language: str) -> str:
-    return f"{question}\nThis is a true/false question. Answer with a single word in {language}."
+def multiple_choice_prompt(question: str, options: list[str]) -> str:
+    """A question followed by its options labelled A., B., ...; the model is asked for the letter."""
+    listed = "\n".join(f"{letter}. {option}" for letter, option in zip(option_letters(len(options)), options))
+    return f"{question}\n{listed}\nAnswer with the letter of the correct option only."
 
 
 def open_ended_prompt(question: str, language: str, long: bool) -> str:

@@ -10,8 +10,10 @@ model's `num_frames` uniformly spaced frames.
 Scoring: multiple choice is accuracy on the option (letter or text, see `metrics.match_option`); open-ended answers
 are graded 0-10 by a judge model when `--judge-endpoint` is given, otherwise counted under `open_ended_unjudged`.
 The headline `score` is the paper's Table 3 number: per language, the mean of the MCQ accuracy and the open-ended
-judge score (empty until both are known). ViMUL-Bench publishes no judge prompt of its own (its code repository
-holds only a project page), so open answers are graded with ours (`prompts.judge_prompt`).
+judge score (empty until both are known); `all languages` gives the same over every row (what the lmms-eval task
+`towervision_vimul` reports). ViMUL-Bench publishes no judge prompt of its own (its code repository holds only a
+project page), so open answers are graded with ours (`prompts.judge_prompt`); the paper used "the same evaluation
+prompt as Shafique et al. (2025)", which we could not read.
 """
 
 import json
@@ -112,8 +114,9 @@ def _kind(declared: str, has_options: bool) -> str:
     return "long" if "long" in declared else "short"
 
 
-def _prepare(row, columns, label, languages, video_root, num_frames) -> tuple | str | None:
-    """`(prompt, record)` for a row to evaluate, a skip reason, or None for a row outside the requested languages."""
+def prepare_item(row, columns, label, languages) -> tuple | str | None:
+    """`(prompt text, video value, record)` for a row to evaluate (the video not decoded yet), a skip reason, or None
+    for a row outside the requested languages. One rule for `towervision eval vimul` and the lmms-eval task."""
 
     def value(role):
         return row.get(columns[role]) if columns[role] else None
@@ -132,11 +135,8 @@ def _prepare(row, columns, label, languages, video_root, num_frames) -> tuple | 
     gold = _gold_index(answer, options) if kind == "mcq" and options else None
     if kind == "mcq" and gold is None:
         return "unparsable_mcq_answer"
-    frames = load_video_frames(value("video"), num_frames, root=video_root)
-    if frames is None:
-        return "missing_video"
     if kind == "mcq":
-        text = multiple_choice_prompt(question, options, letters=True)
+        text = multiple_choice_prompt(question, options)
     else:
         text = open_ended_prompt(question, language.capitalize() or "the question's language", long=kind == "long")
     record = {
@@ -149,7 +149,19 @@ def _prepare(row, columns, label, languages, video_root, num_frames) -> tuple | 
         "options": options,
         "gold_index": gold,
     }
-    return user_prompt(text, videos=[frames]), record
+    return text, value("video"), record
+
+
+def grade(record: dict, prediction: str, result: RunResult, judge=None) -> dict:
+    """`record` with the model's `prediction` and its `score`: multiple choice 1 / 0 on the picked option, open-ended
+    the judge's grade (None without a judge, counted in `result`)."""
+    record = record | {"prediction": prediction, "empty_output": not prediction}
+    if record["question_type"] == "mcq":
+        picked = match_option(prediction, record["options"], letters=True)
+        record["score"] = float(picked == record["gold_index"])
+    else:
+        record["score"] = judge_open_ended(judge, record, result)
+    return record
 
 
 def evaluate_vimul(
@@ -178,26 +190,25 @@ def evaluate_vimul(
         for rows in iter_rows(video_split, 2 * batch_size, limit, desc=f"vimul {label}", result=result):
             prompts, pending = [], []
             for row in rows:
-                item = _prepare(row, columns, label, languages, video_root, num_frames)
-                if isinstance(item, str):
-                    result.skip(item)
-                elif item is not None:
-                    prompts.append(item[0])
-                    pending.append(item[1])
+                item = prepare_item(row, columns, label, languages)
+                if item is None:
+                    continue
+                frames = None if isinstance(item, str) else load_video_frames(item[1], num_frames, root=video_root)
+                if frames is None:
+                    result.skip(item if isinstance(item, str) else "missing_video")
+                    continue
+                prompts.append(user_prompt(item[0], videos=[frames]))
+                pending.append(item[2])
             outputs = generate(model, processor, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size)
-            for record, prediction in zip(pending, outputs):
-                record |= {"prediction": prediction, "empty_output": not prediction}
-                if record["question_type"] == "mcq":
-                    picked = match_option(prediction, record["options"], letters=True)
-                    record["score"] = float(picked == record["gold_index"])
-                else:
-                    record["score"] = judge_open_ended(judge, record, result)
-                records.append(record)
+            records += [grade(record, prediction, result, judge) for record, prediction in zip(pending, outputs)]
     for name, key in (("language", "language"), ("category", "category"), ("question type", "question_type")):
-        result.tables[name] = {group: _summary(items) for group, items in group_by(records, key).items()}
+        result.tables[name] = {group: summary(items) for group, items in group_by(records, key).items()}
     if judge is None:
         result.notes.append("open-ended questions were not scored: no --judge-endpoint given")
-    result.tables["headline"] = {"score": {name: row["score"] for name, row in result.tables["language"].items()}}
+    result.tables["headline"] = {
+        "score": {name: row["score"] for name, row in result.tables["language"].items()},
+        "all languages": summary(records),
+    }
     result.notes.append(
         "score: mean of mcq_accuracy and judge_score (the paper's Table 3: MCQ and open-ended averaged per language), "
         "empty unless both are known; mcq_accuracy: option letter or option text must match the gold option; "
@@ -206,7 +217,8 @@ def evaluate_vimul(
     return records
 
 
-def _summary(items: list[dict]) -> dict:
+def summary(items: list[dict]) -> dict:
+    """`score` (the mean of `mcq_accuracy` and `judge_score`, None unless both are known), the two parts and counts."""
     mcq = [r["score"] for r in items if r["question_type"] == "mcq"]
     judged = [r["score"] for r in items if r["question_type"] != "mcq" and r["score"] is not None]
     parts = [mean_or_none(mcq), mean_or_none(judged)]

@@ -26,20 +26,19 @@ import sys
 from dataclasses import dataclass, field
 from importlib import resources
 
+from towervision_cli import exits_on_error
 from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
 from transformers.trainer_utils import get_last_checkpoint
 from trl import ModelConfig, SFTConfig, TrlParser, get_peft_config, get_quantization_config
 
 from .checkpoint.image_newline import find_image_newline
 from .checkpoint.tiny import TINY_MODEL
-from .checkpoint.trained_modules import (
-    discard_trained_modules,
-    is_trained_modules_folder,
-    save_trained_modules,
-)
+from .checkpoint.output import check_model_folder, check_output
+from .checkpoint.trained_modules import discard_trained_modules, require_full_model, save_trained_modules
 from .checkpoint.weights import torch_dtype
 from .training import TowerVisionCollator, TowerVisionSFTTrainer, VisionFeatureCache, apply_module_learning_rates
 from .training.attention import SAMPLE_EAGER
+from .training.checks import require_trainable_sample
 from .training.packing import Packer, SampleMeasure, TowerVisionPackedCollator, pack_dataset, pack_stream
 from .training.trainer import trainable_parameters
 
@@ -203,11 +202,8 @@ def load_model_and_processor(model_args: ModelConfig, stage_args: StageArguments
         from .checkpoint.compose import build_tiny
 
         return build_tiny(seed=training_args.seed)
-    if is_trained_modules_folder(path):
-        raise ValueError(
-            f"{path} holds only the tensors a stage trained (--save_trained_only): compose the full checkpoint with "
-            f"`towervision merge {path} OUT` and pass OUT"
-        )
+    check_model_folder(path)
+    require_full_model(path)
 
     kwargs = {
         "revision": model_args.model_revision,
@@ -347,10 +343,7 @@ def build_trainer(data_args, stage_args, training_args, model_args) -> TowerVisi
     sharded = is_sharded(training_args)
     if stage_args.save_trained_only and model_args.use_peft:
         raise ValueError("save_trained_only: a LoRA run (use_peft) already saves only its adapter and trained modules")
-    base, output_dir = model_args.model_name_or_path, training_args.output_dir
-    if stage_args.save_trained_only and os.path.isdir(base or "") and os.path.isdir(output_dir):
-        if os.path.samefile(base, output_dir):
-            raise ValueError(f"save_trained_only: output_dir is the base {base}, which the trained tensors need")
+    check_output(training_args.output_dir, [model_args.model_name_or_path])  # the save would overwrite its base
     if stage_args.save_trained_only and sharded:
         raise ValueError(
             "save_trained_only reads the trained tensors whole on the main process: use DDP or one process "
@@ -387,6 +380,7 @@ def build_trainer(data_args, stage_args, training_args, model_args) -> TowerVisi
             include_vision_in_every_batch=sharded,
             untrainable=stage_args.untrainable,
         )
+    require_trainable_sample(source, collator, SampleMeasure(processor, collator.num_frames), training_args.max_length)
     if data_args.dataset.endswith((".yaml", ".yml")):
         if training_args.max_steps <= 0:
             # packed: estimated from the first buffer of the stream
@@ -502,6 +496,7 @@ def run(argv: list[str]) -> TowerVisionSFTTrainer:
     return trainer
 
 
+@exits_on_error("towervision train")
 def main(argv: list[str] | None = None) -> int:
     """`towervision train RECIPE [--key value ...]`."""
     argv = list(sys.argv[1:] if argv is None else argv)

@@ -6,6 +6,8 @@ import os
 import sys
 from pathlib import Path
 
+from towervision_cli import COMMAND_ERRORS, report_error
+
 from .report import BuildReport
 
 
@@ -215,6 +217,5 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         return args.run(args)
-    except (ValueError, FileNotFoundError) as error:  # a bad recipe, override, option or input path
-        print(f"towervision data {args.command}: error: {error}", file=sys.stderr)
-        return 2
+    except COMMAND_ERRORS as error:  # a bad recipe, override, option or input path, the network, a missing extra
+        return report_error(f"towervision data {args.command}", error)

@@ -138,7 +138,7 @@ def reference_outputs(
     in `dtype` (`"auto"`: the checkpoint's; default: [`check_dtype`])."""
     from transformers import AutoProcessor
 
-    import towervision_hf  # noqa: F401  (registers the local classes with the Auto API)
+    import towervision_hf.model  # noqa: F401  (registers the local classes with the Auto API)
 
     from ..model.modeling_towervision import TowerVisionForConditionalGeneration
 

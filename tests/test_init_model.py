@@ -140,3 +140,12 @@ def test_tiny_model_special_tokens_agree_with_its_tokenizer():
     before = (model.config.text_config.to_dict(), model.generation_config.to_dict())
     align_special_tokens(model, processor)
     assert (model.config.text_config.to_dict(), model.generation_config.to_dict()) == before
+
+
+def test_init_names_a_text_model_given_as_vision(sources, tmp_path, capsys):
+    folder = sources[0]
+    argv = ["--vision", str(folder / "tower"), "--text", str(folder / "tower"), str(tmp_path / "out")]
+    assert init_main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "is a 'gemma2' model, not a SigLIP / SigLIP2 checkpoint" in err
+    assert str(folder / "tower" / "config.json") in err and not (tmp_path / "out").exists()

@@ -1,7 +1,7 @@
 """`towervision init`, `convert`, `export` and `merge`: their command lines.
 
-Light on purpose: the arguments are parsed and the output checked against the inputs (`output.check_output`) before
-torch and transformers are imported, so `--help` and a refused output answer at once.
+Light on purpose: the arguments are parsed and the output checked against the inputs (`output.check_new_folder`)
+before torch and transformers are imported, so `--help` and a refused output answer at once.
 """
 
 import argparse
@@ -9,7 +9,7 @@ from pathlib import Path
 
 from towervision_cli import exits_on_error
 
-from .output import check_model_folder, check_output
+from .output import check_model_folder, check_new_folder
 
 DTYPE_NAMES = ("bfloat16", "float16", "float32")  # the names of `weights.DTYPES`
 NATIVE_FORMATS = ("llava_next", "llava_onevision")  # `convert.SOURCE_MODEL_TYPES`
@@ -39,7 +39,7 @@ def init_main(argv: list[str] | None = None) -> int:
     """`towervision init OUT [--vision ...] [--text ...] | --tiny`."""
     args = init_parser().parse_args(argv)
     inputs = [] if args.tiny else [args.vision, args.text]
-    check_output(args.output_dir, inputs)
+    check_new_folder(args.output_dir, inputs)
     import torch
 
     from ..model.modeling_towervision import TowerVisionForConditionalGeneration
@@ -86,7 +86,7 @@ def convert_parser() -> argparse.ArgumentParser:
 def convert_main(argv: list[str] | None = None) -> int:
     """`towervision convert SRC OUT`: a released llava_next / llava_onevision checkpoint -> TowerVision."""
     args = convert_parser().parse_args(argv)
-    check_output(args.output, [args.source])
+    check_new_folder(args.output, [args.source])
     from .convert import convert_checkpoint
 
     convert_checkpoint(args.source, args.output, dtype=args.dtype, max_tiles=args.max_tiles)
@@ -111,7 +111,7 @@ def export_parser() -> argparse.ArgumentParser:
 def export_main(argv: list[str] | None = None) -> int:
     """`towervision export SRC OUT --format llava_next|llava_onevision`: TowerVision -> native transformers."""
     args = export_parser().parse_args(argv)
-    check_output(args.output, [args.source])
+    check_new_folder(args.output, [args.source])
     from .convert import export_checkpoint
 
     export_checkpoint(args.source, args.output, args.format)
@@ -145,7 +145,7 @@ def merge_main(argv: list[str] | None = None) -> int:
     check_model_folder(args.adapter_dir, "it is the output_dir of a `towervision train` run")
     if args.base is not None:
         check_model_folder(args.base)
-    check_output(args.out, [args.adapter_dir, args.base])
+    check_new_folder(args.out, [args.adapter_dir, args.base])
     from .merge import merge_adapter, merge_trained
     from .trained_modules import is_trained_modules_folder
 

@@ -34,9 +34,12 @@ def check_output(output: str | os.PathLike, inputs: Iterable[str | os.PathLike |
     return target
 
 
-def _check_empty(target: Path, output) -> None:
+def check_new_folder(output: str | os.PathLike, inputs: Iterable[str | os.PathLike | None] = ()) -> Path:
+    """`check_output`, and `ValueError` unless `output` is missing or an empty folder (nothing there is replaced)."""
+    target = check_output(output, inputs)
     if target.is_file() or (target.is_dir() and any(target.iterdir())):
         raise ValueError(f"the output {output} already exists and is not an empty folder: remove it or pick another")
+    return target
 
 
 def _partial(target: Path) -> Path:
@@ -47,15 +50,14 @@ def _partial(target: Path) -> Path:
 @contextmanager
 def staged_output(output: str | os.PathLike, inputs: Iterable[str | os.PathLike | None] = ()) -> Iterator[Path]:
     """Yield an empty temporary folder beside `output`; rename it to `output` when the block completes, delete it
-    when the block raises. `output` must not overlap `inputs` (`check_output`) and must be missing or empty."""
-    target = check_output(output, inputs)
-    _check_empty(target, output)
+    when the block raises. `output` must not overlap `inputs` and must be missing or empty (`check_new_folder`)."""
+    target = check_new_folder(output, inputs)
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = _partial(target)
     staging.mkdir()
     try:
         yield staging
-        _check_empty(target, output)  # nothing else wrote there meanwhile
+        check_new_folder(output)  # nothing else wrote there meanwhile
         if target.is_dir():
             target.rmdir()
         staging.rename(target)

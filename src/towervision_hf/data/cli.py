@@ -8,6 +8,7 @@ from pathlib import Path
 
 from towervision_cli import COMMAND_ERRORS, report_error
 
+from ..checkpoint.output import check_new_folder, staged_output
 from .report import BuildReport
 
 
@@ -26,7 +27,8 @@ def _build(args) -> int:
         recipe.media["fetch"] = False
     if args.workers is not None:
         recipe.media["workers"] = args.workers
-    build(recipe, args.out, stage=args.stage, streaming=args.streaming, limit=args.limit)
+    with staged_output(args.out, [args.recipe]) as out:
+        build(recipe, out, stage=args.stage, streaming=args.streaming, limit=args.limit)
     return 0
 
 
@@ -50,6 +52,12 @@ def _read_rows(source: str, limit: int | None = None):
     return list(read_jsonl(path))
 
 
+def _source_path(source: str) -> str:
+    """The local path of a `--source` (the recipe file of `RECIPE.yaml#INPUT`)."""
+    recipe_path, separator, _ = source.partition("#")
+    return recipe_path if separator and recipe_path.endswith((".yaml", ".yml")) else source
+
+
 def _finish(report: BuildReport, out: Path) -> None:
     report.save(out / "report.json")
     print(report.format_table())
@@ -59,14 +67,15 @@ def _translate(args) -> int:
     from .jsonl import write_jsonl
     from .translate import make_backend, translate_rows
 
+    check_new_folder(args.out, [_source_path(args.source)])
     rows = _read_rows(args.source, args.limit)[: args.limit]
     backend = make_backend(args.model, args.backend, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens)
     report = BuildReport("translate", model=args.model, mode=args.mode, assign=args.assign, seed=args.seed)
     translated = translate_rows(rows, _target_languages(args.langs), backend, mode=args.mode, assign=args.assign,
                                 seed=args.seed, keep_english=args.keep_english, model_name=args.model, report=report)
-    out = Path(args.out)
-    write_jsonl(translated, out, bring_media=True)
-    _finish(report, out)
+    with staged_output(args.out, [_source_path(args.source)]) as out:
+        write_jsonl(translated, out, bring_media=True)
+        _finish(report, out)
     return 0
 
 
@@ -83,6 +92,7 @@ def _filter(args) -> int:
     from .quality import CometKiwiScorer, score_rows, split_by_threshold
 
     source = Path(args.input)
+    check_new_folder(args.out, [source])
     files = [source]
     if source.is_dir():  # a translate output, or a filter output (kept and rejected rows, to re-threshold)
         files = sorted(source.glob("data*.jsonl")) + sorted(source.glob("rejected*.jsonl"))
@@ -94,10 +104,10 @@ def _filter(args) -> int:
     rows = score_rows(rows, scorer, args.qe, rescore=args.rescore)
     report = BuildReport("filter", qe=args.qe, threshold=args.threshold)
     kept, rejected = split_by_threshold(rows, args.threshold, report)
-    out = Path(args.out)
-    write_jsonl(kept, out, "data.jsonl", bring_media=True)
-    write_jsonl(rejected, out, "rejected.jsonl", bring_media=True)
-    _finish(report, out)
+    with staged_output(args.out, [source]) as out:
+        write_jsonl(kept, out, "data.jsonl", bring_media=True)
+        write_jsonl(rejected, out, "rejected.jsonl", bring_media=True)
+        _finish(report, out)
     return 0
 
 
@@ -105,14 +115,15 @@ def _synth(args) -> int:
     from .jsonl import write_jsonl
     from .synth import ChatClient, synthesize_answers
 
+    check_new_folder(args.out, [_source_path(args.source)])
     client = ChatClient(args.endpoint, api_key=os.environ.get(args.api_key_env))
     report = BuildReport("synth", model=args.model, endpoint=args.endpoint)
     rows = synthesize_answers(_read_rows(args.source, args.limit), client, args.model, seed=args.seed,
                               families=args.families.split(",") if args.families else None,
                               prompts_per_question=args.prompts_per_question, limit=args.limit, report=report)
-    out = Path(args.out)
-    write_jsonl(rows, out, bring_media=True)
-    _finish(report, out)
+    with staged_output(args.out, [_source_path(args.source)]) as out:
+        write_jsonl(rows, out, bring_media=True)
+        _finish(report, out)
     examples = [example for examples in report.examples.values() for example in examples]
     failed = [example["detail"] for example in examples if example["reason"] == "request_failed"]
     if report.total == 0 and failed:
@@ -125,15 +136,15 @@ def _synth(args) -> int:
 def _sample(args) -> int:
     from .sample import generate_sample_source, load_sample
 
-    counts = generate_sample_source(args.out)
-    for stage in counts:
-        report = BuildReport(f"sample/stage{stage}")
-        load_sample(stage, root=args.out, report=report)
-        print(report.format_table())
-        skipped = {source: dict(reasons) for source, reasons in report.skipped.items() if reasons}
-        if skipped:
-            print(f"stage {stage}: rows did not load back: {json.dumps(skipped)}", file=sys.stderr)
-            return 1
+    with staged_output(args.out) as out:
+        counts = generate_sample_source(out)
+        for stage in counts:
+            report = BuildReport(f"sample/stage{stage}")
+            load_sample(stage, root=out, report=report)
+            print(report.format_table())
+            skipped = {source: dict(reasons) for source, reasons in report.skipped.items() if reasons}
+            if skipped:  # nothing is left behind
+                raise ValueError(f"stage {stage}: rows did not load back: {json.dumps(skipped)}")
     return 0
 
 

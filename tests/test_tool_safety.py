@@ -76,7 +76,8 @@ def test_init_merge_push_and_data_refuse_outputs_over_their_inputs(tiny_checkpoi
     (rows / "data.jsonl").write_text("{}\n")
     for argv in (["translate", "--source", str(rows), "--langs", "de", "--out", str(rows)],
                  ["filter", str(rows), "--out", str(rows / "kept")],
-                 ["synth", "--source", str(rows), "--endpoint", "http://127.0.0.1:9", "--model", "m", "--out", str(rows)]):
+                 ["synth", "--source", str(rows), "--endpoint", "http://127.0.0.1:9", "--model", "m",
+                  "--out", str(rows)]):
         assert cli_main(["data", *argv]) == 2
         assert "the input" in one_error_line(capsys, f"towervision data {argv[0]}")
     assert snapshot(rows) == {"data.jsonl": b"{}\n"} and snapshot(tiny_checkpoint) == before
@@ -144,8 +145,9 @@ def test_a_corrupt_trained_modules_index_is_named(tmp_path, capsys):
     index = stage / "trained_modules.json"
     text = index.read_text()
     capsys.readouterr()
+    no_frozen = json.dumps({**json.loads(text), "frozen": []})
     for corrupt, message in ((text[: len(text) // 2], "is not valid JSON"),
-                             (json.dumps({**json.loads(text), "frozen": []}), "'frozen' is missing or not a JSON object")):
+                             (no_frozen, "'frozen' is missing or not a JSON object")):
         index.write_text(corrupt)
         assert cli_main(["merge", str(stage), str(tmp_path / "out")]) == 2
         err = one_error_line(capsys, "towervision merge")

@@ -22,10 +22,16 @@ def init_parser() -> argparse.ArgumentParser:
         description="Compose the stage-0 TowerVision checkpoint from a SigLIP(2) and a Tower+ (Gemma2) checkpoint.",
     )
     parser.add_argument("output_dir", help="folder to write the checkpoint to (missing or empty)")
-    parser.add_argument("--vision", default="google/siglip2-so400m-patch14-384", help="SigLIP(2) checkpoint: Hub id or local dir")
-    parser.add_argument("--text", default="Unbabel/Tower-Plus-2B", help="Tower+ / Gemma2 checkpoint: Hub id or local dir")
+    parser.add_argument(
+        "--vision", default="google/siglip2-so400m-patch14-384", help="SigLIP(2) checkpoint: Hub id or local dir"
+    )
+    parser.add_argument(
+        "--text", default="Unbabel/Tower-Plus-2B", help="Tower+ / Gemma2 checkpoint: Hub id or local dir"
+    )
     parser.add_argument("--tiny", action="store_true", help="build a tiny random model and tokenizer instead (offline)")
-    parser.add_argument("--max-tiles", type=int, default=6, help="most tiles per image + thumbnail (default: %(default)s)")
+    parser.add_argument(
+        "--max-tiles", type=int, default=6, help="most tiles per image + thumbnail (default: %(default)s)"
+    )
     parser.add_argument("--num-frames", type=int, default=32, help="frames sampled per video (default: %(default)s)")
     parser.add_argument(
         "--dtype", choices=DTYPE_NAMES, help="weights dtype (default: the text checkpoint's, never upcast silently)"

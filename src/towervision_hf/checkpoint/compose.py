@@ -123,7 +123,8 @@ def compose_checkpoint(
     vision_type = read_json(vision_dir / "config.json").get("model_type")
     if vision_type not in SIGLIP_MODEL_TYPES:
         raise ValueError(
-            f"--vision {vision} is a {vision_type!r} model, not a SigLIP / SigLIP2 checkpoint ({vision_dir / 'config.json'})"
+            f"--vision {vision} is a {vision_type!r} model, not a SigLIP / SigLIP2 checkpoint "
+            f"({vision_dir / 'config.json'})"
         )
     vision_config = SiglipVisionConfig.from_pretrained(vision_dir)
     text_config = AutoConfig.from_pretrained(text_dir)

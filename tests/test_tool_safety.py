@@ -1,5 +1,6 @@
 """The tools on bad inputs: no command writes over, into or around what it reads; a broken file read by a command is
-one line naming it, exit status 2; a run with nothing to train on fails with the counts instead of claiming success."""
+one line naming it, exit status 2; a run with nothing to train on fails with the counts instead of claiming success;
+a notice that says "once" prints once."""
 
 import json
 import shutil
@@ -204,3 +205,28 @@ def test_training_on_no_sample_fails_with_the_counts(packing, tmp_path):
     with pytest.raises(ValueError, match=message):
         train.build_trainer(*train.parse_args([*common, "--dataset", long, "--max_length", "16"]))
     assert not (tmp_path / "run").exists()
+
+
+def test_the_newer_transformers_notice_prints_once_for_every_copy_of_the_remote_code(tmp_path, caplog):
+    """Remote code loads `configuration_towervision.py` once per file that imports it, each copy its own module."""
+    import importlib
+    import sys
+
+    from towervision_hf.model import configuration_towervision, tiling_towervision
+
+    for index in range(3):
+        package = tmp_path / f"remote_copy_{index}"
+        package.mkdir()
+        (package / "__init__.py").write_text("")
+        for module in (configuration_towervision, tiling_towervision):
+            shutil.copy(module.__file__, package)
+    sys.path.insert(0, str(tmp_path))
+    try:
+        copies = [importlib.import_module(f"remote_copy_{index}.configuration_towervision") for index in range(3)]
+    finally:
+        sys.path.remove(str(tmp_path))
+    with caplog.at_level("WARNING"):
+        for copy in copies:
+            copy.check_transformers_version("5.99.0")
+    notices = [record for record in caplog.records if "transformers 5.99.0 is newer and untested" in record.message]
+    assert len(notices) == 1

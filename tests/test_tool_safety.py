@@ -155,7 +155,7 @@ def test_a_corrupt_trained_modules_index_is_named(tmp_path, capsys):
         assert str(index) in err and message in err
 
 
-def test_missing_local_folders_are_reported_missing_with_what_writes_them(tmp_path, capsys):
+def test_missing_local_folders_and_data_are_reported_missing(tmp_path, capsys):
     stage = "outputs/towervision-2b/stage0"
     with pytest.raises(FileNotFoundError, match="no such folder .*`towervision init` writes a stage-0 folder"):
         check_model_folder(stage)
@@ -167,6 +167,12 @@ def test_missing_local_folders_are_reported_missing_with_what_writes_them(tmp_pa
     assert cli_main(["train", "tiny/stage1_projector.yaml", "--model_name_or_path", stage,
                      "--output_dir", str(tmp_path / "run"), "--report_to", "none"]) == 2
     assert f"{stage}: no such folder" in one_error_line(capsys, "towervision train")
+    typo = tmp_path / "comute"
+    assert cli_main(["eval", "commute", "--model", "absent", "--data", str(typo), "--output-dir", str(tmp_path)]) == 2
+    assert f"{typo}: no such file or folder" in one_error_line(capsys, "towervision eval commute")
+    assert cli_main(["train", "tiny/stage1_projector.yaml", "--model_name_or_path", "tiny", "--dataset", str(typo),
+                     "--output_dir", str(tmp_path / "run"), "--report_to", "none"]) == 2
+    assert f"{typo}: no such file or folder" in one_error_line(capsys, "towervision train")
 
 
 def test_eval_of_a_save_trained_only_folder_says_to_merge_it(tmp_path, capsys):

@@ -83,13 +83,18 @@ def staged_file(output: str | os.PathLike, inputs: Iterable[str | os.PathLike | 
         raise
 
 
-def check_model_folder(name: str, hint: str = STAGE_FOLDER_HINT) -> None:
-    """`FileNotFoundError` when the model `name` is no folder here and cannot be a Hub id either (it has more than one
-    `/`, or its first part is a local folder): a mistyped or not-yet-written local folder is reported as missing,
-    with `hint` saying what writes it, instead of as a malformed Hub id."""
-    if os.path.isdir(name):
-        return
+def check_local_or_hub(name: str, hint: str, kind: str = "file or folder") -> None:
+    """`FileNotFoundError` when `name` is nothing here and cannot be a Hub id either (it has more than one `/`, starts
+    with `.`, or its first part is a local folder): a mistyped or not-yet-written local path is reported as missing,
+    with `hint` saying what it should be, instead of as a malformed Hub id."""
     if os.path.exists(name):
-        raise ValueError(f"{name} is a file, not a checkpoint folder")
+        return
     if HUB_ID.match(name) is None or os.path.isdir(name.split("/")[0]) or name.startswith("."):
-        raise FileNotFoundError(f"{name}: no such folder ({hint})")
+        raise FileNotFoundError(f"{name}: no such {kind} ({hint})")
+
+
+def check_model_folder(name: str, hint: str = STAGE_FOLDER_HINT) -> None:
+    """`check_local_or_hub` for a model: a local one must be a folder."""
+    if os.path.isfile(name):
+        raise ValueError(f"{name} is a file, not a checkpoint folder")
+    check_local_or_hub(name, hint, kind="folder")

@@ -17,6 +17,8 @@ from pathlib import Path
 
 from datasets import Dataset, DatasetDict, load_dataset, load_from_disk
 
+from ..checkpoint.output import check_local_or_hub
+
 FILE_BUILDERS = {".parquet": "parquet", ".json": "json", ".jsonl": "json", ".csv": "csv", ".arrow": "arrow"}
 
 
@@ -40,6 +42,7 @@ def load_splits(
 ) -> tuple[DatasetDict, dict]:
     """The splits of `data` (see the module docstring) and a provenance record (source, kind, config, revision,
     rows per split). With `split`, a Hub id or folder loads only that split."""
+    check_local_or_hub(data, "a local data file or folder, or a Hub dataset id")
     kind = source_kind(data)
     if kind == "file":
         extension = os.path.splitext(data)[1].lower()

@@ -13,6 +13,8 @@ import os
 import sys
 from importlib import resources
 
+from towervision_cli import exits_on_error
+
 STAGES = ("stage1_projector", "stage2_vision", "stage3_video")
 
 
@@ -42,6 +44,7 @@ def _generate(model, processor, content: list[dict], max_new_tokens: int) -> str
     return processor.decode(output[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
 
 
+@exits_on_error("towervision demo")
 def main(argv: list[str] | None = None) -> int:
     """`towervision demo [--output-dir DIR] [--max-steps N]`."""
     parser = argparse.ArgumentParser(

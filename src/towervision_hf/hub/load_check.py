@@ -112,20 +112,22 @@ def check_dtype(staged_dir: Path) -> str:
     in float32 and 0.3 GFLOP/s in bfloat16). The check then compares the remote code with the installed one at a
     higher precision than the checkpoint's.
 
-    The tree counted is this process and its children as they are now plus one float32 copy of the model: the two
-    sides load one after the other (the in-process reference, then the remote worker's model, then its pipeline), each
-    releasing its copy (`release_memory`) before the next load starts. The memory it can use is what it holds now
-    plus what the system has available."""
+    The tree counted is this process and its children as they are now, plus one float32 copy of the model and the
+    half-precision files it is converted from (memory-mapped, so resident, while it loads): the two sides load one
+    after the other (the in-process reference, then the remote worker's model, then its pipeline), each releasing its
+    copy (`release_memory`) before the next load starts. The memory the tree can use is what it holds now plus what
+    the system has available."""
     import psutil
 
     config = json.loads((Path(staged_dir) / "config.json").read_text())
     dtype = config.get("dtype") or config.get("torch_dtype") or config.get("text_config", {}).get("dtype")
     if torch.cuda.is_available() or dtype not in ("bfloat16", "float16"):
         return "auto"
-    float32_bytes = 2 * sum(path.stat().st_size for path in Path(staged_dir).glob("*.safetensors"))
+    stored_bytes = sum(path.stat().st_size for path in Path(staged_dir).glob("*.safetensors"))
     process = psutil.Process()
     tree = sum(member.memory_info().rss for member in (process, *process.children(recursive=True)))
-    return "float32" if tree + float32_bytes <= 0.6 * (tree + psutil.virtual_memory().available) else "auto"
+    peak = tree + 2 * stored_bytes + stored_bytes  # the float32 copy and the files it is read from
+    return "float32" if peak <= 0.6 * (tree + psutil.virtual_memory().available) else "auto"
 
 
 def greedy_with_logits(model, batch: dict, max_new_tokens: int) -> dict[str, torch.Tensor]:

@@ -175,6 +175,14 @@ def test_missing_local_folders_and_data_are_reported_missing(tmp_path, capsys):
     assert f"{typo}: no such file or folder" in one_error_line(capsys, "towervision train")
 
 
+def test_a_hub_id_that_cannot_be_fetched_is_one_line(tmp_path, capsys):
+    """No network here (or no such repo): the Hub client's error, not its traceback."""
+    argv = ["init", "--vision", "my-org/absent-siglip", "--text", "my-org/absent-tower", str(tmp_path / "out")]
+    assert cli_main(argv) == 2
+    assert "my-org/absent-siglip" in one_error_line(capsys, "towervision init")
+    assert not (tmp_path / "out").exists()
+
+
 def test_eval_of_a_save_trained_only_folder_says_to_merge_it(tmp_path, capsys):
     stage = tmp_path / "stage1"
     stage.mkdir()

@@ -177,7 +177,7 @@ def test_merge_command_errors_name_the_file(stage1, tmp_path, capsys):
     (tmp_path / "taken" / "file").write_text("x")
     cases = [
         ([moved, tmp_path / "out"], f"{tmp_path / 'gone'}: no such folder (the base named by {moved / 'trained_modules.json'}"),
-        ([moved, tmp_path / "out", "--base", "my-org/absent"], "neither a local folder nor fetchable from the Hub"),
+        ([moved, tmp_path / "out", "--base", "my-org/absent"], "my-org/absent is not a local folder and cannot be fetched from the Hub"),
         ([trained, tmp_path / "taken"], "already exists and is not an empty folder"),
         ([trained, tmp_path / "out", "--dtype", "bfloat16"], "in the dtype their run trained in"),
     ]

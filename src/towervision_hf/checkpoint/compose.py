@@ -20,7 +20,7 @@ from ..model.configuration_towervision import TowerVisionConfig
 from ..model.modeling_towervision import TowerVisionForConditionalGeneration
 from ..model.processing_towervision import TowerVisionProcessor
 from .convert import meta_model, save_streamed, stream_renamed
-from .output import staged_output
+from .output import check_model_folder, staged_output
 from .tiny import build_tiny_processor, build_tiny_tokenizer, tiny_config
 from .weights import DTYPE_CODES, DTYPES, DTYPES_BY_CODE, EMBED_KEY, HEAD_KEY, PlannedTensor, WeightReader, read_json
 
@@ -50,10 +50,14 @@ def resolve_folder(name_or_path: str, revision: str | None = None) -> Path:
     files)."""
     if Path(name_or_path).is_dir():
         return Path(name_or_path)
+    check_model_folder(name_or_path, "a local checkpoint folder or a Hub model id")
     from huggingface_hub import snapshot_download
 
     patterns = ["*.json", "*.safetensors", "*.model", "*.jinja"]
-    return Path(snapshot_download(name_or_path, revision=revision, allow_patterns=patterns))
+    try:
+        return Path(snapshot_download(name_or_path, revision=revision, allow_patterns=patterns))
+    except OSError as error:  # offline, unknown or gated repo, network failure
+        raise OSError(f"{name_or_path} is not a local folder and cannot be fetched from the Hub: {error}") from None
 
 
 def grown_rows(reader: WeightReader, name: str, num_rows: int, dtype: torch.dtype, block_rows: int = 16384):

@@ -78,7 +78,4 @@ def resolve_trained_base(reference: dict, base: str | None, scratch: str, index_
     try:
         return resolve_folder(name, revision=None if base else reference.get("revision"))
     except (OSError, ValueError) as error:
-        raise ValueError(
-            f"base {name!r} (named by {named_by}) is neither a local folder nor fetchable from the Hub ({error}); "
-            "pass the base with --base"
-        ) from None
+        raise ValueError(f"the base named by {named_by}: {error}; pass the base with --base") from None

@@ -170,21 +170,21 @@ def count_parameters(folder: Path) -> str:
 
 
 def step_init(work: Path, geometry: dict) -> dict:
-    from towervision_hf.checkpoint.compose import main as init_main
+    from towervision_hf.checkpoint.cli import init_main
 
     init_main(["--vision", str(work / "siglip"), "--text", str(work / "tower"), str(work / "stage0")])
     return {"stage-0 parameters": count_parameters(work / "stage0")}
 
 
 def step_export(work: Path, geometry: dict) -> dict:
-    from towervision_hf.checkpoint.convert import export_main
+    from towervision_hf.checkpoint.cli import export_main
 
     export_main([str(work / "stage0"), str(work / "native"), "--format", "llava_next"])
     return {}
 
 
 def step_convert(work: Path, geometry: dict) -> dict:
-    from towervision_hf.checkpoint.convert import convert_main
+    from towervision_hf.checkpoint.cli import convert_main
 
     convert_main([str(work / "native"), str(work / "converted")])
     return {}

@@ -38,3 +38,26 @@ def test_sub_command_help_names_the_sub_command(command, capsys):
     except SystemExit as exit:
         assert exit.code == 0
     assert f"usage: towervision {command}" in capsys.readouterr().out
+
+
+def test_every_command_help_imports_neither_torch_nor_transformers():
+    """`towervision COMMAND --help` answers from a parser built without the heavy libraries (what is imported is
+    asserted, not how long it takes: `bench/bench_cli_help.py` measures that)."""
+    code = (
+        "import contextlib, io, sys, towervision_cli\n"
+        "for name in towervision_cli.COMMANDS:\n"
+        "    with contextlib.redirect_stdout(io.StringIO()) as out, contextlib.suppress(SystemExit):\n"
+        "        towervision_cli.main([name, '--help'])\n"
+        "    assert f'usage: towervision {name}' in out.getvalue(), (name, out.getvalue()[:200])\n"
+        "    heavy = sorted({'torch', 'transformers', 'trl', 'datasets'} & set(sys.modules))\n"
+        "    assert not heavy, (name, heavy)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
+def test_train_help_lists_our_options_grouped_before_pointing_at_trl(capsys):
+    assert main(["train", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert out.index("DataArguments:") < out.index("--dataset ") < out.index("StageArguments:") < out.index("--vision_lr")
+    assert "--help-all" in out and "--learning_rate" not in out and len(out.splitlines()) < 150

@@ -129,15 +129,41 @@ def test_multi30k_cli(workspace):
         "en-de,en-fr,en-cs,en-xx",
         "--max-new-tokens",
         "4",
+        "--no-comet",
     )
     table = payload["tables"]["language pair"]
     assert set(table) == {"en-de", "en-fr", "en-cs"}
     assert (table["en-de"]["n"], table["en-fr"]["n"], table["en-cs"]["n"]) == (2, 3, 3)
     assert all(0 <= row["chrf"] <= 100 and 0 <= row["bleu"] <= 100 for row in table.values())
     assert payload["skipped"] == {"missing_image": 3, "empty_reference": 1, "unknown_language": 4}
-    assert any("COMET skipped" in note for note in payload["notes"])  # unbabel-comet is not installed here
-    assert payload["tables"]["headline"] == {"xcomet": {"en-de": None, "en-fr": None, "en-cs": None}}
+    assert any("not run: --no-comet" in note for note in payload["notes"])
+    assert payload["tables"]["headline"] == {"comet": {"en-de": None, "en-fr": None, "en-cs": None}}
     assert len((out / "multi30k.predictions.jsonl").read_text().splitlines()) == 8
+
+
+def test_multi30k_without_the_comet_extra_fails_in_one_line_before_loading(workspace, tmp_path, capsys):
+    argv = ["multi30k", "--model", "absent", "--data", workspace["multi30k"], "--output-dir", str(tmp_path)]
+    assert main(argv) == 2  # unbabel-comet is not installed here
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and "towervision-hf[comet]" in err and "--no-comet" in err
+    assert not list(tmp_path.iterdir())
+
+
+def test_multi30k_whose_comet_fails_for_every_pair_exits_1(workspace, tmp_path, monkeypatch, capsys):
+    from towervision_hf.evaluation import cli, multi30k
+
+    def failing_comet(*args, **kwargs):
+        raise RuntimeError("the checkpoint is gated")
+
+    find_spec = cli.importlib.util.find_spec
+    monkeypatch.setattr(cli.importlib.util, "find_spec", lambda name: object() if name == "comet" else find_spec(name))
+    monkeypatch.setattr(multi30k, "comet_system_score", failing_comet)
+    argv = ["multi30k", "--model", workspace["model"], "--data", workspace["multi30k"], "--pairs", "en-de",
+            "--max-new-tokens", "2", "--output-dir", str(tmp_path)]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert "error: the headline metric was scored for no pair (COMET (Unbabel/XCOMET-XL) failed for en-de" in err
+    assert json.loads((tmp_path / "multi30k.json").read_text())["tables"]["language pair"]["en-de"]["chrf"] >= 0
 
 
 def test_multi30k_comet_seam(tiny, monkeypatch):

@@ -461,6 +461,22 @@ def test_load_check_runs_a_half_precision_checkpoint_in_float32_on_a_cpu(checkpo
     assert load_check.check_dtype(staged.path) == "auto"
 
 
+def test_load_check_dtype_counts_the_whole_process_tree(tmp_path, monkeypatch):
+    """float32 only while the tree (this process and its children), one float32 copy and the files it is read from
+    stay within 60 % of the memory the tree can use (what it holds plus what is available)."""
+    import psutil
+
+    (tmp_path / "config.json").write_text(json.dumps({"dtype": "bfloat16"}))
+    (tmp_path / "model.safetensors").write_bytes(bytes(1000))  # its float32 copy: 2000 bytes, read from 1000
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    child = SimpleNamespace(memory_info=lambda: SimpleNamespace(rss=2000))
+    parent = SimpleNamespace(memory_info=lambda: SimpleNamespace(rss=1000), children=lambda recursive: [child])
+    monkeypatch.setattr(psutil, "Process", lambda: parent)
+    for available, expected in ((7100, "float32"), (6900, "auto"), (3400, "auto")):  # the bound: 7000
+        monkeypatch.setattr(psutil, "virtual_memory", lambda available=available: SimpleNamespace(available=available))
+        assert load_check.check_dtype(tmp_path) == expected, available
+
+
 @pytest.mark.slow
 def test_load_check_catches_remote_code_that_computes_differently(staged, tmp_path):
     copy = Path(shutil.copytree(staged.path, tmp_path / "tampered"))

@@ -14,7 +14,7 @@ from transformers import (
 )
 
 from towervision_hf.checkpoint.compose import build_tiny
-from towervision_hf.checkpoint.compose import main as init_main
+from towervision_hf.checkpoint.cli import init_main
 from towervision_hf.checkpoint.tiny import build_tiny_tokenizer
 from towervision_hf.checkpoint.weights import WeightReader
 
@@ -119,9 +119,8 @@ def test_init_names_a_vision_checkpoint_without_layers_to_drop(sources, tmp_path
     folder = sources[0]
     one_layer = SiglipVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2)
     SiglipVisionModel(one_layer).save_pretrained(folder / "one_layer")
-    with pytest.raises(SystemExit) as exit_info:
-        init_main(["--vision", str(folder / "one_layer"), "--text", str(folder / "tower"), str(tmp_path / "out")])
-    assert exit_info.value.code == 2 and "1 encoder layer(s); at least 2" in capsys.readouterr().err
+    assert init_main(["--vision", str(folder / "one_layer"), "--text", str(folder / "tower"), str(tmp_path / "out")]) == 2
+    assert "1 encoder layer(s); at least 2" in capsys.readouterr().err
 
 
 def test_init_tiny_writes_a_loadable_checkpoint(tmp_path, capsys):
@@ -141,3 +140,12 @@ def test_tiny_model_special_tokens_agree_with_its_tokenizer():
     before = (model.config.text_config.to_dict(), model.generation_config.to_dict())
     align_special_tokens(model, processor)
     assert (model.config.text_config.to_dict(), model.generation_config.to_dict()) == before
+
+
+def test_init_names_a_text_model_given_as_vision(sources, tmp_path, capsys):
+    folder = sources[0]
+    argv = ["--vision", str(folder / "tower"), "--text", str(folder / "tower"), str(tmp_path / "out")]
+    assert init_main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "is a 'gemma2' model, not a SigLIP / SigLIP2 checkpoint" in err
+    assert str(folder / "tower" / "config.json") in err and not (tmp_path / "out").exists()

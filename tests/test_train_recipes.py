@@ -13,7 +13,7 @@ from accelerate.commands.config.config_args import load_config_from_file
 from PIL import Image
 
 from towervision_hf import TowerVisionConfig, TowerVisionForConditionalGeneration, TowerVisionProcessor, train
-from towervision_hf.checkpoint.compose import build_parser as init_parser
+from towervision_hf.checkpoint.cli import init_parser
 from towervision_hf.data.mixture import load_recipe
 
 ROOT = Path(__file__).resolve().parents[1]

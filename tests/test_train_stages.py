@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
 from towervision_hf import train
-from towervision_hf.checkpoint import merge
+from towervision_hf.checkpoint import cli as checkpoint_cli
 from towervision_hf.training import SKIPPED_KEY, TowerVisionCollator, module_group
 from towervision_hf.training.feature_cache import vision_tower_identity
 
@@ -157,7 +157,7 @@ def test_lora_trains_lm_adapters_projector_and_newline_and_merges(stage1_checkpo
     saved_newline = load_file(adapter_dir / "image_newline.safetensors")["image_newline"]
     assert torch.equal(saved_newline, newline) and not torch.equal(newline, newline_before)
 
-    assert merge.merge_main([str(adapter_dir), str(merged_dir)]) == 0
+    assert checkpoint_cli.merge_main([str(adapter_dir), str(merged_dir)]) == 0
     merged = AutoModelForImageTextToText.from_pretrained(merged_dir, trust_remote_code=True).eval()
     assert torch.equal(merged.model.image_newline, newline)
     assert merged.config.max_tiles == 6  # the stage's config, not the stage-1 base's

@@ -13,7 +13,7 @@ import os
 import sys
 from importlib import resources
 
-import torch
+from towervision_cli import exits_on_error
 
 STAGES = ("stage1_projector", "stage2_vision", "stage3_video")
 
@@ -40,11 +40,11 @@ def _generate(model, processor, content: list[dict], max_new_tokens: int) -> str
     inputs = processor.apply_chat_template(
         conversation, add_generation_prompt=True, tokenize=True, return_dict=True, return_tensors="pt"
     )
-    with torch.no_grad():
-        output = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
+    output = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)  # generate runs without grad
     return processor.decode(output[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
 
 
+@exits_on_error("towervision demo")
 def main(argv: list[str] | None = None) -> int:
     """`towervision demo [--output-dir DIR] [--max-steps N]`."""
     parser = argparse.ArgumentParser(

@@ -23,7 +23,6 @@ import json
 import math
 import os
 import sys
-from dataclasses import dataclass, field
 from importlib import resources
 
 from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
@@ -31,15 +30,15 @@ from transformers.trainer_utils import get_last_checkpoint
 from trl import ModelConfig, SFTConfig, TrlParser, get_peft_config, get_quantization_config
 
 from .checkpoint.image_newline import find_image_newline
+from .checkpoint.output import check_model_folder, check_output
 from .checkpoint.tiny import TINY_MODEL
-from .checkpoint.trained_modules import (
-    discard_trained_modules,
-    is_trained_modules_folder,
-    save_trained_modules,
-)
+from .checkpoint.trained_modules import discard_trained_modules, require_full_model, save_trained_modules
 from .checkpoint.weights import torch_dtype
 from .training import TowerVisionCollator, TowerVisionSFTTrainer, VisionFeatureCache, apply_module_learning_rates
+from .training.arguments import DataArguments, StageArguments
 from .training.attention import SAMPLE_EAGER
+from .training.checks import require_trainable_sample
+from .training.cli import main
 from .training.packing import Packer, SampleMeasure, TowerVisionPackedCollator, pack_dataset, pack_stream
 from .training.trainer import trainable_parameters
 
@@ -47,115 +46,6 @@ from .training.trainer import trainable_parameters
 LM_LORA_TARGETS = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
 # Kept in full precision under QLoRA: trained in full (vision tower, projector) or tied to the embeddings (LM head).
 QLORA_SKIP_MODULES = ["vision_tower", "multi_modal_projector", "lm_head"]
-
-
-@dataclass
-class DataArguments:
-    """Where the training rows come from; every source yields rows in the sample schema (`towervision_hf.data`)."""
-
-    dataset: str = field(
-        default="sample:1",
-        metadata={
-            "help": "`sample:1|2|3` (the embedded sample), a data recipe YAML (streamed, see `dataset_stage`), a "
-            "folder written by `towervision data build` or `save_to_disk`, a `datasets` id, a Hub-layout folder or a "
-            "single data file, in the sample schema (see towervision_hf.data.loading)."
-        },
-    )
-    dataset_stage: str | None = field(
-        default=None, metadata={"help": "Stage of a data recipe: alignment, vision or video."}
-    )
-    dataset_split: str = field(
-        default="train", metadata={"help": "Split of `dataset` (a single file or saved Dataset is this split)."}
-    )
-    max_samples: int | None = field(default=None, metadata={"help": "Use only the first N rows."})
-    shuffle_buffer: int = field(
-        default=10_000, metadata={"help": "Shuffle buffer of a streamed data recipe (reseeded every epoch); 0 = off."}
-    )
-
-
-@dataclass
-class StageArguments:
-    """What one stage trains and how its inputs are shaped."""
-
-    vision_lr: float | None = field(
-        default=None, metadata={"help": "Learning rate of the vision tower; 0 freezes it, unset = learning_rate."}
-    )
-    projector_lr: float | None = field(
-        default=None, metadata={"help": "Learning rate of the projector and image newline; 0 freezes them."}
-    )
-    language_lr: float | None = field(
-        default=None, metadata={"help": "Learning rate of the language model (and its tied head); 0 freezes it."}
-    )
-    image_aspect_ratio: str | None = field(
-        default=None,
-        metadata={
-            "help": "anyres (tiles), square or pad (each image encoded once as one tile, no newline), written into "
-            "model config and processor; unset = keep.",
-            "choices": ["anyres", "square", "pad"],
-        },
-    )
-    max_tiles: int | None = field(
-        default=None,
-        metadata={
-            "help": "Most tiles per image (plus the thumbnail), written into model config and processor; unset = keep."
-        },
-    )
-    num_frames: int | None = field(
-        default=None,
-        metadata={"help": "Frames sampled per video, written into model config and processor; unset = keep."},
-    )
-    vision_feature_cache: str | None = field(
-        default=None,
-        metadata={
-            "help": "Folder of a disk cache of frozen vision-tower features (needs vision_lr 0, no FSDP/ZeRO-3)."
-        },
-    )
-    over_length: str = field(
-        default="skip",
-        metadata={
-            "help": "Samples over max_length: skip (dropped and counted) or error.",
-            "choices": ["skip", "error"],
-        },
-    )
-    untrainable: str = field(
-        default="error",
-        metadata={
-            "help": "Rows that would train on nothing (unknown role, no assistant text): error or skip them.",
-            "choices": ["error", "skip"],
-        },
-    )
-    packing_buffer: int = field(
-        default=1000,
-        metadata={"help": "With packing: samples packed together (first-fit decreasing over this buffer)."},
-    )
-    max_row_tiles: int | None = field(
-        default=None,
-        metadata={
-            "help": "With packing: most image tiles (thumbnails included) + video frames per packed row, to bound "
-            "vision-tower memory; a sample over it gets a row of its own. Unset = no cap."
-        },
-    )
-    model_code: str = field(
-        default="package",
-        metadata={
-            "help": "package: this package's classes; checkpoint: the checkpoint's own remote code "
-            "(needs trust_remote_code).",
-            "choices": ["package", "checkpoint"],
-        },
-    )
-    save_trained_only: bool = field(
-        default=False,
-        metadata={
-            "help": "Final save: only the trained tensors (trained_modules.safetensors) beside a reference to the "
-            "base and digests of its frozen tensors (trained_modules.json), with config and processor; `towervision "
-            "merge` composes the full checkpoint. checkpoint-N folders stay full (exact resume). Not with LoRA or "
-            "FSDP / ZeRO-3."
-        },
-    )
-
-    @property
-    def learning_rates(self) -> dict[str, float | None]:
-        return {"vision": self.vision_lr, "projector": self.projector_lr, "language": self.language_lr}
 
 
 def resolve_recipe(recipe: str) -> str:
@@ -203,11 +93,8 @@ def load_model_and_processor(model_args: ModelConfig, stage_args: StageArguments
         from .checkpoint.compose import build_tiny
 
         return build_tiny(seed=training_args.seed)
-    if is_trained_modules_folder(path):
-        raise ValueError(
-            f"{path} holds only the tensors a stage trained (--save_trained_only): compose the full checkpoint with "
-            f"`towervision merge {path} OUT` and pass OUT"
-        )
+    check_model_folder(path)
+    require_full_model(path)
 
     kwargs = {
         "revision": model_args.model_revision,
@@ -347,10 +234,7 @@ def build_trainer(data_args, stage_args, training_args, model_args) -> TowerVisi
     sharded = is_sharded(training_args)
     if stage_args.save_trained_only and model_args.use_peft:
         raise ValueError("save_trained_only: a LoRA run (use_peft) already saves only its adapter and trained modules")
-    base, output_dir = model_args.model_name_or_path, training_args.output_dir
-    if stage_args.save_trained_only and os.path.isdir(base or "") and os.path.isdir(output_dir):
-        if os.path.samefile(base, output_dir):
-            raise ValueError(f"save_trained_only: output_dir is the base {base}, which the trained tensors need")
+    check_output(training_args.output_dir, [model_args.model_name_or_path])  # the save would overwrite its base
     if stage_args.save_trained_only and sharded:
         raise ValueError(
             "save_trained_only reads the trained tensors whole on the main process: use DDP or one process "
@@ -387,6 +271,7 @@ def build_trainer(data_args, stage_args, training_args, model_args) -> TowerVisi
             include_vision_in_every_batch=sharded,
             untrainable=stage_args.untrainable,
         )
+    require_trainable_sample(source, collator, SampleMeasure(processor, collator.num_frames), training_args.max_length)
     if data_args.dataset.endswith((".yaml", ".yml")):
         if training_args.max_steps <= 0:
             # packed: estimated from the first buffer of the stream
@@ -500,18 +385,6 @@ def run(argv: list[str]) -> TowerVisionSFTTrainer:
         if stage_args.save_trained_only:
             print(f"(trained tensors only: `towervision merge {training_args.output_dir} OUT` writes the full model)")
     return trainer
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`towervision train RECIPE [--key value ...]`."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ("-h", "--help"):
-        print(__doc__)
-        if argv:
-            _parser().print_help()
-        return 0
-    run(argv)
-    return 0
 
 
 if __name__ == "__main__":

@@ -9,7 +9,6 @@ and `<video>` are added to the tokenizer and the embedding matrix grows to match
 trust_remote_code checkpoint: weights, config, tokenizer, chat template, image and video processors.
 """
 
-import argparse
 import logging
 import re
 from pathlib import Path
@@ -21,10 +20,13 @@ from ..model.configuration_towervision import TowerVisionConfig
 from ..model.modeling_towervision import TowerVisionForConditionalGeneration
 from ..model.processing_towervision import TowerVisionProcessor
 from .convert import meta_model, save_streamed, stream_renamed
+from .output import check_model_folder, staged_output
 from .tiny import build_tiny_processor, build_tiny_tokenizer, tiny_config
-from .weights import DTYPE_CODES, DTYPES, DTYPES_BY_CODE, EMBED_KEY, HEAD_KEY, PlannedTensor, WeightReader
+from .weights import DTYPE_CODES, DTYPES, DTYPES_BY_CODE, EMBED_KEY, HEAD_KEY, PlannedTensor, WeightReader, read_json
 
 logger = logging.getLogger(__name__)
+# `--vision` folders: a full SigLIP / SigLIP2 (fixed resolution) checkpoint, or its vision tower alone
+SIGLIP_MODEL_TYPES = ("siglip", "siglip_vision_model")
 
 
 def generation_config_for(tokenizer) -> GenerationConfig:
@@ -48,10 +50,14 @@ def resolve_folder(name_or_path: str, revision: str | None = None) -> Path:
     files)."""
     if Path(name_or_path).is_dir():
         return Path(name_or_path)
+    check_model_folder(name_or_path, "a local checkpoint folder or a Hub model id")
     from huggingface_hub import snapshot_download
 
     patterns = ["*.json", "*.safetensors", "*.model", "*.jinja"]
-    return Path(snapshot_download(name_or_path, revision=revision, allow_patterns=patterns))
+    try:
+        return Path(snapshot_download(name_or_path, revision=revision, allow_patterns=patterns))
+    except OSError as error:  # offline, unknown or gated repo, network failure
+        raise OSError(f"{name_or_path} is not a local folder and cannot be fetched from the Hub: {error}") from None
 
 
 def grown_rows(reader: WeightReader, name: str, num_rows: int, dtype: torch.dtype, block_rows: int = 16384):
@@ -118,6 +124,12 @@ def compose_checkpoint(
         log: receives one line per decision taken.
     """
     vision_dir, text_dir, output = resolve_folder(vision), resolve_folder(text), Path(output)
+    vision_type = read_json(vision_dir / "config.json").get("model_type")
+    if vision_type not in SIGLIP_MODEL_TYPES:
+        raise ValueError(
+            f"--vision {vision} is a {vision_type!r} model, not a SigLIP / SigLIP2 checkpoint "
+            f"({vision_dir / 'config.json'})"
+        )
     vision_config = SiglipVisionConfig.from_pretrained(vision_dir)
     text_config = AutoConfig.from_pretrained(text_dir)
     if text_config.model_type != "gemma2":
@@ -177,47 +189,7 @@ def compose_checkpoint(
         ]  # fmt: skip
     for name, value in new_tensors(model, seed).items():
         planned.append(PlannedTensor(name, DTYPE_CODES[value.dtype], tuple(value.shape), lambda value=value: [value]))
-    save_streamed(model, output, planned)
-    TowerVisionProcessor.from_model_config(config, tokenizer).save_pretrained(output)
+    with staged_output(output, [vision_dir, text_dir]) as staging:
+        save_streamed(model, staging, planned)
+        TowerVisionProcessor.from_model_config(config, tokenizer).save_pretrained(staging)
     return config
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """The `towervision init` command line."""
-    parser = argparse.ArgumentParser(prog="towervision init", description=__doc__.split("\n\n")[0])
-    parser.add_argument("output_dir", help="folder to write the checkpoint to")
-    parser.add_argument("--vision", default="google/siglip2-so400m-patch14-384", help="SigLIP(2) checkpoint: Hub id or local dir")
-    parser.add_argument("--text", default="Unbabel/Tower-Plus-2B", help="Tower+ / Gemma2 checkpoint: Hub id or local dir")
-    parser.add_argument("--tiny", action="store_true", help="build a tiny random model and tokenizer instead (offline)")
-    parser.add_argument("--max-tiles", type=int, default=6, help="most tiles per image + thumbnail (default: %(default)s)")
-    parser.add_argument("--num-frames", type=int, default=32, help="frames sampled per video (default: %(default)s)")
-    parser.add_argument(
-        "--dtype", choices=sorted(DTYPES), help="weights dtype (default: the text checkpoint's, never upcast silently)"
-    )
-    parser.add_argument("--seed", type=int, default=0, help="seed for the randomly initialised projector and newline")
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-
-    if args.tiny:
-        model, processor = build_tiny(args.seed)
-        model.save_pretrained(args.output_dir)
-        processor.save_pretrained(args.output_dir)
-    else:
-        try:
-            config = compose_checkpoint(
-                args.vision, args.text, args.output_dir, args.max_tiles, args.num_frames, args.dtype, args.seed
-            )
-        except ValueError as error:
-            parser.exit(2, f"towervision init: error: {error}\n")
-        model = meta_model(TowerVisionForConditionalGeneration, config, torch.float32)
-    trainable = sum(p.numel() for p in model.model.multi_modal_projector.parameters()) + model.config.text_config.hidden_size
-    print(
-        f"wrote {'tiny ' if args.tiny else ''}TowerVision checkpoint to {args.output_dir}: "
-        f"{model.num_parameters():,} parameters ({trainable:,} new: projector + image newline), "
-        f"vision {model.config.vision_config.num_hidden_layers} layers, tiles <= {model.config.max_tiles} x {model.config.tile_size}px"
-    )
-    return 0

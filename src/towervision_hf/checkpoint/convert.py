@@ -11,7 +11,6 @@ behaviour (`scale_image_features=True`, softcap, deliberate tying), with every t
 `export` goes the other way, for tools that only know the native classes (see `NORMALIZER_CAVEAT`).
 """
 
-import argparse
 import json
 import math
 import re
@@ -40,6 +39,7 @@ from ..model.modeling_towervision import TowerVisionForConditionalGeneration
 from ..model.processing_towervision import DEFAULT_CHAT_TEMPLATE, TowerVisionProcessor
 from ..model.tiling_towervision import restrict_pinpoints
 from ..model.video_processing_towervision import TowerVisionVideoProcessor
+from .output import staged_output
 from .weights import (
     DEFAULT_MAX_SHARD_SIZE,
     DTYPE_CODES,
@@ -50,6 +50,7 @@ from .weights import (
     PlannedTensor,
     WeightReader,
     parse_size,
+    read_json,
     write_shards,
 )
 
@@ -201,7 +202,7 @@ def load_release_config(directory: Path):
     config_file = directory / "config.json"
     if not config_file.is_file():
         raise ValueError(f"{directory} has no config.json")
-    model_type = json.loads(config_file.read_text()).get("model_type")
+    model_type = read_json(config_file).get("model_type")
     if model_type not in SOURCE_MODEL_TYPES:
         raise ValueError(
             f"{config_file} has model_type {model_type!r}; `towervision convert` reads "
@@ -411,7 +412,7 @@ def convert_checkpoint(
 
     Args:
         source: folder of the released checkpoint (config, safetensors weights, tokenizer, processor).
-        output: folder to write; created if needed.
+        output: folder to write, missing or empty (written beside it, renamed into place when complete).
         dtype: `"float32"`, `"bfloat16"` or `"float16"` to cast the floating-point weights; `None` keeps them.
         max_tiles: keep only the pinpoints of at most this many tiles. By default a `llava_onevision` source keeps
             those its `anyres_max_N` never downsamples (TowerVision does not implement that downsampling).
@@ -472,8 +473,9 @@ def convert_checkpoint(
     generation_config.pad_token_id = tokenizer.pad_token_id
     model.generation_config = generation_config
 
-    save_streamed(model, output, stream_renamed(reader, names, DTYPES[dtype] if dtype is not None else None))
-    processor.save_pretrained(output)
+    with staged_output(output, [source]) as staging:
+        save_streamed(model, staging, stream_renamed(reader, names, DTYPES[dtype] if dtype is not None else None))
+        processor.save_pretrained(staging)
     log(
         f"saved a trust_remote_code TowerVision checkpoint to {output} "
         f"(generation: bos={generation_config.bos_token_id}, "
@@ -606,7 +608,7 @@ def export_checkpoint(source: str | Path, output: str | Path, native_format: str
     release's file layout); read `NORMALIZER_CAVEAT` for what those classes compute differently.
     """
     source, output = Path(source), Path(output)
-    model_type = json.loads((source / "config.json").read_text()).get("model_type") if source.is_dir() else None
+    model_type = read_json(source / "config.json").get("model_type") if (source / "config.json").is_file() else None
     if model_type != TowerVisionConfig.model_type:
         raise ValueError(f"{source} is not a TowerVision checkpoint (config.json model_type {model_type!r})")
     config = TowerVisionConfig.from_pretrained(source)
@@ -625,14 +627,14 @@ def export_checkpoint(source: str | Path, output: str | Path, native_format: str
         AutoProcessor.from_pretrained(source, trust_remote_code=True), native_config, native_format
     )
 
-    output.mkdir(parents=True, exist_ok=True)
     planned = stream_renamed(reader, {native_key(key): name for key, name in names.items()}, dtype=None)
-    write_shards(planned, output, parse_size(DEFAULT_MAX_SHARD_SIZE))
-    native_config.save_pretrained(output)
-    if (source / "generation_config.json").is_file():
-        GenerationConfig.from_pretrained(source).save_pretrained(output)
-    processor.save_pretrained(output)
-    write_legacy_processor_files(output, config.text_config.model_type)
+    with staged_output(output, [source]) as staging:
+        write_shards(planned, staging, parse_size(DEFAULT_MAX_SHARD_SIZE))
+        native_config.save_pretrained(staging)
+        if (source / "generation_config.json").is_file():
+            GenerationConfig.from_pretrained(source).save_pretrained(staging)
+        processor.save_pretrained(staging)
+        write_legacy_processor_files(staging, config.text_config.model_type)
     if native_format == "llava_next" and config.video_token_id is not None:
         log("note: llava_next has no video input; the <video> token stays in the vocabulary unused")
     log(
@@ -646,42 +648,3 @@ def export_checkpoint(source: str | Path, output: str | Path, native_format: str
             "tile (LLaVA-OneVision rule); single-image prompts and text are processed identically."
         )
     return native_config
-
-
-def convert_main(argv: list[str] | None = None) -> int:
-    """`towervision convert SRC OUT`: a released llava_next / llava_onevision checkpoint -> TowerVision."""
-    parser = argparse.ArgumentParser(
-        prog="towervision convert",
-        description="Convert a released TowerVision / TowerVideo checkpoint (native llava_next / llava_onevision, "
-        "e.g. a local copy of utter-project/TowerVision-2B) into a TowerVision trust_remote_code checkpoint that "
-        "computes what the release was trained to compute under transformers 5.",
-    )
-    parser.add_argument("source", type=Path, help="released checkpoint folder")
-    parser.add_argument("output", type=Path, help="folder to write the TowerVision checkpoint to")
-    parser.add_argument("--dtype", choices=sorted(DTYPES), help="cast floating-point weights (default: keep)")
-    parser.add_argument("--max-tiles", type=int, help="keep only the pinpoints of at most this many tiles")
-    args = parser.parse_args(argv)
-    try:
-        convert_checkpoint(args.source, args.output, dtype=args.dtype, max_tiles=args.max_tiles)
-    except ValueError as error:
-        parser.exit(2, f"towervision convert: error: {error}\n")
-    return 0
-
-
-def export_main(argv: list[str] | None = None) -> int:
-    """`towervision export SRC OUT --format llava_next|llava_onevision`: TowerVision -> native transformers."""
-    parser = argparse.ArgumentParser(
-        prog="towervision export",
-        description="Export a TowerVision checkpoint as a native transformers llava_next / llava_onevision folder "
-        "(weights bit-exact). Native classes of transformers >= 5.4 merge image features unscaled: read the "
-        "caveat printed at the end.",
-    )
-    parser.add_argument("source", type=Path, help="TowerVision checkpoint folder")
-    parser.add_argument("output", type=Path, help="folder to write the native checkpoint to")
-    parser.add_argument("--format", required=True, choices=SOURCE_MODEL_TYPES, help="native model type to write")
-    args = parser.parse_args(argv)
-    try:
-        export_checkpoint(args.source, args.output, args.format)
-    except ValueError as error:
-        parser.exit(2, f"towervision export: error: {error}\n")
-    return 0

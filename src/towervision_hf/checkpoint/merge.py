@@ -10,33 +10,10 @@ from pathlib import Path
 from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
 
 from .image_newline import restore_image_newline
+from .output import check_model_folder, staged_output
 from .tiny import TINY_MODEL
-from .trained_modules import TRAINED_INDEX_NAME, is_trained_modules_folder, merge_trained_modules, read_trained_modules
-from .weights import torch_dtype
-
-
-def merge_main(argv: list[str] | None = None) -> int:
-    """`towervision merge STAGE_DIR OUT [--base MODEL]`: fold a LoRA adapter (and its image newline), or the trained
-    tensors of a `--save_trained_only` run, into its base: a plain checkpoint that loads with
-    `AutoModelForImageTextToText` + trust_remote_code."""
-    parser = argparse.ArgumentParser(prog="towervision merge", description=merge_main.__doc__)
-    parser.add_argument(
-        "adapter_dir",
-        metavar="STAGE_DIR",
-        help="output_dir of a --use_peft run (adapter_config.json) or a --save_trained_only run",
-    )
-    parser.add_argument("out", help="folder for the merged checkpoint")
-    parser.add_argument(
-        "--base", help="base model (default: the one the adapter config or trained_modules.json names; `tiny`)"
-    )
-    parser.add_argument("--dtype", default="auto", choices=["auto", "bfloat16", "float16", "float32"])
-    args = parser.parse_args(argv)
-    try:
-        if is_trained_modules_folder(args.adapter_dir):
-            return merge_trained(args)
-        return merge_adapter(args)
-    except ValueError as error:
-        parser.exit(2, f"towervision merge: error: {error}\n")
+from .trained_modules import TRAINED_INDEX_NAME, merge_trained_modules, read_trained_modules
+from .weights import read_header, tensor_entries, torch_dtype
 
 
 def merge_adapter(args: argparse.Namespace) -> int:
@@ -46,6 +23,12 @@ def merge_adapter(args: argparse.Namespace) -> int:
     base = args.base or PeftConfig.from_pretrained(args.adapter_dir).base_model_name_or_path
     if not base or base == TINY_MODEL:
         raise ValueError(f"the adapter in {args.adapter_dir} names no loadable base model; pass --base")
+    check_model_folder(base, f"the base named by {args.adapter_dir}; pass another with --base")
+    adapter_weights = Path(args.adapter_dir) / "adapter_model.safetensors"
+    if adapter_weights.is_file():
+        read_header(adapter_weights)  # a truncated or corrupt file is named here, not deep in the loaders
+    if os.path.isdir(base):
+        tensor_entries(Path(base))
     # the stage's config (saved beside the adapter) carries its image grid and frame count
     config_dir = args.adapter_dir if (Path(args.adapter_dir) / "config.json").is_file() else base
     config = AutoConfig.from_pretrained(config_dir, trust_remote_code=True)
@@ -54,9 +37,11 @@ def merge_adapter(args: argparse.Namespace) -> int:
     )
     model = PeftModel.from_pretrained(model, args.adapter_dir).merge_and_unload()
     restore_image_newline(model, args.adapter_dir)
-    model.save_pretrained(args.out)
     processor_source = args.adapter_dir if (Path(args.adapter_dir) / "processor_config.json").is_file() else base
-    AutoProcessor.from_pretrained(processor_source, trust_remote_code=True).save_pretrained(args.out)
+    processor = AutoProcessor.from_pretrained(processor_source, trust_remote_code=True)
+    with staged_output(args.out, [args.adapter_dir, base]) as staging:
+        model.save_pretrained(staging)
+        processor.save_pretrained(staging)
     print(f"merged {args.adapter_dir} into {base}: {os.path.abspath(args.out)}")
     return 0
 
@@ -87,14 +72,10 @@ def resolve_trained_base(reference: dict, base: str | None, scratch: str, index_
     if os.path.isdir(name):
         return Path(name)
     named_by = "--base" if base else str(index_path)
-    if os.path.isabs(name) or os.path.exists(name):
-        raise ValueError(f"base {name} (named by {named_by}) is not a checkpoint folder; pass the base with --base")
+    check_model_folder(name, f"the base named by {named_by}; pass the base with --base")
     from .compose import resolve_folder
 
     try:
         return resolve_folder(name, revision=None if base else reference.get("revision"))
     except (OSError, ValueError) as error:
-        raise ValueError(
-            f"base {name!r} (named by {named_by}) is neither a local folder nor fetchable from the Hub ({error}); "
-            "pass the base with --base"
-        ) from None
+        raise ValueError(f"the base named by {named_by}: {error}; pass the base with --base") from None

@@ -16,14 +16,13 @@ trained tensors in and writes a plain checkpoint equal, tensor for tensor, to wh
 import fnmatch
 import hashlib
 import json
-import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
 
+from .output import staged_output
 from .weights import (
     DEFAULT_MAX_SHARD_SIZE,
     DTYPE_CODES,
@@ -34,6 +33,8 @@ from .weights import (
     PlannedTensor,
     WeightReader,
     parse_size,
+    read_header,
+    read_json,
     update_tensor_digest,
     write_shards,
 )
@@ -59,6 +60,15 @@ def is_full_weights(file_name: str) -> bool:
 def is_trained_modules_folder(directory) -> bool:
     """Whether `directory` was written by `--save_trained_only` (it holds no full model)."""
     return (Path(directory) / TRAINED_INDEX_NAME).is_file()
+
+
+def require_full_model(folder) -> None:
+    """`ValueError` when `folder` holds what a `--save_trained_only` run saved rather than a model."""
+    if is_trained_modules_folder(folder):
+        raise ValueError(
+            f"{folder} holds only the tensors a stage trained (--save_trained_only): compose the full checkpoint with "
+            f"`towervision merge {folder} OUT` and pass OUT"
+        )
 
 
 def discard_trained_modules(output_dir) -> None:
@@ -110,9 +120,15 @@ def read_trained_modules(stage_dir) -> tuple[dict, dict[str, torch.Tensor]]:
     for path in (index_path, weights_path):
         if not path.is_file():
             raise ValueError(f"{path} is missing: {stage_dir} is not a complete --save_trained_only output")
-    index = json.loads(index_path.read_text())
+    index = read_json(index_path)
     if index.get("format") != TRAINED_FORMAT:
         raise ValueError(f"{index_path} has format {index.get('format')!r}, expected {TRAINED_FORMAT!r}")
+    for key in ("base", "trained", "frozen"):
+        if not isinstance(index.get(key), dict):
+            raise ValueError(f"{index_path} is corrupt: {key!r} is missing or not a JSON object")
+    if not isinstance(index["base"].get("model_name_or_path"), str):
+        raise ValueError(f"{index_path} is corrupt: its base names no model_name_or_path")
+    read_header(weights_path)  # a truncated file is named here, not by the safetensors library
     trained = load_file(weights_path)
     listed = index["trained"]
     if set(trained) != set(listed):
@@ -176,28 +192,15 @@ def merge_trained_modules(stage_dir, base_dir, output, max_shard_size=DEFAULT_MA
     """Compose the base checkpoint folder `base_dir` and the trained tensors of `stage_dir` into a full checkpoint in
     `output` (absent or empty); return the weight files written.
 
-    The output is written in a temporary sibling folder and renamed into place once complete: a base that turns out
-    not to be the stage's (a digest differs) leaves nothing behind.
+    The output is written in a temporary sibling folder and renamed into place once complete (`staged_output`): a
+    base that turns out not to be the stage's (a digest differs) leaves nothing behind.
     """
-    stage_dir, output = Path(stage_dir), Path(output)
+    stage_dir = Path(stage_dir)
     index, trained = read_trained_modules(stage_dir)
     planned = plan_merge(index, trained, WeightReader(Path(base_dir)))
-    if output.exists() and (not output.is_dir() or any(output.iterdir())):
-        raise ValueError(f"{output} already exists and is not an empty folder")
-    output.parent.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
-    umask = os.umask(0o022)
-    os.umask(umask)
-    scratch.chmod(0o777 & ~umask)  # mkdtemp's folder is private; the checkpoint gets a plain folder's permissions
-    try:
+    with staged_output(output, [stage_dir, base_dir]) as staging:
         for path in stage_dir.iterdir():
             if path.is_file() and path.name not in (TRAINED_WEIGHTS_NAME, TRAINED_INDEX_NAME):
-                shutil.copy2(path, scratch / path.name)
-        files = write_shards(planned, scratch, parse_size(max_shard_size))
-        if output.exists():
-            output.rmdir()
-        os.replace(scratch, output)
-    except BaseException:
-        shutil.rmtree(scratch, ignore_errors=True)
-        raise
+                shutil.copy2(path, staging / path.name)
+        files = write_shards(planned, staging, parse_size(max_shard_size))
     return files

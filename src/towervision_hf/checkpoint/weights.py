@@ -7,6 +7,7 @@ largest tensor whatever the model's size, so a 9B checkpoint can be re-sharded (
 """
 
 import json
+import math
 import os
 import shutil
 import struct
@@ -78,19 +79,71 @@ def parse_size(size: int | str) -> int:
     return value
 
 
+def read_json(path: Path) -> dict:
+    """The JSON object stored in `path`; `ValueError` naming the file if it is not one."""
+    try:
+        value = json.loads(Path(path).read_bytes())
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"{path} is not valid JSON ({error}): the file is corrupt or truncated") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"{path} holds a JSON {type(value).__name__}, not an object")
+    return value
+
+
 def read_header(path: Path) -> tuple[dict, int]:
     """The JSON header of a safetensors file (tensor names -> dtype, shape, data_offsets; plus `__metadata__`) and
-    the file offset its data_offsets count from."""
+    the file offset its data_offsets count from.
+
+    The one place safetensors headers are read: a header length beyond the file, a header that is not JSON, an
+    unknown dtype, or a tensor whose bytes do not fit its shape or lie beyond the file end raise a `ValueError`
+    naming the file (a truncated download, an interrupted save), before anything is allocated or written.
+    """
+    path = Path(path)
+    size = path.stat().st_size
     with open(path, "rb") as handle:
-        (length,) = struct.unpack("<Q", handle.read(8))
-        return json.loads(handle.read(length)), 8 + length
+        prefix = handle.read(8)
+        if len(prefix) < 8:
+            raise ValueError(f"{path} is not a safetensors file: {size} bytes, shorter than the 8-byte header length")
+        (length,) = struct.unpack("<Q", prefix)
+        if length > size - 8:
+            raise ValueError(
+                f"{path} is truncated or not a safetensors file: its header claims {length} bytes, the file has {size}"
+            )
+        header_bytes = handle.read(length)
+    try:
+        header = json.loads(header_bytes)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        header = None
+    if not isinstance(header, dict):
+        raise ValueError(f"{path} is corrupt: its safetensors header is not a JSON object")
+    data_start, data_size = 8 + length, size - 8 - length
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        try:
+            (start, end), dtype, shape = info["data_offsets"], info["dtype"], info["shape"]
+            num_elements = math.prod(shape)
+        except (KeyError, TypeError, ValueError):
+            raise ValueError(f"{path} is corrupt: tensor {name!r} has a malformed header entry {info!r}") from None
+        if dtype not in DTYPES_BY_CODE:
+            raise ValueError(f"{path}: tensor {name!r} has dtype {dtype!r}, not one of {sorted(DTYPES_BY_CODE)}")
+        if not 0 <= start <= end or end - start != num_elements * DTYPES_BY_CODE[dtype].itemsize:
+            raise ValueError(f"{path} is corrupt: tensor {name!r} spans bytes {start}-{end}, its shape {shape} needs "
+                             f"{num_elements * DTYPES_BY_CODE[dtype].itemsize}")
+        if end > data_size:
+            raise ValueError(
+                f"{path} is truncated: tensor {name!r} ends at byte {data_start + end}, the file has {size}"
+            )
+    return header, data_start
 
 
 def weight_files(checkpoint: Path) -> list[str]:
     """The safetensors files of `checkpoint`, in index order; `ValueError` if there are none or some are missing."""
     index_path = checkpoint / SAFE_WEIGHTS_INDEX_NAME
     if index_path.is_file():
-        weight_map = json.loads(index_path.read_text())["weight_map"]
+        weight_map = read_json(index_path).get("weight_map")
+        if not isinstance(weight_map, dict):
+            raise ValueError(f"{index_path} has no weight_map object")
         files = list(dict.fromkeys(weight_map.values()))
         missing = [name for name in files if not (checkpoint / name).is_file()]
         if missing:

@@ -1,9 +1,7 @@
 """VisionBlocks data: the sample schema, source adapters, mixture recipes, Tower+ translation, COMETKiwi filtering,
 the paper's prompts, synthetic VQA answers and the embedded sample. `towervision data ...` is the command line."""
 
-from .languages import CORE_LANGUAGES, LANGUAGE_CODES, LANGUAGES, normalize_language
-from .sample import load_sample
-from .schema import load_images, load_video_frames, to_features, to_trl_example, validate_sample
+from .. import lazy_exports
 
 __all__ = [
     "CORE_LANGUAGES",
@@ -17,3 +15,14 @@ __all__ = [
     "to_trl_example",
     "validate_sample",
 ]
+
+__getattr__ = lazy_exports(
+    __name__,
+    {
+        **dict.fromkeys(("CORE_LANGUAGES", "LANGUAGES", "LANGUAGE_CODES", "normalize_language"), "languages"),
+        "load_sample": "sample",
+        **dict.fromkeys(
+            ("load_images", "load_video_frames", "to_features", "to_trl_example", "validate_sample"), "schema"
+        ),
+    },
+)

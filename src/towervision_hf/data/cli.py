@@ -6,6 +6,9 @@ import os
 import sys
 from pathlib import Path
 
+from towervision_cli import COMMAND_ERRORS, report_error
+
+from ..checkpoint.output import check_output, staged_output
 from .report import BuildReport
 
 
@@ -24,7 +27,8 @@ def _build(args) -> int:
         recipe.media["fetch"] = False
     if args.workers is not None:
         recipe.media["workers"] = args.workers
-    build(recipe, args.out, stage=args.stage, streaming=args.streaming, limit=args.limit)
+    with staged_output(args.out, [args.recipe]) as out:
+        build(recipe, out, stage=args.stage, streaming=args.streaming, limit=args.limit)
     return 0
 
 
@@ -46,6 +50,12 @@ def _read_rows(source: str, limit: int | None = None):
 
         return list(load_from_disk(str(path)))
     return list(read_jsonl(path))
+
+
+def _source_path(source: str) -> str:
+    """The local path of a `--source` (the recipe file of `RECIPE.yaml#INPUT`)."""
+    recipe_path, separator, _ = source.partition("#")
+    return recipe_path if separator and recipe_path.endswith((".yaml", ".yml")) else source
 
 
 # options that change how fast a run goes, not what it writes: a resumed run may change them
@@ -74,6 +84,7 @@ def _row_key(row: dict, *extra) -> str:
 def _translate(args) -> int:
     from .translate import make_backend, plan_targets, translate_pairs
 
+    check_output(args.out, [_source_path(args.source)])  # resumable: an earlier run's folder is continued
     rows = _read_rows(args.source, args.limit)[: args.limit]
     targets = plan_targets(len(rows), _target_languages(args.langs), assign=args.assign, seed=args.seed,
                            keep_english=args.keep_english)
@@ -104,6 +115,7 @@ def _filter(args) -> int:
     from .quality import CometKiwiScorer, score_rows, split_by_threshold
 
     source = Path(args.input)
+    check_output(args.out, [source])  # resumable: an earlier run's folder is continued
     files = [source]
     if source.is_dir():  # a translate output, or a filter output (kept and rejected rows, to re-threshold)
         files = sorted(source.glob("data*.jsonl")) + sorted(source.glob("rejected*.jsonl"))
@@ -131,6 +143,7 @@ def _filter(args) -> int:
 def _synth(args) -> int:
     from .synth import ChatClient, answer_chunks
 
+    check_output(args.out, [_source_path(args.source)])  # resumable: an earlier run's folder is continued
     client = ChatClient(args.endpoint, api_key=os.environ.get(args.api_key_env), timeout=args.timeout,
                         max_retries=args.max_retries)
     report = BuildReport("synth", model=args.model, endpoint=args.endpoint)
@@ -164,15 +177,15 @@ def _merge(args) -> int:
 def _sample(args) -> int:
     from .sample import generate_sample_source, load_sample
 
-    counts = generate_sample_source(args.out)
-    for stage in counts:
-        report = BuildReport(f"sample/stage{stage}")
-        load_sample(stage, root=args.out, report=report)
-        print(report.format_table())
-        skipped = {source: dict(reasons) for source, reasons in report.skipped.items() if reasons}
-        if skipped:
-            print(f"stage {stage}: rows did not load back: {json.dumps(skipped)}", file=sys.stderr)
-            return 1
+    with staged_output(args.out) as out:
+        counts = generate_sample_source(out)
+        for stage in counts:
+            report = BuildReport(f"sample/stage{stage}")
+            load_sample(stage, root=out, report=report)
+            print(report.format_table())
+            skipped = {source: dict(reasons) for source, reasons in report.skipped.items() if reasons}
+            if skipped:  # nothing is left behind
+                raise ValueError(f"stage {stage}: rows did not load back: {json.dumps(skipped)}")
     return 0
 
 
@@ -290,6 +303,5 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         return args.run(args)
-    except (ValueError, FileNotFoundError) as error:  # a bad recipe, override, option or input path
-        print(f"towervision data {args.command}: error: {error}", file=sys.stderr)
-        return 2
+    except COMMAND_ERRORS as error:  # a bad recipe, override, option or input path, the network, a missing extra
+        return report_error(f"towervision data {args.command}", error)

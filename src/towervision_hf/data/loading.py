@@ -21,6 +21,7 @@ from pathlib import Path
 
 from datasets import Dataset, DatasetDict, load_dataset, load_from_disk
 
+from ..checkpoint.output import check_local_or_hub
 from .jsonl import data_files_in, resolve_media_paths
 
 FILE_BUILDERS = {".parquet": "parquet", ".json": "json", ".jsonl": "json", ".csv": "csv", ".arrow": "arrow"}
@@ -47,6 +48,7 @@ def load_splits(
 ) -> tuple[DatasetDict, dict]:
     """The splits of `data` (see the module docstring) and a provenance record (source, kind, config, revision,
     rows per split). With `split`, a Hub id or folder loads only that split."""
+    check_local_or_hub(data, "a local data file or folder, or a Hub dataset id")
     kind = source_kind(data)
     if kind in ("file", "jsonl"):
         files = [data] if kind == "file" else [str(file) for file in data_files_in(data)]

@@ -6,8 +6,11 @@ skip reasons), 2 for bad arguments or data that lacks the benchmark's columns. D
 """
 
 import argparse
+import importlib.util
 import os
 import sys
+
+from towervision_cli import COMMAND_ERRORS, report_error
 
 from .languages import PAPER_LANGUAGES, parse_language_list
 from .results import RunResult
@@ -180,9 +183,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.task == "lmms-tasks":
             return _write_lmms_tasks(args)
         return run(args)
-    except ValueError as error:  # data that is not the benchmark's layout, malformed options
-        print(f"towervision eval {args.task}: error: {error}", file=sys.stderr)
-        return 2
+    except COMMAND_ERRORS as error:  # data without the benchmark's layout, bad options, the network, a missing extra
+        return report_error(f"towervision eval {args.task}", error)
 
 
 def _write_lmms_tasks(args) -> int:
@@ -197,8 +199,17 @@ def _write_lmms_tasks(args) -> int:
 
 def run(args) -> int:
     """Run the task of parsed `args`; returns the exit status (`check_coverage`)."""
+    from ..checkpoint.output import check_model_folder, check_output
+    from ..checkpoint.trained_modules import require_full_model
     from .scoring import default_num_frames, load_model_and_processor
     from .sources import load_splits
+
+    check_model_folder(args.model)
+    require_full_model(args.model)
+    inputs = [args.model, args.data]
+    for output in (os.path.join(args.output_dir, f"{args.task}.json"), getattr(args, "plot", None)):
+        if output is not None:
+            check_output(output, inputs)
 
     # everything that can be wrong with the inputs is checked before the model is loaded
     if args.task == "vimul":
@@ -223,6 +234,12 @@ def run(args) -> int:
         from .commute import check_pairs
 
         check_pairs(splits, languages)
+    comet = args.task == "multi30k" and not args.no_comet
+    if comet and importlib.util.find_spec("comet") is None:
+        raise ImportError(
+            f"multi30k's headline metric, xCOMET ({args.comet_model}), needs unbabel-comet: pip install "
+            "'towervision-hf[comet]', or pass --no-comet to report chrF and BLEU only"
+        )
     model, processor = load_model_and_processor(args.model, args.device, args.dtype, args.attn_implementation)
 
     if args.task == "commute":
@@ -280,10 +297,17 @@ def run(args) -> int:
             max_new_tokens=args.max_new_tokens,
             limit=args.limit,
         )
-    paths = result.write(args.output_dir, predictions)
+    paths = result.write(args.output_dir, predictions, inputs=inputs)
     print(result.to_markdown())
     print(f"results: {paths['json']}, {paths['md']}")
-    return check_coverage(result, predictions)
+    status = check_coverage(result, predictions)
+    headline = next(iter(result.tables.get("headline", {None: {}}).values()))
+    if status == 0 and comet and all(value is None for value in headline.values()):
+        reason = next((note for note in result.notes if note.startswith("COMET")), "see the notes")
+        print(f"towervision eval multi30k: error: the headline metric was scored for no pair ({reason}); chrF and "
+              "BLEU are in the results", file=sys.stderr)
+        return EXIT_NOTHING_SCORED
+    return status
 
 
 def check_coverage(result: RunResult, predictions: list[dict]) -> int:

@@ -7,6 +7,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 
+from ..checkpoint.output import staged_file
+
 
 @dataclass
 class RunResult:
@@ -49,20 +51,23 @@ class RunResult:
             lines += ["", "## Notes", ""] + [f"- {note}" for note in self.notes]
         return "\n".join(lines) + "\n"
 
-    def write(self, output_dir: str, predictions: list[dict] | None = None) -> dict[str, str]:
-        """Write `<task>.json`, `<task>.md` and (if given) `<task>.predictions.jsonl`; return their paths."""
-        os.makedirs(output_dir, exist_ok=True)
-        paths = {kind: os.path.join(output_dir, f"{self.task}.{kind}") for kind in ("json", "md")}
+    def write(self, output_dir: str, predictions: list[dict] | None = None, inputs=()) -> dict[str, str]:
+        """Write `<task>.json`, `<task>.md` and (if given) `<task>.predictions.jsonl`; return their paths. Each file
+        replaces its previous version only once written whole, and none may be or lie inside one of `inputs`."""
         payload = asdict(self) | {"created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "environment": _environment()}
-        with open(paths["json"], "w", encoding="utf-8") as handle:
-            json.dump(payload, handle, indent=2, ensure_ascii=False, default=str)
-        with open(paths["md"], "w", encoding="utf-8") as handle:
-            handle.write(self.to_markdown())
+        texts = {
+            "json": json.dumps(payload, indent=2, ensure_ascii=False, default=str),
+            "md": self.to_markdown(),
+        }
         if predictions is not None:
-            paths["predictions"] = os.path.join(output_dir, f"{self.task}.predictions.jsonl")
-            with open(paths["predictions"], "w", encoding="utf-8") as handle:
-                for record in predictions:
-                    handle.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
+            texts["predictions.jsonl"] = "".join(
+                json.dumps(record, ensure_ascii=False, default=str) + "\n" for record in predictions
+            )
+        paths = {}
+        for kind, text in texts.items():
+            paths[kind.split(".")[0]] = path = os.path.join(output_dir, f"{self.task}.{kind}")
+            with staged_file(path, inputs) as staging:
+                staging.write_text(text, encoding="utf-8")
         return paths
 
 

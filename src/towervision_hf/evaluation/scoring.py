@@ -61,6 +61,8 @@ def load_model_and_processor(
     (default: cuda when available, else cpu)."""
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
+    from .. import model as _  # noqa: F401  (registers the installed classes, for checkpoints without remote code)
+
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     kwargs = {"trust_remote_code": True, "dtype": dtype, "device_map": device}
     if attn_implementation is not None:

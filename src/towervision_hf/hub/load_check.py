@@ -29,6 +29,8 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
+from .remote_worker import release_memory
+
 WORKER = Path(__file__).resolve().with_name("remote_worker.py")
 PROMPTS = {"image": "Describe this image in one sentence.", "video": "What happens in this video?"}
 MAX_VIDEO_FRAMES = 2  # frames are pooled one by one: two show their order; each costs 196 tokens at 384 px
@@ -104,19 +106,28 @@ def check_inputs(staged_dir: Path) -> dict:
 
 
 def check_dtype(staged_dir: Path) -> str:
-    """The dtype both sides load `staged_dir` in: its own (`"auto"`) on a GPU, and on a CPU when its float32 copy
-    would take over 60 % of the available memory; float32 otherwise, for a half-precision checkpoint on a CPU, where
+    """The dtype both sides load `staged_dir` in: its own (`"auto"`) on a GPU, and on a CPU when the check's process
+    tree would exceed 60 % of the memory it can use; float32 otherwise, for a half-precision checkpoint on a CPU, where
     bfloat16 matrix products are emulated (on a 2-core AVX2 machine, a 256x2304 @ 2304x9216 product ran at 95 GFLOP/s
-    in float32 and 0.3 GFLOP/s in bfloat16). The check then compares
-    the remote code with the installed one at a higher precision than the checkpoint's."""
+    in float32 and 0.3 GFLOP/s in bfloat16). The check then compares the remote code with the installed one at a
+    higher precision than the checkpoint's.
+
+    The tree counted is this process and its children as they are now, plus one float32 copy of the model and the
+    half-precision files it is converted from (memory-mapped, so resident, while it loads): the two sides load one
+    after the other (the in-process reference, then the remote worker's model, then its pipeline), each releasing its
+    copy (`release_memory`) before the next load starts. The memory the tree can use is what it holds now plus what
+    the system has available."""
     import psutil
 
     config = json.loads((Path(staged_dir) / "config.json").read_text())
     dtype = config.get("dtype") or config.get("torch_dtype") or config.get("text_config", {}).get("dtype")
     if torch.cuda.is_available() or dtype not in ("bfloat16", "float16"):
         return "auto"
-    float32_bytes = 2 * sum(path.stat().st_size for path in Path(staged_dir).glob("*.safetensors"))
-    return "float32" if float32_bytes <= 0.6 * psutil.virtual_memory().available else "auto"
+    stored_bytes = sum(path.stat().st_size for path in Path(staged_dir).glob("*.safetensors"))
+    process = psutil.Process()
+    tree = sum(member.memory_info().rss for member in (process, *process.children(recursive=True)))
+    peak = tree + 2 * stored_bytes + stored_bytes  # the float32 copy and the files it is read from
+    return "float32" if peak <= 0.6 * (tree + psutil.virtual_memory().available) else "auto"
 
 
 def greedy_with_logits(model, batch: dict, max_new_tokens: int) -> dict[str, torch.Tensor]:
@@ -138,7 +149,7 @@ def reference_outputs(
     in `dtype` (`"auto"`: the checkpoint's; default: [`check_dtype`])."""
     from transformers import AutoProcessor
 
-    import towervision_hf  # noqa: F401  (registers the local classes with the Auto API)
+    import towervision_hf.model  # noqa: F401  (registers the local classes with the Auto API)
 
     from ..model.modeling_towervision import TowerVisionForConditionalGeneration
 
@@ -169,6 +180,7 @@ def reference_outputs(
         tensors.update({f"{modality}.inputs.{key}": value.contiguous() for key, value in batch.items()})
         tensors.update({f"{modality}.{key}": value for key, value in greedy_with_logits(model, batch, max_new_tokens).items()})
     del model
+    release_memory()  # before the remote side loads its own copy
     shutil.rmtree(offload, ignore_errors=True)
     return tensors
 

@@ -14,18 +14,10 @@ import sys
 import time
 from pathlib import Path
 
-from .stage import (
-    DEFAULT_MAX_SHARD_SIZE,
-    REGENERATED_FILES,
-    TRAINING_STATE_PATTERNS,
-    StagedCheckpoint,
-    _matches,
-    stage_checkpoint,
-)
+from towervision_cli import exits_on_error
 
-STALE_PATTERNS = (
-    REGENERATED_FILES + TRAINING_STATE_PATTERNS + ("*.safetensors", "*.bin", "*.pt", "*.pth", "*.index.json")
-)
+from ..checkpoint.output import check_output
+
 DEFAULT_CACHE_DIR = Path.home() / ".cache" / "towervision-hf"
 EXIT_UPLOAD_FAILED = 3  # 1: the load check failed, 2: the checkpoint cannot be staged or the upload is refused
 
@@ -52,8 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--stage-dir", default=None, help="stage here (must be empty) instead of a temporary folder")
     parser.add_argument(
         "--max-shard-size",
-        default=DEFAULT_MAX_SHARD_SIZE,
-        help=f"re-shard weight files larger than this (default {DEFAULT_MAX_SHARD_SIZE}; 'none' keeps them as they are)",
+        default=None,
+        help="re-shard weight files larger than this (default 5GB, as save_pretrained; 'none' keeps them as they are)",
     )
     parser.add_argument("--processor", default=None, help="take the processor from this folder instead of CKPT")
     parser.add_argument("--license", default=None, help="model card license (default cc-by-nc-sa-4.0)")
@@ -79,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def upload_staged(
     api,
-    staged: StagedCheckpoint,
+    staged,
     repo_id: str,
     *,
     private: bool = False,
@@ -88,13 +80,19 @@ def upload_staged(
     commit_message: str,
     commit_description: str | None = None,
 ):
-    """Upload the staged folder with `api` (a `huggingface_hub.HfApi`) in one commit; return its `CommitInfo`.
+    """Upload the staged folder (a `stage.StagedCheckpoint`) with `api` (a `huggingface_hub.HfApi`) in one commit;
+    return its `CommitInfo`.
 
     Creates the repo if needed (`private`), refuses to put a private upload into an existing public repo, creates
     `revision` from main if it is a new branch, and deletes stale model files of that revision in the same commit.
     """
     from huggingface_hub import CommitOperationAdd, CommitOperationDelete
 
+    from .stage import REGENERATED_FILES, TRAINING_STATE_PATTERNS, _matches
+
+    stale_patterns = (
+        REGENERATED_FILES + TRAINING_STATE_PATTERNS + ("*.safetensors", "*.bin", "*.pt", "*.pth", "*.index.json")
+    )
     api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)
     if private and not api.repo_info(repo_id, repo_type="model").private:
         raise ValueError(f"{repo_id} already exists and is public: refusing a --private upload into it")
@@ -107,7 +105,7 @@ def upload_staged(
     operations += [
         CommitOperationDelete(path_in_repo=name)
         for name in sorted(existing)
-        if name not in staged.files and "/" not in name and _matches(name, STALE_PATTERNS)
+        if name not in staged.files and "/" not in name and _matches(name, stale_patterns)
     ]
     return api.create_commit(
         repo_id,
@@ -120,6 +118,7 @@ def upload_staged(
     )
 
 
+@exits_on_error("towervision push")
 def main(argv: list[str] | None = None, api=None) -> int:
     """Entry point of `towervision push`; `api` replaces `huggingface_hub.HfApi()` (tests)."""
     args = build_parser().parse_args(argv)
@@ -132,10 +131,14 @@ def main(argv: list[str] | None = None, api=None) -> int:
         return 2
     from .card import DEFAULT_LICENSE
     from .load_check import MAX_NEW_TOKENS, check_dtype, reference_outputs, run_load_check
+    from .stage import DEFAULT_MAX_SHARD_SIZE, stage_checkpoint
     from .versions import MIN_TRANSFORMERS_VERSION, install_min_transformers
 
-    max_shard_size = None if args.max_shard_size.lower() == "none" else args.max_shard_size
+    max_shard_size = args.max_shard_size or DEFAULT_MAX_SHARD_SIZE
+    max_shard_size = None if max_shard_size.lower() == "none" else max_shard_size
     try:
+        if args.stage_dir is not None:
+            check_output(args.stage_dir, [args.checkpoint, args.processor])
         staged = stage_checkpoint(
             args.checkpoint,
             args.stage_dir,

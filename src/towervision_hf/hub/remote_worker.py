@@ -12,8 +12,21 @@ if __name__ == "__main__":
     sys.modules["towervision_hf"] = None  # `import towervision_hf` now raises ImportError
 
 import argparse  # noqa: E402
+import ctypes  # noqa: E402
+import gc  # noqa: E402
 import json  # noqa: E402
 from pathlib import Path  # noqa: E402
+
+
+def release_memory() -> None:
+    """Give back to the system what a dropped model held: collect its reference cycles (accelerate's hooks keep the
+    modules alive until then), then trim glibc's heap, which otherwise keeps freed blocks below its mmap threshold
+    in the process. The load check's in-process side uses it too."""
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
 
 
 def class_path(obj) -> str:
@@ -95,6 +108,7 @@ def main(argv=None) -> int:
         inputs = processor(text=text, videos=[frames], do_sample_frames=False, return_tensors="pt")
         tensors.update(run_model(model, "video", inputs, args.max_new_tokens))
     del model
+    release_memory()  # the pipeline loads its own copy: never two at once
 
     pipe = pipeline(
         "image-text-to-text", model=args.model, trust_remote_code=True, dtype=args.dtype, device_map="auto",

@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 from transformers import AutoProcessor, GenerationConfig
 
-from ..checkpoint.weights import DEFAULT_MAX_SHARD_SIZE, stage_weights, tensor_entries
+from ..checkpoint.weights import DEFAULT_MAX_SHARD_SIZE, read_json, stage_weights, tensor_entries
 from ..model.configuration_towervision import TowerVisionConfig
 from ..model.modeling_towervision import AUTO_MAP, TowerVisionForConditionalGeneration
 from ..model.processing_towervision import TowerVisionProcessor
@@ -93,7 +93,7 @@ def read_checkpoint_config(checkpoint: Path) -> TowerVisionConfig:
         )
     if not config_file.is_file():
         raise ValueError(f"{checkpoint} has no config.json")
-    model_type = json.loads(config_file.read_text()).get("model_type")
+    model_type = read_json(config_file).get("model_type")
     if model_type in ("llava_next", "llava_onevision"):
         raise ValueError(
             f"{checkpoint} is a native {model_type} checkpoint: run `towervision convert` first and push its output"

@@ -9,7 +9,8 @@ from transformers.utils import logging
 
 from .tiling_towervision import IMAGE_ASPECT_RATIOS, default_grid_pinpoints
 
-logger = logging.get_logger(__name__)
+# One logger for every copy of this module (remote code runs it once per file that imports it): warnings once.
+logger = logging.get_logger("towervision")
 
 # The transformers releases this code is tested against: the oldest supported one and the newest tested minor series
 # (CI load-checks the remote code under both and under the newest release of the day).

@@ -2,16 +2,7 @@
 learning rates and the labelled-position loss, and the stage-1 vision-feature cache. `towervision_hf.train` wires them
 together (model loading, LoRA, data)."""
 
-from .collator import SKIPPED_KEY, SKIPPED_UNTRAINABLE_KEY, TowerVisionCollator
-from .feature_cache import VisionFeatureCache
-from .trainer import (
-    MODULE_GROUPS,
-    TowerVisionSFTTrainer,
-    apply_module_learning_rates,
-    labelled_logits,
-    module_group,
-    trainable_parameters,
-)
+from .. import lazy_exports
 
 __all__ = [
     "MODULE_GROUPS",
@@ -25,3 +16,16 @@ __all__ = [
     "module_group",
     "trainable_parameters",
 ]
+
+__getattr__ = lazy_exports(
+    __name__,
+    {
+        **dict.fromkeys(("SKIPPED_KEY", "SKIPPED_UNTRAINABLE_KEY", "TowerVisionCollator"), "collator"),
+        "VisionFeatureCache": "feature_cache",
+        **dict.fromkeys(
+            ("MODULE_GROUPS", "TowerVisionSFTTrainer", "apply_module_learning_rates", "labelled_logits",
+             "module_group", "trainable_parameters"),
+            "trainer",
+        ),
+    },
+)

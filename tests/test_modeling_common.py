@@ -201,6 +201,9 @@ class TestTowerVisionModelContract:
         assert torch.equal(torch.cat(forward.image_outputs.pooler_output), torch.cat(features.pooler_output))
         assert torch.equal(forward.image_hidden_states, torch.cat(features.pooler_output))
         assert forward.video_outputs is None
+        config.output_attentions = config.output_hidden_states = True  # the config's defaults are honoured too
+        from_config = build(config, attn_implementation="eager").get_image_features(pixel_values, image_sizes)
+        assert len(from_config.attentions) == len(from_config.hidden_states) - 1 == tester.vision_num_hidden_layers
 
     def test_video_features_interface(self):
         config, inputs = self.model_tester.prepare_config_and_video_inputs()

@@ -192,6 +192,8 @@ class TowerVisionModel(TowerVisionPreTrainedModel):
         config = self.config
         if output_hidden_states is None:
             output_hidden_states = config.output_hidden_states
+        if output_attentions is None:
+            output_attentions = config.output_attentions
         pixel_values = pixel_values.to(self.vision_tower.dtype)
         vision_outputs = self.vision_tower(
             pixel_values, output_hidden_states=True, output_attentions=output_attentions, return_dict=True

@@ -379,7 +379,7 @@ class TowerVisionModel(TowerVisionPreTrainedModel):
     def _merge(self, input_ids, inputs_embeds, per_item: list[torch.Tensor], modality: str):
         """Scatter `per_item` features into the `<modality>` placeholders, after checking they line up exactly.
 
-        Returns the concatenated features and the new `inputs_embeds`.
+        Returns the new `inputs_embeds`.
         """
         token_id = getattr(self.config, f"{modality}_token_id")
         if input_ids is not None:

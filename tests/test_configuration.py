@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from towervision_hf import TowerVisionConfig
-from towervision_hf.model import configuration_towervision
 from towervision_hf.checkpoint.compose import build_tiny
+from towervision_hf.model import configuration_towervision
 from towervision_hf.model.configuration_towervision import (
     MIN_TRANSFORMERS_VERSION,
     NEWEST_TESTED_TRANSFORMERS_SERIES,

@@ -406,7 +406,9 @@ def test_single_tile_layout_placeholders_match_the_model_features(aspect_ratio):
     assert batch.input_ids.eq(processor.image_token_id).sum(dim=1).tolist() == [49, 98, 0]
     assert processor._get_num_multimodal_tokens(image_sizes=[(30, 200), (500, 20)]).num_image_tokens == [49, 49]
     with torch.no_grad():
-        features = model.model.get_image_features(batch.pixel_values, batch.image_sizes, batch.batch_num_images)
+        features = model.model.get_image_features(
+            batch.pixel_values, batch.image_sizes, batch.batch_num_images
+        ).pooler_output
         logits = model(**batch).logits
     assert [feature.shape[0] for feature in features] == [49] * 3 and logits.shape[:2] == batch.input_ids.shape
 

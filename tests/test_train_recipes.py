@@ -107,7 +107,7 @@ def test_stage1_encodes_each_image_once_in_729_tokens(family, tiny_tokenizer):
     inputs = processor(images=images, text=["<image> a caption"] * len(images), padding=True, return_tensors="pt")
     assert inputs["input_ids"].eq(processor.image_token_id).sum(dim=1).tolist() == [729] * len(images)
     assert tuple(inputs["pixel_values"].shape) == (len(images), 1, 3, 384, 384)
-    features = model.model.get_image_features(inputs["pixel_values"].to("meta"), inputs["image_sizes"])
+    features = model.model.get_image_features(inputs["pixel_values"].to("meta"), inputs["image_sizes"]).pooler_output
     assert [tuple(feature.shape) for feature in features] == [(729, config.text_config.hidden_size)] * len(images)
 
 

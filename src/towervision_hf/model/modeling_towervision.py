@@ -15,6 +15,7 @@ Only stable public transformers API is used, so this file also travels to the Hu
 
 import itertools
 import math
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -22,7 +23,7 @@ from torch import nn
 from transformers import AutoModel, GenerationMixin, PreTrainedModel
 from transformers.activations import ACT2FN
 from transformers.cache_utils import Cache
-from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
+from transformers.modeling_outputs import BaseModelOutputWithPast, BaseModelOutputWithPooling, CausalLMOutputWithPast
 
 from .configuration_towervision import TowerVisionConfig
 from .tiling_towervision import anyres_grid_shape, pooled_side, restrict_pinpoints, unpad_slices
@@ -40,36 +41,75 @@ AUTO_MAP = {
 }
 
 
+class TowerVisionOutputMixin:
+    """The encoder outputs of a TowerVision forward; nested outputs become tuples in `to_tuple`, as in transformers."""
+
+    image_outputs: BaseModelOutputWithPooling | None
+    video_outputs: BaseModelOutputWithPooling | None
+
+    def to_tuple(self) -> tuple:
+        return tuple(
+            self[key].to_tuple() if key in ("image_outputs", "video_outputs") else self[key] for key in self.keys()
+        )
+
+    @property
+    def image_hidden_states(self) -> torch.FloatTensor | None:
+        """The embeddings that replaced the `<image>` tokens, `(num_image_tokens, hidden_size)`."""
+        return None if self.image_outputs is None else torch.cat(self.image_outputs.pooler_output)
+
+    @property
+    def video_hidden_states(self) -> torch.FloatTensor | None:
+        """The embeddings that replaced the `<video>` tokens, `(num_video_tokens, hidden_size)`."""
+        return None if self.video_outputs is None else self.video_outputs.pooler_output.flatten(0, 1)
+
+
 @dataclass
-class TowerVisionModelOutputWithPast(BaseModelOutputWithPast):
+class TowerVisionModelOutputWithPast(TowerVisionOutputMixin, BaseModelOutputWithPast):
     r"""
     Output of [`TowerVisionModel`].
 
-    image_hidden_states (`torch.FloatTensor` of shape `(num_image_tokens, hidden_size)`, *optional*):
-        The embeddings that replaced the `<image>` tokens (projected, packed and, if configured, scaled).
-    video_hidden_states (`torch.FloatTensor` of shape `(num_video_tokens, hidden_size)`, *optional*):
-        The embeddings that replaced the `<video>` tokens.
+    image_outputs (`BaseModelOutputWithPooling`, *optional*):
+        Output of [`TowerVisionModel.get_image_features`] when images were encoded: `pooler_output` holds the
+        embeddings that replaced each image's `<image>` tokens.
+    video_outputs (`BaseModelOutputWithPooling`, *optional*):
+        Output of [`TowerVisionModel.get_video_features`] when videos were encoded.
     """
 
-    image_hidden_states: torch.FloatTensor | None = None
-    video_hidden_states: torch.FloatTensor | None = None
+    image_outputs: BaseModelOutputWithPooling | None = None
+    video_outputs: BaseModelOutputWithPooling | None = None
 
 
 @dataclass
-class TowerVisionCausalLMOutputWithPast(CausalLMOutputWithPast):
+class TowerVisionCausalLMOutputWithPast(TowerVisionOutputMixin, CausalLMOutputWithPast):
     r"""
     Output of [`TowerVisionForConditionalGeneration`]: `loss` is the next-token cross-entropy computed on the
     softcapped `logits` (Gemma2's final-logit softcapping is applied); the cache field is named by the installed
     transformers (`cache` from 5.24, `past_key_values` before).
 
-    image_hidden_states (`torch.FloatTensor` of shape `(num_image_tokens, hidden_size)`, *optional*):
-        The embeddings that replaced the `<image>` tokens.
-    video_hidden_states (`torch.FloatTensor` of shape `(num_video_tokens, hidden_size)`, *optional*):
-        The embeddings that replaced the `<video>` tokens.
+    image_outputs (`BaseModelOutputWithPooling`, *optional*):
+        Output of [`TowerVisionModel.get_image_features`] when images were encoded.
+    video_outputs (`BaseModelOutputWithPooling`, *optional*):
+        Output of [`TowerVisionModel.get_video_features`] when videos were encoded.
     """
 
-    image_hidden_states: torch.FloatTensor | None = None
-    video_hidden_states: torch.FloatTensor | None = None
+    image_outputs: BaseModelOutputWithPooling | None = None
+    video_outputs: BaseModelOutputWithPooling | None = None
+
+
+def resolve_cache(cache: Cache | None, past_key_values: Cache | None) -> Cache | None:
+    """The KV cache passed as `cache` or, deprecated from transformers 5.24, as `past_key_values`."""
+    if past_key_values is None:
+        return cache
+    if cache is not None:
+        raise ValueError("Pass the KV cache as either `cache` or `past_key_values`, not both")
+    if CACHE_NAME == "cache":
+        warnings.warn(
+            "`past_key_values` is deprecated for TowerVision's `forward` since transformers 5.24. Use `cache` "
+            "instead.",
+            FutureWarning,
+            stacklevel=3,
+        )
+    return past_key_values
 
 
 class TowerVisionMultiModalProjector(nn.Module):
@@ -100,6 +140,7 @@ class TowerVisionPreTrainedModel(PreTrainedModel):
     _supports_sdpa = True
     _supports_flex_attn = True
     _supports_attention_backend = True
+    _can_compile_fullgraph = True
 
     @torch.no_grad()
     def _init_weights(self, module):
@@ -140,11 +181,26 @@ class TowerVisionModel(TowerVisionPreTrainedModel):
     def set_input_embeddings(self, value: nn.Module):
         self.language_model.set_input_embeddings(value)
 
-    def _tile_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """Vision tower + projector: `(num_tiles, 3, T, T)` -> `(num_tiles, patches_per_side**2, text_hidden)`."""
+    def _encode_tiles(
+        self, pixel_values: torch.Tensor, output_hidden_states: bool | None, output_attentions: bool | None
+    ) -> tuple[torch.Tensor, BaseModelOutputWithPooling]:
+        """Vision tower + projector: `(num_tiles, 3, T, T)` -> `(num_tiles, patches_per_side**2, text_hidden)`.
+
+        Also returns the vision tower's output, with its hidden states only when `output_hidden_states` (or the
+        config) asks for them and its attentions only when `output_attentions` (or the config) does.
+        """
         config = self.config
+        if output_hidden_states is None:
+            output_hidden_states = config.output_hidden_states
+        if output_attentions is None:
+            output_attentions = config.output_attentions
         pixel_values = pixel_values.to(self.vision_tower.dtype)
-        hidden_states = self.vision_tower(pixel_values, output_hidden_states=True, return_dict=True).hidden_states
+        vision_outputs = self.vision_tower(
+            pixel_values, output_hidden_states=True, output_attentions=output_attentions, return_dict=True
+        )
+        hidden_states = vision_outputs.hidden_states
+        if not output_hidden_states:
+            vision_outputs.hidden_states = None
         if isinstance(config.vision_feature_layer, list):
             selected = torch.cat([hidden_states[layer] for layer in config.vision_feature_layer], dim=-1)
         else:
@@ -157,7 +213,7 @@ class TowerVisionModel(TowerVisionPreTrainedModel):
                 f"features per tile, expected {config.patches_per_side}x{config.patches_per_side} (SigLIP has no CLS "
                 "token: use 'full')"
             )
-        return self.multi_modal_projector(selected)
+        return self.multi_modal_projector(selected), vision_outputs
 
     def _to_embedding_space(self, features: torch.Tensor) -> torch.Tensor:
         """Cast to the text-embedding dtype and apply the trained `sqrt(hidden_size)` scale when configured.
@@ -176,8 +232,12 @@ class TowerVisionModel(TowerVisionPreTrainedModel):
         image_sizes: torch.Tensor,
         batch_num_images: torch.Tensor | None = None,
         image_max_tiles: torch.Tensor | None = None,
-    ) -> list[torch.Tensor]:
-        """Embeddings that replace the `<image>` tokens, one `(num_tokens_i, text_hidden)` tensor per image.
+        output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
+        return_dict: bool | None = None,
+    ) -> BaseModelOutputWithPooling | tuple:
+        """Encode images: the embeddings that replace the `<image>` tokens, one `(num_tokens_i, text_hidden)` tensor
+        per image, as `pooler_output` (transformers' interface for multimodal encoders, as LlavaNext's).
 
         Args:
             pixel_values (`torch.Tensor` of shape `(num_images, max_patches, 3, tile_size, tile_size)`):
@@ -191,11 +251,17 @@ class TowerVisionModel(TowerVisionPreTrainedModel):
             image_max_tiles (`torch.Tensor` of shape `(num_images,)`, *optional*):
                 Tile budget the processor was called with (`max_tiles` lowered at call time); the grid of each image is
                 then chosen among the pinpoints with at most that many tiles, as the processor did.
+            output_hidden_states, output_attentions (`bool`, *optional*):
+                Return the vision tower's hidden states / attentions over all tiles (default: the config's).
+            return_dict (`bool`, *optional*):
+                Return a `BaseModelOutputWithPooling` (default: the config's `return_dict`) or a tuple.
 
         Returns:
-            `list[torch.Tensor]`: thumbnail features, then the unpadded tile grid with a newline ending every feature
-            row (a thumbnail-only image gets one newline, a single-tile layout none), in the text-embedding dtype,
-            scaled by `sqrt(text_config.hidden_size)` when `config.scale_image_features`.
+            `BaseModelOutputWithPooling`: `last_hidden_state`, `hidden_states` and `attentions` of the vision tower
+            over all tiles `(total_tiles, patches_per_side**2, vision_hidden)`; `pooler_output` the list of per-image
+            features: thumbnail features, then the unpadded tile grid with a newline ending every feature row (a
+            thumbnail-only image gets one newline, a single-tile layout none), in the text-embedding dtype, scaled by
+            `sqrt(text_config.hidden_size)` when `config.scale_image_features`.
         """
         config = self.config
         if pixel_values.dim() != 5:
@@ -241,7 +307,8 @@ class TowerVisionModel(TowerVisionPreTrainedModel):
                 f"but image_sizes needs up to {max(num_patches)}"
             )
         patches = torch.cat([image[:count] for image, count in zip(pixel_values, num_patches)])  # (total, 3, T, T)
-        features = self._tile_features(patches).split(num_patches)  # per image: (num_patches_i, pps*pps, hidden)
+        features, vision_outputs = self._encode_tiles(patches, output_hidden_states, output_attentions)
+        features = features.split(num_patches)  # per image: (num_patches_i, pps*pps, hidden)
 
         pps = config.patches_per_side
         image_features = []
@@ -262,19 +329,28 @@ class TowerVisionModel(TowerVisionPreTrainedModel):
                     tiles = torch.cat([tiles, newline], dim=1)  # (height, width + 1, hidden)
                 packed = torch.cat([thumbnail, tiles.flatten(0, 1)])
             image_features.append(self._to_embedding_space(packed))
-        return image_features
+        vision_outputs.pooler_output = image_features
+        return vision_outputs if self._return_dict(return_dict) else vision_outputs.to_tuple()
 
-    def get_video_features(self, pixel_values_videos: torch.Tensor) -> torch.Tensor:
-        """Embeddings that replace the `<video>` tokens.
+    def get_video_features(
+        self,
+        pixel_values_videos: torch.Tensor,
+        output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
+        return_dict: bool | None = None,
+    ) -> BaseModelOutputWithPooling | tuple:
+        """Encode videos: the embeddings that replace the `<video>` tokens, as `pooler_output` (as LlavaOnevision's).
 
         Args:
             pixel_values_videos (`torch.Tensor` of shape `(num_videos, num_frames, 3, tile_size, tile_size)`):
                 Frames of every video, resized to one tile.
+            output_hidden_states, output_attentions, return_dict: see [`~TowerVisionModel.get_image_features`].
 
         Returns:
-            `torch.Tensor` of shape `(num_videos, num_frames * pooled_side**2 + 1, text_hidden)`: every frame's
-            feature map pooled `video_pool_size`x`video_pool_size` (bilinear, ceil), then one newline per video;
-            in the text-embedding dtype, scaled like the image features.
+            `BaseModelOutputWithPooling`: the vision tower's outputs over all frames; `pooler_output` of shape
+            `(num_videos, num_frames * pooled_side**2 + 1, text_hidden)`: every frame's feature map pooled
+            `video_pool_size`x`video_pool_size` (bilinear, ceil), then one newline per video; in the text-embedding
+            dtype, scaled like the image features.
         """
         if pixel_values_videos.dim() != 5:
             raise ValueError(
@@ -282,7 +358,9 @@ class TowerVisionModel(TowerVisionPreTrainedModel):
                 f"got {tuple(pixel_values_videos.shape)}"
             )
         num_videos, num_frames = pixel_values_videos.shape[:2]
-        features = self._tile_features(pixel_values_videos.flatten(0, 1))  # (videos*frames, pps*pps, hidden)
+        features, vision_outputs = self._encode_tiles(  # (videos*frames, pps*pps, hidden)
+            pixel_values_videos.flatten(0, 1), output_hidden_states, output_attentions
+        )
         pps = self.config.patches_per_side
         side = pooled_side(pps, self.config.video_pool_size)
         # (videos*frames, pps*pps, hidden) -> (videos*frames, hidden, pps, pps) -> pooled (.., hidden, side, side)
@@ -292,12 +370,16 @@ class TowerVisionModel(TowerVisionPreTrainedModel):
         if self.image_newline is not None:
             newline = self.image_newline.to(features.dtype).expand(num_videos, 1, -1)
             features = torch.cat([features, newline], dim=1)  # (videos, frames*side*side + 1, hidden)
-        return self._to_embedding_space(features)
+        vision_outputs.pooler_output = self._to_embedding_space(features)
+        return vision_outputs if self._return_dict(return_dict) else vision_outputs.to_tuple()
+
+    def _return_dict(self, return_dict: bool | None) -> bool:
+        return return_dict if return_dict is not None else self.config.return_dict
 
     def _merge(self, input_ids, inputs_embeds, per_item: list[torch.Tensor], modality: str):
         """Scatter `per_item` features into the `<modality>` placeholders, after checking they line up exactly.
 
-        Returns the concatenated features and the new `inputs_embeds`.
+        Returns the new `inputs_embeds`.
         """
         token_id = getattr(self.config, f"{modality}_token_id")
         if input_ids is not None:
@@ -322,13 +404,27 @@ class TowerVisionModel(TowerVisionPreTrainedModel):
                 f"features of one {modality} (feature lengths {lengths}), so placeholders and pixels are misaligned"
             )
         features = torch.cat(per_item).to(inputs_embeds.device, inputs_embeds.dtype)
-        inputs_embeds = inputs_embeds.masked_scatter(mask.unsqueeze(-1).to(inputs_embeds.device), features)
-        return features, inputs_embeds
+        return inputs_embeds.masked_scatter(mask.unsqueeze(-1).to(inputs_embeds.device), features)
 
-    def _check_no_placeholders(self, input_ids, modality: str, pixels_name: str):
-        token_id = getattr(self.config, f"{modality}_token_id")
-        if input_ids is not None and token_id is not None and (num_tokens := int((input_ids == token_id).sum())):
-            raise ValueError(f"input_ids contain {num_tokens} <{modality}> tokens but {pixels_name} was not given")
+    def check_placeholders_have_pixels(self, input_ids, pixel_values=None, pixel_values_videos=None):
+        """Raise if `input_ids` hold `<image>` / `<video>` placeholders but the matching pixels were not given.
+
+        `forward` itself accepts placeholders without pixels (they are then ordinary tokens), as transformers' own
+        VLMs do: `generate` runs an assistant (draft) model on the prompt without pixels by design. The mistake of a
+        user who forgot the image is caught where it can be told apart: on the first step of a user's `generate`
+        and on a training forward (`labels` given).
+        """
+        if input_ids is None:
+            return
+        for modality, pixels, pixels_name in (
+            ("image", pixel_values, "pixel_values"),
+            ("video", pixel_values_videos, "pixel_values_videos"),
+        ):
+            token_id = getattr(self.config, f"{modality}_token_id")
+            if token_id is None or (pixels is not None and pixels.shape[0] > 0):
+                continue
+            if num_tokens := int((input_ids == token_id).sum()):
+                raise ValueError(f"input_ids contain {num_tokens} <{modality}> tokens but {pixels_name} was not given")
 
     def forward(
         self,
@@ -358,37 +454,33 @@ class TowerVisionModel(TowerVisionPreTrainedModel):
             image_sizes_videos (`torch.LongTensor`, *optional*):
                 Frame sizes returned by video processors; frames are not tiled, so they are not needed.
             past_key_values, cache (`Cache`, *optional*):
-                The KV cache, under either name (transformers 5.24 calls it `cache`); give at most one.
+                The KV cache; `past_key_values` is its name before transformers 5.24 (deprecated from 5.24).
             **kwargs: forwarded to the language model (e.g. `output_hidden_states`, `output_attentions`).
+
+        Placeholders without pixels are ordinary tokens here, as in transformers' VLMs (see
+        [`~TowerVisionModel.check_placeholders_have_pixels`] for where their absence is an error).
         """
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("Pass exactly one of input_ids or inputs_embeds")
-        if past_key_values is not None and cache is not None:
-            raise ValueError("Pass the KV cache as either `cache` or `past_key_values`, not both")
-        cache = cache if cache is not None else past_key_values
+        cache = resolve_cache(cache, past_key_values)
         if inputs_embeds is None:
             inputs_embeds = self.get_input_embeddings()(input_ids)
-        # Placeholders need pixels at prefill; while decoding, a generated placeholder id is just a token.
-        prefill = cache is None or cache.get_seq_length() == 0
 
-        image_features = video_features = None
+        image_outputs = video_outputs = None
         if pixel_values is not None and pixel_values.shape[0] == 0:  # a collated batch without images
             pixel_values = None
         if pixel_values is not None:
             if image_sizes is None:
                 raise ValueError("pixel_values was given without image_sizes")
-            image_features = self.get_image_features(pixel_values, image_sizes, batch_num_images, image_max_tiles)
-            image_features, inputs_embeds = self._merge(input_ids, inputs_embeds, image_features, "image")
-        elif prefill:
-            self._check_no_placeholders(input_ids, "image", "pixel_values")
+            image_outputs = self.get_image_features(
+                pixel_values, image_sizes, batch_num_images, image_max_tiles, return_dict=True
+            )
+            inputs_embeds = self._merge(input_ids, inputs_embeds, image_outputs.pooler_output, "image")
         if pixel_values_videos is not None:
             if self.config.video_token_id is None:
                 raise ValueError("pixel_values_videos was given but this model has no video_token_id")
-            video_features, inputs_embeds = self._merge(
-                input_ids, inputs_embeds, list(self.get_video_features(pixel_values_videos)), "video"
-            )
-        elif prefill:
-            self._check_no_placeholders(input_ids, "video", "pixel_values_videos")
+            video_outputs = self.get_video_features(pixel_values_videos, return_dict=True)
+            inputs_embeds = self._merge(input_ids, inputs_embeds, list(video_outputs.pooler_output), "video")
 
         if use_cache is None and cache is None and attention_mask is None and position_ids is not None:
             # packed rows (positions restarting per sample): transformers keeps attention inside each sample only
@@ -408,8 +500,8 @@ class TowerVisionModel(TowerVisionPreTrainedModel):
             **{CACHE_NAME: getattr(outputs, CACHE_NAME)},
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
-            image_hidden_states=image_features,
-            video_hidden_states=video_features,
+            image_outputs=image_outputs,
+            video_outputs=video_outputs,
         )
         return output if return_dict is not False else output.to_tuple()
 
@@ -418,6 +510,10 @@ class TowerVisionForConditionalGeneration(TowerVisionPreTrainedModel, Generation
     """[`TowerVisionModel`] with a (tied) LM head and Gemma2's final-logit softcapping; supports `generate`."""
 
     _tied_weights_keys = {"lm_head.weight": "model.language_model.embed_tokens.weight"}
+    # As LlavaNext and Gemma2: the tied head is sharded on the vocabulary like the embedding it shares its weight with
+    # (transformers adds `embedding_rowwise` for Gemma2's `embed_tokens`), and FSDP2 keeps it unsharded after forward.
+    _tp_plan = {"lm_head": "colwise_gather_output"}
+    _fsdp_plan = {"lm_head": "keep_full_weight"}
 
     def __init__(self, config: TowerVisionConfig):
         super().__init__(config)
@@ -449,9 +545,13 @@ class TowerVisionForConditionalGeneration(TowerVisionPreTrainedModel, Generation
     ):
         """Pass pixels only on the first step (or without cache): afterwards their features are in the KV cache.
 
-        transformers >= 5.23 drops them by itself; earlier 5.x `generate` forwards every kwarg at every step.
+        transformers >= 5.23 drops them by itself; earlier 5.x `generate` forwards every kwarg at every step. The first
+        step of a user's `generate` is where a forgotten image is an error; an assistant (draft) model never gets a
+        first step (`generate` runs it on the prompt without pixels by design).
         """
         model_inputs = super().prepare_inputs_for_generation(*args, is_first_iteration=is_first_iteration, **kwargs)
+        if is_first_iteration:
+            self.model.check_placeholders_have_pixels(model_inputs.get("input_ids"), pixel_values, pixel_values_videos)
         if is_first_iteration or not kwargs.get("use_cache", True):
             model_inputs.update(
                 pixel_values=pixel_values,
@@ -462,14 +562,36 @@ class TowerVisionForConditionalGeneration(TowerVisionPreTrainedModel, Generation
         return model_inputs
 
     def get_image_features(
-        self, pixel_values, image_sizes, batch_num_images=None, image_max_tiles=None
-    ) -> list[torch.Tensor]:
+        self,
+        pixel_values,
+        image_sizes,
+        batch_num_images=None,
+        image_max_tiles=None,
+        output_hidden_states=None,
+        output_attentions=None,
+        return_dict=None,
+    ) -> BaseModelOutputWithPooling | tuple:
         """See [`TowerVisionModel.get_image_features`]."""
-        return self.model.get_image_features(pixel_values, image_sizes, batch_num_images, image_max_tiles)
+        return self.model.get_image_features(
+            pixel_values,
+            image_sizes,
+            batch_num_images,
+            image_max_tiles,
+            output_hidden_states=output_hidden_states,
+            output_attentions=output_attentions,
+            return_dict=return_dict,
+        )
 
-    def get_video_features(self, pixel_values_videos) -> torch.Tensor:
+    def get_video_features(
+        self, pixel_values_videos, output_hidden_states=None, output_attentions=None, return_dict=None
+    ) -> BaseModelOutputWithPooling | tuple:
         """See [`TowerVisionModel.get_video_features`]."""
-        return self.model.get_video_features(pixel_values_videos)
+        return self.model.get_video_features(
+            pixel_values_videos,
+            output_hidden_states=output_hidden_states,
+            output_attentions=output_attentions,
+            return_dict=return_dict,
+        )
 
     def forward(
         self,
@@ -500,7 +622,11 @@ class TowerVisionForConditionalGeneration(TowerVisionPreTrainedModel, Generation
             logits_to_keep (`int` or `torch.Tensor`, *optional*, defaults to 0):
                 Compute logits only for the last `logits_to_keep` positions (0 = all), or for the given indices.
             Other arguments: see [`TowerVisionModel.forward`].
+
+        A training forward (`labels` given) refuses `<image>` / `<video>` placeholders without their pixels.
         """
+        if labels is not None:
+            self.model.check_placeholders_have_pixels(input_ids, pixel_values, pixel_values_videos)
         outputs = self.model(
             input_ids=input_ids,
             pixel_values=pixel_values,
@@ -511,8 +637,7 @@ class TowerVisionForConditionalGeneration(TowerVisionPreTrainedModel, Generation
             image_max_tiles=image_max_tiles,
             attention_mask=attention_mask,
             position_ids=position_ids,
-            past_key_values=past_key_values,
-            cache=cache,
+            cache=resolve_cache(cache, past_key_values),
             inputs_embeds=inputs_embeds,
             use_cache=use_cache,
             **kwargs,
@@ -534,8 +659,8 @@ class TowerVisionForConditionalGeneration(TowerVisionPreTrainedModel, Generation
             **{CACHE_NAME: getattr(outputs, CACHE_NAME)},
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
-            image_hidden_states=outputs.image_hidden_states,
-            video_hidden_states=outputs.video_hidden_states,
+            image_outputs=outputs.image_outputs,
+            video_outputs=outputs.video_outputs,
         )
         return output if return_dict is not False else output.to_tuple()
 

@@ -23,7 +23,7 @@ import torch
 from PIL import Image
 
 from ..model.image_processing_towervision import EXIF_ORIENTATION
-from ..model.tiling_towervision import anyres_grid_shape, image_token_count, single_tile_token_count, video_token_count
+from ..model.tiling_towervision import video_token_count
 from .collator import SKIPPED_KEY, SKIPPED_UNTRAINABLE_KEY, TowerVisionCollator
 
 # Batch entry for the trainer's logs: samples, rows, real tokens, row capacity (rows x max_length) of the batch.
@@ -73,23 +73,15 @@ class SampleMeasure:
         ]
         text = processor.apply_chat_template(conversation, tokenize=False)
         tokens = len(processor.tokenizer(text, add_special_tokens=False)["input_ids"])
-        tile_size, patch_size = processor.image_processor.tile_size, processor.patch_size
-        newline = processor.use_image_newline
         images = list(row.get("images") or [])
-        if processor.image_processor.image_aspect_ratio != "anyres":  # single-tile layouts: one tile, no newline
-            tokens += len(images) * (single_tile_token_count(tile_size, patch_size, use_image_newline=False) - 1)
-            tiles = len(images)
-        elif len(images) == 1:  # tiled: thumbnail + grid
-            size, pinpoints = image_size_from_header(images[0]), processor.image_processor.pinpoints()
-            rows, cols = anyres_grid_shape(size, pinpoints, tile_size)
-            tokens += image_token_count(size, pinpoints, tile_size, patch_size, newline) - 1
-            tiles = 1 + rows * cols
-        else:  # one tile per image of a multi-image sample
-            tokens += len(images) * (single_tile_token_count(tile_size, patch_size, newline) - 1)
-            tiles = len(images)
+        layouts = [processor.get_image_layout(image_size_from_header(image), len(images)) for image in images]
+        tokens += sum(layout.num_tokens - 1 for layout in layouts)
+        tiles = sum(layout.num_tiles for layout in layouts)
         num_videos = len(row.get("videos") or [])
         frame_side = processor.video_processor.size["height"]
-        per_video = video_token_count(self.num_frames, frame_side, patch_size, processor.video_pool_size, newline)
+        per_video = video_token_count(
+            self.num_frames, frame_side, processor.patch_size, processor.video_pool_size, processor.use_image_newline
+        )
         return tokens + num_videos * (per_video - 1), tiles + num_videos * self.num_frames
 
 

@@ -129,3 +129,111 @@ def media_server():
     yield f"http://127.0.0.1:{server.server_port}", routes, requests
     server.shutdown()
     server.server_close()
+
+
+# ---- builders shared by several test files (tests import them from here, never from each other) -------------
+
+
+def llava_single_tile_image_processor(tile: int, aspect_ratio: str):
+    """transformers' LLaVA(-1.5) image processor set up as our single-tile `aspect_ratio` ("square" or "pad")."""
+    from PIL import Image
+    from transformers import LlavaImageProcessorPil
+
+    return LlavaImageProcessorPil(
+        size={"height": tile, "width": tile},
+        do_center_crop=False,
+        do_pad=aspect_ratio == "pad",
+        image_mean=[0.5] * 3,
+        image_std=[0.5] * 3,
+        resample=Image.Resampling.BICUBIC,
+    )
+
+
+def image(height, width, seed):
+    """A random RGB PIL image of `(height, width)`."""
+    import numpy as np
+    from PIL import Image
+
+    return Image.fromarray(np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8))
+
+
+def turn(role, *blocks):
+    """A schema message; strings become text blocks."""
+    return {"role": role, "content": [{"type": "text", "text": b} if isinstance(b, str) else b for b in blocks]}
+
+
+IMAGE, VIDEO = {"type": "image", "text": None}, {"type": "video", "text": None}
+
+
+def rows():
+    """A tiled single image (two QA turns), a two-image sample, a video and a text-only row."""
+    import numpy as np
+
+    return [
+        {
+            "id": "tiled",
+            "images": [image(90, 200, 0)],
+            "videos": [],
+            "messages": [
+                turn("user", IMAGE, "What colour?"),
+                turn("assistant", "Red."),
+                turn("user", "Which shape?"),
+                turn("assistant", "A circle."),
+            ],
+        },
+        {
+            "id": "multi",
+            "images": [image(40, 60, 1), image(70, 50, 2)],
+            "videos": [],
+            "messages": [turn("user", IMAGE, IMAGE, "Same colour?"), turn("assistant", "Nein.")],
+        },
+        {
+            "id": "video",
+            "images": [],
+            "videos": [np.random.default_rng(3).integers(0, 256, (6, 48, 64, 3), dtype=np.uint8)],
+            "messages": [turn("user", VIDEO, "Where does it go?"), turn("assistant", "To the left.")],
+        },
+        {
+            "id": "text",
+            "images": [],
+            "videos": [],
+            "messages": [turn("system", "Be brief."), turn("user", "Translate: hello"), turn("assistant", "Olá")],
+        },
+    ]
+
+
+def untrainable_rows():
+    """Rows that would train on nothing, by id, with the message that names them."""
+    text = rows()[3]
+    return {
+        "sharegpt": (
+            {**text, "id": "sharegpt", "messages": [turn("human", "Hi"), turn("gpt", "Hello")]},
+            r"sample 'sharegpt': messages\[0\].role is 'human', not one of .*data adapters",
+        ),
+        "empty": (
+            {**text, "id": "empty", "messages": [turn("user", "Hi"), turn("assistant", "  ")]},
+            r"sample 'empty': messages\[1\] \(assistant\) has no text; .*end-of-turn marker alone",
+        ),
+        "no_blocks": (
+            {**text, "id": "no_blocks", "messages": [turn("user", "Hi"), {"role": "assistant", "content": []}]},
+            r"sample 'no_blocks': messages\[1\] \(assistant\) has no text",
+        ),
+        "no_answer": (
+            {**text, "id": "no_answer", "messages": [turn("user", "Hi")]},
+            "sample 'no_answer' has no assistant turn",
+        ),
+    }
+
+
+def stage_args(stage, output_dir, *extra):
+    """`towervision train` arguments for the tiny recipe `stage`, writing to `output_dir`, quiet."""
+    return [
+        f"tiny/{stage}.yaml",
+        "--output_dir",
+        str(output_dir),
+        "--report_to",
+        "none",
+        "--disable_tqdm",
+        "true",
+        *extra,
+    ]

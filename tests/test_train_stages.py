@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import stage_args
 from PIL import Image
 from safetensors.torch import load_file
 from transformers import AutoModelForImageTextToText, AutoProcessor
@@ -16,19 +17,6 @@ from towervision_hf import train
 from towervision_hf.checkpoint import merge
 from towervision_hf.training import SKIPPED_KEY, TowerVisionCollator, module_group
 from towervision_hf.training.feature_cache import vision_tower_identity
-
-
-def stage_args(stage, output_dir, *extra):
-    return [
-        f"tiny/{stage}.yaml",
-        "--output_dir",
-        str(output_dir),
-        "--report_to",
-        "none",
-        "--disable_tqdm",
-        "true",
-        *extra,
-    ]
 
 
 def build(*argv):

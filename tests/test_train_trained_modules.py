@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import stage_args
 from PIL import Image
 from safetensors.torch import load_file, save_file
-from test_train_stages import stage_args
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
 from towervision_cli import main as cli_main

@@ -216,7 +216,7 @@ class TowerVisionProcessor(ProcessorMixin):
         if image_sizes is not None:
             max_tiles = kwargs.get("max_tiles")
             data["num_image_tokens"] = [
-                self.get_image_layout(tuple(size), num_images=1, max_tiles=max_tiles).num_tokens for size in image_sizes
+                self.get_image_layout(tuple(size), 1, max_tiles).num_tokens for size in image_sizes
             ]
             data["num_image_patches"] = [1] * len(image_sizes)
         if video_sizes is not None:

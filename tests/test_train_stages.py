@@ -17,6 +17,7 @@ from towervision_hf import train
 from towervision_hf.checkpoint import merge
 from towervision_hf.training import SKIPPED_KEY, TowerVisionCollator, module_group
 from towervision_hf.training.feature_cache import vision_tower_identity
+from towervision_hf.training.model_loading import qlora_quantization_config
 
 
 def build(*argv):
@@ -283,13 +284,13 @@ def test_qlora_quantizes_only_the_language_model():
     *_, model_args = train.parse_args(
         ["tiny/stage2_vision.yaml", "--use_peft", "true", "--load_in_4bit", "true", "--dtype", "bfloat16"]
     )
-    config = train.qlora_quantization_config(model_args)
+    config = qlora_quantization_config(model_args)
     assert (
         config.load_in_4bit and config.bnb_4bit_quant_type == "nf4" and config.bnb_4bit_compute_dtype == torch.bfloat16
     )
     assert config.llm_int8_skip_modules == ["vision_tower", "multi_modal_projector", "lm_head"]
     *_, plain_args = train.parse_args(["tiny/stage2_vision.yaml"])
-    assert train.qlora_quantization_config(plain_args) is None
+    assert qlora_quantization_config(plain_args) is None
 
 
 def test_labelled_position_loss_equals_trls_fused_loss(stage1_checkpoint, tmp_path):

@@ -1,8 +1,9 @@
-"""Training building blocks behind `towervision train`: the batch collator, the SFTTrainer subclass with per-module
-learning rates and the labelled-position loss, and the stage-1 vision-feature cache. `towervision_hf.train` wires them
-together (model loading, LoRA, data)."""
+"""Training building blocks behind `towervision train`: the stage's config (`TowerVisionSFTConfig`), model loading
+(LoRA / QLoRA), the batch collators and packing, the SFTTrainer subclass with per-module learning rates and the
+labelled-position loss, and the stage-1 vision-feature cache. `towervision_hf.train` wires them together."""
 
 from .collator import SKIPPED_KEY, SKIPPED_UNTRAINABLE_KEY, TowerVisionCollator
+from .config import TowerVisionSFTConfig
 from .feature_cache import VisionFeatureCache
 from .trainer import (
     MODULE_GROUPS,
@@ -18,6 +19,7 @@ __all__ = [
     "SKIPPED_KEY",
     "SKIPPED_UNTRAINABLE_KEY",
     "TowerVisionCollator",
+    "TowerVisionSFTConfig",
     "TowerVisionSFTTrainer",
     "VisionFeatureCache",
     "apply_module_learning_rates",

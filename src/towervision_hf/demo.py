@@ -14,6 +14,12 @@ import sys
 from importlib import resources
 
 import torch
+from transformers import AutoModelForImageTextToText, AutoProcessor
+
+from .data.sample import load_sample
+from .data.schema import load_image, load_video_frames
+from .train import run
+from .training.trainer import trainable_parameters
 
 STAGES = ("stage1_projector", "stage2_vision", "stage3_video")
 
@@ -57,14 +63,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-new-tokens", type=int, default=32)
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
 
-    from transformers import AutoModelForImageTextToText, AutoProcessor
-
-    from .data import load_sample
-    from .data.schema import load_image
-    from .train import run
-    from .training.collator import decode_video
-    from .training.trainer import trainable_parameters
-
     output_dir = os.path.abspath(args.output_dir)
     rows, previous = [], "tiny"
     for index, stage in enumerate(STAGES, start=1):
@@ -95,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     processor = AutoProcessor.from_pretrained(previous, trust_remote_code=True)
     image_row, video_row = load_sample(2)[0], load_sample(3)[0]
     image = load_image(image_row["images"][0])
-    frames = decode_video(video_row["videos"][0], processor.video_processor.num_frames)
+    frames = load_video_frames(video_row["videos"][0], processor.video_processor.num_frames)
     image_answer = _generate(
         model,
         processor,

@@ -138,7 +138,7 @@ def load_model_and_processor(model_args: ModelConfig, training_args: TowerVision
     no gradient would ever reach it.
     """
     base = base_reference(model_args, training_args.seed)
-    if base["model_name_or_path"] == TINY_MODEL:
+    if "seed" in base:  # the tiny model, built from its seed
         model, processor = build_tiny(seed=base["seed"])
     else:
         model, processor = load_pretrained(model_args, training_args)

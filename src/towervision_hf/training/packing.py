@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..data.schema import media_bytes
 from ..model.image_processing_towervision import EXIF_ORIENTATION
 from ..model.tiling_towervision import video_token_count
 from .collator import SKIPPED_KEY, SKIPPED_UNTRAINABLE_KEY, TowerVisionCollator
@@ -38,8 +39,6 @@ def image_size_from_header(entry) -> tuple[int, int]:
     if isinstance(entry, Image.Image):
         image = entry
     else:
-        from ..data.schema import media_bytes
-
         source = entry["path"] if not entry.get("bytes") and entry.get("path") else io.BytesIO(media_bytes(entry))
         image = Image.open(source)
     width, height = image.size

@@ -158,7 +158,7 @@ def png(seed=0) -> bytes:
         (lambda row: row.update(images={"path": "x.png"}), "sample 'tiled': `images` must be a list"),
         (
             lambda row: row.update(images=[{"bytes": b"not an image", "path": None, "url": None}]),
-            r"sample 'tiled': images\[0\]: UnidentifiedImageError",
+            r"sample 'tiled': images\[0\]: cannot decode image bytes: UnidentifiedImageError",
         ),
         (
             lambda row: row.update(images=[{"bytes": png()[:40], "path": None, "url": None}]),
@@ -166,16 +166,19 @@ def png(seed=0) -> bytes:
         ),
         (
             lambda row: row.update(images=[{"bytes": None, "path": "/nonexistent/cat.png", "url": None}]),
-            r"sample 'tiled': images\[0\]: FileNotFoundError: .*/nonexistent/cat.png",
+            r"sample 'tiled': images\[0\]: cannot decode image /nonexistent/cat.png: FileNotFoundError",
         ),
-        (lambda row: row.update(images=[{"file": "cat.png"}]), r"sample 'tiled': images\[0\]: ValueError: media"),
+        (
+            lambda row: row.update(images=[{"file": "cat.png"}]),
+            r"sample 'tiled': images\[0\]: media entry .* has none of bytes, path, url",
+        ),
         (
             lambda row: row.update(
                 images=[],
                 videos=[{"bytes": b"not a video", "path": None, "url": None}],
                 messages=[turn("user", VIDEO, "Go?"), turn("assistant", "Left.")],
             ),
-            r"sample 'tiled': videos\[0\]: ValueError: Video bytes .* could not be opened",
+            r"sample 'tiled': videos\[0\]: Video bytes .* could not be opened",
         ),
     ],
 )

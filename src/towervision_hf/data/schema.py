@@ -230,7 +230,8 @@ def load_image(value, fetcher=None, root: str | None = None) -> Image.Image:
         with Image.open(io.BytesIO(media_bytes(entry, fetcher))) as image:
             return image.convert("RGB")
     except OSError as error:  # a missing file, or bytes PIL cannot identify or read
-        raise ValueError(f"cannot decode image {entry.get('path') or entry.get('url') or 'bytes'}: {error}") from error
+        name = entry.get("path") or entry.get("url") or "bytes"
+        raise ValueError(f"cannot decode image {name}: {type(error).__name__}: {error}") from error
 
 
 def load_images(row: dict, fetcher=None) -> list[Image.Image]:
@@ -262,7 +263,8 @@ def load_video_frames(value, num_frames: int | None = None, fetcher=None, root: 
     try:
         source = video_input(entry, fetcher)
     except OSError as error:
-        raise ValueError(f"cannot read video {entry.get('path') or entry.get('url')}: {error}") from error
+        name = entry.get("path") or entry.get("url")
+        raise ValueError(f"cannot read video {name}: {type(error).__name__}: {error}") from error
     frames, _ = read_video_pyav(source, sample)
     return frames
 

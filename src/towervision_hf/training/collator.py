@@ -123,7 +123,9 @@ class TowerVisionCollator:
     def _decode(self, kind: str, entry, where: str):
         try:
             return load_image(entry) if kind == "image" else load_video_frames(entry, self.num_frames)
-        except Exception as error:  # missing file, undecodable bytes, dead URL, malformed entry: name the row
+        except ValueError as error:  # missing file, undecodable bytes, malformed entry: name the row
+            raise ValueError(f"{where}: {error}") from error
+        except Exception as error:  # e.g. a dead URL
             raise ValueError(f"{where}: {type(error).__name__}: {error}") from error
 
     def _blank_conversation(self) -> list[dict]:

@@ -18,6 +18,7 @@ import io
 import random
 from collections.abc import Callable, Iterable, Iterator
 
+import datasets
 import numpy as np
 import torch
 from PIL import Image
@@ -185,8 +186,6 @@ def pack_dataset(dataset, packer: Packer, seed: int = 0):
     before this pack), that reads its rows from `dataset` on access; the trainer's sampler shuffles and resumes it
     like any map-style dataset.
     """
-    import datasets
-
     order = np.random.default_rng(seed).permutation(len(dataset)).tolist()
     packs = list(packer.pack(order, rows=dataset.__getitem__, rng=random.Random(seed)))
     plan = datasets.Dataset.from_dict(

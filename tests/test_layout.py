@@ -182,3 +182,18 @@ def test_streamed_writes_live_in_checkpoint():
         and "struct" in ([alias.name for alias in node.names] if isinstance(node, ast.Import) else [node.module])
     ]
     assert not found
+
+
+def test_no_test_file_imports_another():
+    """Shared builders live in `tests/conftest.py`; test files never import each other."""
+    tests = Path(__file__).resolve().parent
+    names = {path.stem for path in tests.glob("test_*.py")}
+    found = [
+        f"{path.name} imports {name}"
+        for path in sorted(tests.glob("*.py"))
+        for node in ast.walk(ast.parse(path.read_text(), str(path)))
+        if isinstance(node, (ast.Import, ast.ImportFrom))
+        for name in ([alias.name for alias in node.names] if isinstance(node, ast.Import) else [node.module or ""])
+        if name.split(".")[0] in names
+    ]
+    assert not found

@@ -1,4 +1,4 @@
-"""`TowerVisionSFTConfig`: our stage options on TRL's `SFTConfig`, and what its `__post_init__` sets for the trainer."""
+"""`TowerVisionSFTConfig`: our stage options on TRL's `SFTConfig`, and what its `__post_init__` sets for training."""
 
 import pytest
 

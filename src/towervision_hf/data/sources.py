@@ -16,8 +16,8 @@ import os
 import random
 import re
 from collections import Counter, deque
-from importlib import resources
 from concurrent.futures import ThreadPoolExecutor
+from importlib import resources
 from pathlib import Path
 
 from PIL import Image

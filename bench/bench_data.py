@@ -38,7 +38,7 @@ from chat_server import ChatServer, question_rows
 from towervision_hf.data.cli import main as data_main
 from towervision_hf.data.jsonl import write_jsonl
 from towervision_hf.data.schema import image_block, make_sample, media, message
-from towervision_hf.data.synth import DEFAULT_CONCURRENCY
+from towervision_hf.data.cli import DEFAULT_CONCURRENCY
 
 CLI = "import sys, towervision_cli; sys.exit(towervision_cli.main())"
 SENTENCES = (

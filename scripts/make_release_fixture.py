@@ -24,11 +24,12 @@ the raw `video_frames`, the final-logit-softcapped logits of the last positions 
 References use `attn_implementation="eager"` (the path that applies Gemma2's attention softcap), float32,
 batch size 1, `add_special_tokens=False` on the rendered prompt (the template already emits `<bos>`).
 
-Run with transformers 4.52 importable, e.g. without touching the project's environment:
+Run with transformers 4.52 importable, e.g. installed into a folder `TF452` of your choice without touching the
+project's environment (the tests find the same folder through `TOWERVISION_TRANSFORMERS_452`):
 
-    /work/main/.venv/bin/pip install --target /work/tf452 --no-deps transformers==4.52.4 \
+    python -m pip install --target TF452 --no-deps transformers==4.52.4 \
         "tokenizers>=0.21,<0.22" "huggingface_hub>=0.30,<1.0" requests urllib3 idna charset_normalizer certifi
-    PYTHONPATH=/work/tf452 /work/main/.venv/bin/python scripts/make_release_fixture.py
+    PYTHONPATH=TF452 python scripts/make_release_fixture.py [--out-dir DIR] [--only llava_next|llava_onevision]
 """
 
 import argparse

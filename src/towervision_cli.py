@@ -2,7 +2,6 @@
 when used. This module is top-level on purpose: importing `towervision_hf` imports torch and transformers (it
 registers the model with the Auto classes), so `towervision --help` and `--version` never touch the package."""
 
-import functools
 import importlib
 import sys
 from importlib.metadata import PackageNotFoundError, version
@@ -12,44 +11,13 @@ COMMANDS = {
     "init": ("towervision_hf.checkpoint.cli", "init_main", "compose a stage-0 model from a SigLIP and a Tower+ checkpoint (or --tiny)"),
     "convert": ("towervision_hf.checkpoint.cli", "convert_main", "turn a released llava_next / llava_onevision checkpoint into TowerVision"),
     "export": ("towervision_hf.checkpoint.cli", "export_main", "export a TowerVision checkpoint back to transformers' native classes"),
-    "train": ("towervision_hf.training.cli", "main", "train one stage from a recipe YAML (TRL SFTTrainer)"),
+    "train": ("towervision_hf.cli", "train_main", "train one stage from a recipe YAML (TRL SFTTrainer)"),
     "merge": ("towervision_hf.checkpoint.cli", "merge_main", "merge a LoRA adapter or a stage's trained modules into a plain trust_remote_code checkpoint"),
     "demo": ("towervision_hf.demo", "main", "run the embedded end-to-end demo on CPU"),
     "data": ("towervision_hf.data.cli", "main", "build, translate, filter and synthesise training data"),
     "eval": ("towervision_hf.evaluation.cli", "main", "run the paper's benchmarks"),
     "push": ("towervision_hf.hub.push", "main", "stage, check and upload a checkpoint to the Hugging Face Hub"),
 }
-
-
-# What a command reports in one line with exit status 2: bad input (our checks raise `ValueError` naming the file, row
-# or field), a missing file, the network or the Hub (`OSError`), a missing optional extra (`ImportError`).
-COMMAND_ERRORS = (ValueError, OSError, ImportError)
-
-
-def report_error(prog: str, error: BaseException) -> int:
-    """Print `PROG: error: MESSAGE` (one line) on stderr for one of `COMMAND_ERRORS`; return the exit status, 2."""
-    message = " ".join(str(error).split()) or type(error).__name__
-    if isinstance(error, ModuleNotFoundError):
-        message += " (an optional dependency is missing: install the extra that provides it)"
-    print(f"{prog}: error: {message}", file=sys.stderr)
-    return 2
-
-
-def exits_on_error(prog: str):
-    """Decorate a command's `main`: `COMMAND_ERRORS` end it with `report_error`'s line and exit status 2 instead of a
-    traceback."""
-
-    def decorate(main):
-        @functools.wraps(main)
-        def wrapper(*args, **kwargs):
-            try:
-                return main(*args, **kwargs)
-            except COMMAND_ERRORS as error:
-                return report_error(prog, error)
-
-        return wrapper
-
-    return decorate
 
 
 def _usage() -> str:

@@ -1,5 +1,6 @@
 """Shared fixtures: everything is tiny, offline and built in-process."""
 
+import copy
 import os
 
 import pytest
@@ -158,3 +159,160 @@ def media_server():
     yield f"http://127.0.0.1:{server.server_port}", routes, requests
     server.shutdown()
     server.server_close()
+
+
+# ---- builders shared by several test files (tests import them from here, never from each other) -------------
+
+
+def llava_single_tile_image_processor(tile: int, aspect_ratio: str):
+    """transformers' LLaVA(-1.5) image processor set up as our single-tile `aspect_ratio` ("square" or "pad")."""
+    from PIL import Image
+    from transformers import LlavaImageProcessorPil
+
+    return LlavaImageProcessorPil(
+        size={"height": tile, "width": tile},
+        do_center_crop=False,
+        do_pad=aspect_ratio == "pad",
+        image_mean=[0.5] * 3,
+        image_std=[0.5] * 3,
+        resample=Image.Resampling.BICUBIC,
+    )
+
+
+def image(height, width, seed):
+    """A random RGB PIL image of `(height, width)`."""
+    import numpy as np
+    from PIL import Image
+
+    return Image.fromarray(np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8))
+
+
+def turn(role, *blocks):
+    """A schema message; strings become text blocks."""
+    return {"role": role, "content": [{"type": "text", "text": b} if isinstance(b, str) else b for b in blocks]}
+
+
+IMAGE, VIDEO = {"type": "image", "text": None}, {"type": "video", "text": None}
+
+
+def rows():
+    """A tiled single image (two QA turns), a two-image sample, a video and a text-only row."""
+    import numpy as np
+
+    return [
+        {
+            "id": "tiled",
+            "images": [image(90, 200, 0)],
+            "videos": [],
+            "messages": [
+                turn("user", IMAGE, "What colour?"),
+                turn("assistant", "Red."),
+                turn("user", "Which shape?"),
+                turn("assistant", "A circle."),
+            ],
+        },
+        {
+            "id": "multi",
+            "images": [image(40, 60, 1), image(70, 50, 2)],
+            "videos": [],
+            "messages": [turn("user", IMAGE, IMAGE, "Same colour?"), turn("assistant", "Nein.")],
+        },
+        {
+            "id": "video",
+            "images": [],
+            "videos": [np.random.default_rng(3).integers(0, 256, (6, 48, 64, 3), dtype=np.uint8)],
+            "messages": [turn("user", VIDEO, "Where does it go?"), turn("assistant", "To the left.")],
+        },
+        {
+            "id": "text",
+            "images": [],
+            "videos": [],
+            "messages": [turn("system", "Be brief."), turn("user", "Translate: hello"), turn("assistant", "Olá")],
+        },
+    ]
+
+
+def untrainable_rows():
+    """Rows that would train on nothing, by id, with the message that names them."""
+    text = rows()[3]
+    return {
+        "sharegpt": (
+            {**text, "id": "sharegpt", "messages": [turn("human", "Hi"), turn("gpt", "Hello")]},
+            r"sample 'sharegpt': messages\[0\].role is 'human', not one of .*data adapters",
+        ),
+        "empty": (
+            {**text, "id": "empty", "messages": [turn("user", "Hi"), turn("assistant", "  ")]},
+            r"sample 'empty': messages\[1\] \(assistant\) has no text; .*end-of-turn marker alone",
+        ),
+        "no_blocks": (
+            {**text, "id": "no_blocks", "messages": [turn("user", "Hi"), {"role": "assistant", "content": []}]},
+            r"sample 'no_blocks': messages\[1\] \(assistant\) has no text",
+        ),
+        "no_answer": (
+            {**text, "id": "no_answer", "messages": [turn("user", "Hi")]},
+            "sample 'no_answer' has no assistant turn",
+        ),
+    }
+
+
+def stage_args(stage, output_dir, *extra):
+    """`towervision train` arguments for the tiny recipe `stage`, writing to `output_dir`, quiet."""
+    return [
+        f"tiny/{stage}.yaml",
+        "--output_dir",
+        str(output_dir),
+        "--report_to",
+        "none",
+        "--disable_tqdm",
+        "true",
+        *extra,
+    ]
+
+
+# ---- the paper and a tiny Tower+ ----------------------------------------------------------------------------
+
+# Table 8 of the paper, as printed: row, samples, percentage, tag
+TABLE_8 = [
+    ("DVQA", 199995, "3.17", "public"), ("ChartQA", 25055, "0.40", "synthetic"),
+    ("PlotQA", 157070, "2.49", "public"), ("TabMWP", 22717, "0.36", "public"),
+    ("VQAv2", 428708, "6.79", "public"), ("RLAIF-4V", 59408, "0.94", "synthetic"),
+    ("DocVQA", 9664, "0.15", "synthetic"), ("TextVQA", 15690, "0.25", "synthetic"),
+    ("ST-VQA", 17242, "0.27", "public"), ("PixMo-Docs", 3634, "0.06", "public"),
+    ("A-OKVQA", 11853, "0.19", "synthetic"), ("OKVQA", 9009, "0.14", "public"),
+    ("AI2D", 7791, "0.12", "public"), ("ScienceQA", 758, "0.012", "public"),
+    ("Pangea-Cultural", 55438, "0.88", "public"), ("Pangea-Multi", 428838, "6.79", "public"),
+    ("PixMo-Cap-Translated", 367779, "5.83", "translated"), ("CulturalGround-OE", 401149, "6.35", "public"),
+    ("CulturalGround-MCQs", 379834, "6.02", "public"), ("IconQA", 19543, "0.31", "synthetic"),
+    ("InfographicVQA", 2049, "0.03", "synthetic"), ("Stratos", 12585, "0.20", "public"),
+    ("TallyQA", 98675, "1.56", "public"), ("PixMo-Count", 8128, "0.13", "public"),
+    ("VBlocks-PixMo-AMA", 154336, "2.44", "public"), ("VBlocks-PixMo-Cap", 702205, "11.12", "public"),
+    ("VBlocks-PixMo-CapQA", 262862, "4.16", "public"), ("EuroBlocks-SFT", 1094265, "17.34", "public"),
+    ("LLaVA-Video-178k-subset", 697618, "11.05", "public"),
+    ("LLaVA-Video-178k-translated", 697617, "11.05", "translated"),
+]
+PRINTED_TOTAL, PRINTED_ENGLISH, PRINTED_MULTILINGUAL = 6_313_286, 3_982_630, 2_330_656
+
+
+GEMMA_CHAT_TEMPLATE = (
+    "{{ bos_token }}{% for message in messages %}<start_of_turn>"
+    "{{ 'model' if message['role'] == 'assistant' else message['role'] }}\n{{ message['content'] }}<end_of_turn>\n"
+    "{% endfor %}{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}"
+)
+
+
+@pytest.fixture(scope="session")
+def tiny_tower(tmp_path_factory, tiny_tokenizer):
+    """A folder holding a tiny random Tower+ (Gemma2) with a Gemma chat template, for the translation commands."""
+    import torch
+    from transformers import Gemma2ForCausalLM
+
+    from towervision_hf.checkpoint.tiny import tiny_config
+
+    path = tmp_path_factory.mktemp("tiny-tower")
+    torch.manual_seed(0)
+    config = tiny_config(tiny_tokenizer).text_config
+    Gemma2ForCausalLM(config).save_pretrained(path)
+    tokenizer = copy.deepcopy(tiny_tokenizer)  # the session's tokenizer stays without a template
+    tokenizer.chat_template = GEMMA_CHAT_TEMPLATE
+    tokenizer.save_pretrained(path)
+    return str(path)

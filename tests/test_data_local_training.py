@@ -7,7 +7,6 @@ import os
 from pathlib import Path
 
 import pytest
-from test_data_translate import tiny_tower  # noqa: F401  (the tiny Tower+ the translation runs on)
 
 from towervision_hf import train
 from towervision_hf.data.cli import main as data_main

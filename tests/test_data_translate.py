@@ -4,7 +4,6 @@ import json
 from collections import Counter
 
 import pytest
-import torch
 
 from towervision_hf.data.cli import main
 from towervision_hf.data.jsonl import read_jsonl, write_jsonl
@@ -14,13 +13,6 @@ from towervision_hf.data.report import BuildReport
 from towervision_hf.data.sample import load_sample
 from towervision_hf.data.schema import validate_sample
 from towervision_hf.data.translate import TransformersBackend, assign_languages, tower_prompt, translate_rows
-
-GEMMA_CHAT_TEMPLATE = (
-    "{{ bos_token }}{% for message in messages %}<start_of_turn>"
-    "{{ 'model' if message['role'] == 'assistant' else message['role'] }}\n{{ message['content'] }}<end_of_turn>\n"
-    "{% endfor %}{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}"
-)
-
 
 class SpyBackend:
     """Records the prompts and answers `<target>|<source text>`."""
@@ -89,21 +81,6 @@ def test_caption_mode_pairs_translated_captions_with_target_language_prompts():
     report = BuildReport()
     assert len(list(translate_rows(two_turn, ["ko"], SpyBackend(), mode="caption", report=report))) < len(two_turn)
     assert report.to_dict()["sources"]["sample_stage2"]["skipped"]["invalid_sample"] > 0
-
-
-@pytest.fixture(scope="module")
-def tiny_tower(tmp_path_factory, tiny_tokenizer):
-    from transformers import Gemma2ForCausalLM
-
-    from towervision_hf.checkpoint.tiny import tiny_config
-
-    path = tmp_path_factory.mktemp("tiny-tower")
-    torch.manual_seed(0)
-    config = tiny_config(tiny_tokenizer).text_config
-    Gemma2ForCausalLM(config).save_pretrained(path)
-    tiny_tokenizer.chat_template = GEMMA_CHAT_TEMPLATE
-    tiny_tokenizer.save_pretrained(path)
-    return str(path)
 
 
 def test_transformers_backend_batches_like_single_prompts(tiny_tower):

@@ -6,8 +6,9 @@ import io
 import numpy as np
 import pytest
 import torch
+from conftest import llava_single_tile_image_processor
 from PIL import Image, ImageOps
-from transformers import LlavaImageProcessorPil, LlavaNextImageProcessorPil, LlavaOnevisionImageProcessorPil
+from transformers import LlavaNextImageProcessorPil, LlavaOnevisionImageProcessorPil
 
 from towervision_hf.model.image_processing_towervision import TowerVisionImageProcessor
 from towervision_hf.model.tiling_towervision import default_grid_pinpoints, restrict_pinpoints
@@ -112,18 +113,6 @@ def test_pad_layout_is_llava_onevisions_multi_image_tile_for_every_image():
     assert tuple(ours.pixel_values.shape) == (4, 1, 3, TILE, TILE)
     assert torch.equal(ours.pixel_values, expected.pixel_values)
     assert ours.batch_num_images.tolist() == [1, 2, 1]
-
-
-def llava_single_tile_image_processor(tile: int, aspect_ratio: str) -> LlavaImageProcessorPil:
-    """transformers' LLaVA(-1.5) image processor set up as our single-tile `aspect_ratio` ("square" or "pad")."""
-    return LlavaImageProcessorPil(
-        size={"height": tile, "width": tile},
-        do_center_crop=False,
-        do_pad=aspect_ratio == "pad",
-        image_mean=[0.5] * 3,
-        image_std=[0.5] * 3,
-        resample=Image.Resampling.BICUBIC,
-    )
 
 
 @pytest.mark.parametrize("aspect_ratio", ["square", "pad"])

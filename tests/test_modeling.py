@@ -11,10 +11,10 @@ import sys
 import numpy as np
 import pytest
 import torch
+from conftest import llava_single_tile_image_processor
 from PIL import Image
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
-from test_image_processing import llava_single_tile_image_processor
 from transformers import (
     AutoModel,
     AutoModelForImageTextToText,

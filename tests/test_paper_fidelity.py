@@ -155,7 +155,7 @@ def test_every_verdict_is_match_paper_silent_or_deviation(row):
 
 
 def test_paper_cells_quote_table_8_and_section_4():
-    from test_data_visionblocks import PRINTED_ENGLISH, TABLE_8
+    from conftest import PRINTED_ENGLISH, TABLE_8
 
     printed = {name: (f"{samples:,}", percent) for name, samples, percent, _ in TABLE_8}
     printed["English / multilingual totals"] = (f"{PRINTED_ENGLISH:,}", "63.1")  # Table 8: "Total (English)"

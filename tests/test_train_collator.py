@@ -4,59 +4,11 @@ assistant turns only; over-length samples skipped and counted (or rejected), nev
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from conftest import VIDEO, image, rows, turn, untrainable_rows
 
 from towervision_hf import TowerVisionForConditionalGeneration
 from towervision_hf.checkpoint.tiny import build_tiny_processor, tiny_config
 from towervision_hf.training import SKIPPED_KEY, SKIPPED_UNTRAINABLE_KEY, TowerVisionCollator
-from towervision_hf.training.collator import decode_video
-
-
-def image(height, width, seed):
-    return Image.fromarray(np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8))
-
-
-def turn(role, *blocks):
-    return {"role": role, "content": [{"type": "text", "text": b} if isinstance(b, str) else b for b in blocks]}
-
-
-IMAGE, VIDEO = {"type": "image", "text": None}, {"type": "video", "text": None}
-
-
-def rows():
-    """A tiled single image (two QA turns), a two-image sample, a video and a text-only row."""
-    return [
-        {
-            "id": "tiled",
-            "images": [image(90, 200, 0)],
-            "videos": [],
-            "messages": [
-                turn("user", IMAGE, "What colour?"),
-                turn("assistant", "Red."),
-                turn("user", "Which shape?"),
-                turn("assistant", "A circle."),
-            ],
-        },
-        {
-            "id": "multi",
-            "images": [image(40, 60, 1), image(70, 50, 2)],
-            "videos": [],
-            "messages": [turn("user", IMAGE, IMAGE, "Same colour?"), turn("assistant", "Nein.")],
-        },
-        {
-            "id": "video",
-            "images": [],
-            "videos": [np.random.default_rng(3).integers(0, 256, (6, 48, 64, 3), dtype=np.uint8)],
-            "messages": [turn("user", VIDEO, "Where does it go?"), turn("assistant", "To the left.")],
-        },
-        {
-            "id": "text",
-            "images": [],
-            "videos": [],
-            "messages": [turn("system", "Be brief."), turn("user", "Translate: hello"), turn("assistant", "Olá")],
-        },
-    ]
-
 
 ANSWERS = {"tiled": ["Red.", "A circle."], "multi": ["Nein."], "video": ["To the left."], "text": ["Olá"]}
 
@@ -147,7 +99,7 @@ def test_schema_rows_with_encoded_media(processor):
     entry = video_row["videos"][0]
     every_frame = load_video_frames(entry)
     for num_frames in (3, 32):  # fewer and more frames than the clip has (short clips repeat frames)
-        frames = decode_video(entry, num_frames)
+        frames = load_video_frames(entry, num_frames)
         indices = np.linspace(0, len(every_frame) - 1, num_frames).round().astype(int)
         assert np.array_equal(frames, every_frame[indices])
 
@@ -157,29 +109,6 @@ def test_block_count_mismatch_names_the_sample(processor):
     row["images"] = []
     with pytest.raises(ValueError, match="sample 'tiled' has 1 image blocks but 0 images"):
         TowerVisionCollator(processor)([row])
-
-
-def untrainable_rows():
-    """Rows that would train on nothing, by id, with the message that names them."""
-    text = rows()[3]
-    return {
-        "sharegpt": (
-            {**text, "id": "sharegpt", "messages": [turn("human", "Hi"), turn("gpt", "Hello")]},
-            r"sample 'sharegpt': messages\[0\].role is 'human', not one of .*data adapters",
-        ),
-        "empty": (
-            {**text, "id": "empty", "messages": [turn("user", "Hi"), turn("assistant", "  ")]},
-            r"sample 'empty': messages\[1\] \(assistant\) has no text; .*end-of-turn marker alone",
-        ),
-        "no_blocks": (
-            {**text, "id": "no_blocks", "messages": [turn("user", "Hi"), {"role": "assistant", "content": []}]},
-            r"sample 'no_blocks': messages\[1\] \(assistant\) has no text",
-        ),
-        "no_answer": (
-            {**text, "id": "no_answer", "messages": [turn("user", "Hi")]},
-            "sample 'no_answer' has no assistant turn",
-        ),
-    }
 
 
 @pytest.mark.parametrize("case", ["sharegpt", "empty", "no_blocks", "no_answer"])
@@ -229,7 +158,7 @@ def png(seed=0) -> bytes:
         (lambda row: row.update(images={"path": "x.png"}), "sample 'tiled': `images` must be a list"),
         (
             lambda row: row.update(images=[{"bytes": b"not an image", "path": None, "url": None}]),
-            r"sample 'tiled': images\[0\]: UnidentifiedImageError",
+            r"sample 'tiled': images\[0\]: cannot decode image bytes: UnidentifiedImageError",
         ),
         (
             lambda row: row.update(images=[{"bytes": png()[:40], "path": None, "url": None}]),
@@ -237,16 +166,19 @@ def png(seed=0) -> bytes:
         ),
         (
             lambda row: row.update(images=[{"bytes": None, "path": "/nonexistent/cat.png", "url": None}]),
-            r"sample 'tiled': images\[0\]: FileNotFoundError: .*/nonexistent/cat.png",
+            r"sample 'tiled': images\[0\]: cannot decode image /nonexistent/cat.png: FileNotFoundError",
         ),
-        (lambda row: row.update(images=[{"file": "cat.png"}]), r"sample 'tiled': images\[0\]: ValueError: media"),
+        (
+            lambda row: row.update(images=[{"file": "cat.png"}]),
+            r"sample 'tiled': images\[0\]: media entry .* has none of bytes, path, url",
+        ),
         (
             lambda row: row.update(
                 images=[],
                 videos=[{"bytes": b"not a video", "path": None, "url": None}],
                 messages=[turn("user", VIDEO, "Go?"), turn("assistant", "Left.")],
             ),
-            r"sample 'tiled': videos\[0\]: ValueError: Video bytes .* could not be opened",
+            r"sample 'tiled': videos\[0\]: Video bytes .* could not be opened",
         ),
     ],
 )

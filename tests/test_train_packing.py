@@ -9,8 +9,8 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import IMAGE, image, rows, turn, untrainable_rows
 from PIL import Image
-from test_train_collator import IMAGE, image, rows, turn, untrainable_rows
 
 from towervision_hf import TowerVisionForConditionalGeneration, train
 from towervision_hf.checkpoint.tiny import build_tiny_processor, tiny_config

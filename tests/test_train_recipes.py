@@ -15,6 +15,7 @@ from PIL import Image
 from towervision_hf import TowerVisionConfig, TowerVisionForConditionalGeneration, TowerVisionProcessor, train
 from towervision_hf.checkpoint.cli import init_parser
 from towervision_hf.data.mixture import load_recipe
+from towervision_hf.training.model_loading import follow_config, set_layout
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = ROOT / "recipes"
@@ -36,13 +37,13 @@ def test_recipes_are_found():
 @pytest.mark.parametrize("path", TRAIN_YAML, ids=str)
 def test_training_recipe_parses(path, tmp_path):
     # bf16 needs a GPU: parse the recipe as it is, with only that switched off
-    data_args, stage_args, training_args, model_args = train.parse_args(
+    data_args, training_args, model_args = train.parse_args(
         [str(RECIPES / path), "--bf16", "false", "--use_cpu", "true"]
     )
     raw = yaml.safe_load((RECIPES / path).read_text())
     assert raw["loss_type"] == training_args.loss_type == "nll"  # pinned: TRL's default changed between releases
     assert training_args.output_dir == raw["output_dir"] and model_args.model_name_or_path == raw["model_name_or_path"]
-    assert stage_args.over_length == "skip"
+    assert training_args.over_length == "skip"
     if data_args.dataset.endswith(".yaml"):
         assert data_args.dataset_stage in load_recipe(ROOT / data_args.dataset).stages
 
@@ -96,12 +97,13 @@ def test_stages_chain_and_use_the_papers_settings(family):
 @pytest.mark.parametrize("family", ["towervision-2b", "towervision-9b"])
 def test_stage1_encodes_each_image_once_in_729_tokens(family, tiny_tokenizer):
     """Paper §2.2: SigLIP2-so400m/14@384 gives 27x27 = 729 embeddings per image, encoded once in stage 1."""
-    stage_args = train.parse_args([str(RECIPES / family / "stage1_projector.yaml"), "--bf16", "false"])[1]
+    training_args = train.parse_args([str(RECIPES / family / "stage1_projector.yaml"), "--bf16", "false"])[1]
     config = TowerVisionConfig.from_preset(family)  # the real geometry, no weights
     processor = TowerVisionProcessor.from_model_config(config, tiny_tokenizer)
+    set_layout(config, training_args.layout)
+    follow_config(processor, config, training_args.layout)
     with torch.device("meta"):
         model = TowerVisionForConditionalGeneration(config)
-    train.apply_stage_layout(model, processor, stage_args)
     sizes = [(300, 1000), (384, 384), (2000, 50), (10, 10)]  # (height, width)
     images = [Image.new("RGB", (width, height)) for height, width in sizes]
     inputs = processor(images=images, text=["<image> a caption"] * len(images), padding=True, return_tensors="pt")
@@ -146,7 +148,7 @@ def test_ablations_parse_and_follow_the_papers_tables():
             train.parse_args([str(ROOT / commands[stage][0]), *commands[stage][1:], "--bf16", "false"])
             for stage in ("stage1_projector", "stage2_vision")
         )
-        assert one[3].model_name_or_path == init.output_dir and two[3].model_name_or_path == one[2].output_dir
+        assert one[2].model_name_or_path == init.output_dir and two[2].model_name_or_path == one[1].output_dir
         assert one[1].image_aspect_ratio == "square" and two[1].image_aspect_ratio == "anyres"
         if name in TABLE_10:
             resolution, patch, tiles = TABLE_10[name]

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import stage_args
 from PIL import Image
 from safetensors.torch import load_file
 from transformers import AutoModelForImageTextToText, AutoProcessor
@@ -16,19 +17,7 @@ from towervision_hf import train
 from towervision_hf.checkpoint import cli as checkpoint_cli
 from towervision_hf.training import SKIPPED_KEY, TowerVisionCollator, module_group
 from towervision_hf.training.feature_cache import vision_tower_identity
-
-
-def stage_args(stage, output_dir, *extra):
-    return [
-        f"tiny/{stage}.yaml",
-        "--output_dir",
-        str(output_dir),
-        "--report_to",
-        "none",
-        "--disable_tqdm",
-        "true",
-        *extra,
-    ]
+from towervision_hf.training.model_loading import qlora_quantization_config
 
 
 def build(*argv):
@@ -295,13 +284,13 @@ def test_qlora_quantizes_only_the_language_model():
     *_, model_args = train.parse_args(
         ["tiny/stage2_vision.yaml", "--use_peft", "true", "--load_in_4bit", "true", "--dtype", "bfloat16"]
     )
-    config = train.qlora_quantization_config(model_args)
+    config = qlora_quantization_config(model_args)
     assert (
         config.load_in_4bit and config.bnb_4bit_quant_type == "nf4" and config.bnb_4bit_compute_dtype == torch.bfloat16
     )
     assert config.llm_int8_skip_modules == ["vision_tower", "multi_modal_projector", "lm_head"]
     *_, plain_args = train.parse_args(["tiny/stage2_vision.yaml"])
-    assert train.qlora_quantization_config(plain_args) is None
+    assert qlora_quantization_config(plain_args) is None
 
 
 def test_labelled_position_loss_equals_trls_fused_loss(stage1_checkpoint, tmp_path):

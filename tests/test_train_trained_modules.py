@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import stage_args
 from PIL import Image
 from safetensors.torch import load_file, save_file
-from test_train_stages import stage_args
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
 from towervision_cli import main as cli_main
@@ -127,11 +127,9 @@ def test_save_trained_only_is_refused_with_lora_and_the_folder_is_not_a_model(st
         train.build_trainer(*train.parse_args(stage1_argv(tmp_path, "--use_peft", "true")))
     with pytest.raises(ValueError, match="is the input"):
         train.build_trainer(*train.parse_args(stage1_argv(tmp_path, "--model_name_or_path", str(tmp_path))))
-    data_args, stage_args, training_args, model_args = train.parse_args(
-        stage1_argv(tmp_path, "--model_name_or_path", str(trained))
-    )
+    _, training_args, model_args = train.parse_args(stage1_argv(tmp_path, "--model_name_or_path", str(trained)))
     with pytest.raises(ValueError, match=f"towervision merge {trained} OUT"):
-        train.load_model_and_processor(model_args, stage_args, training_args)
+        train.load_model_and_processor(model_args, training_args)
     with pytest.raises(ValueError, match="merge it first with `towervision merge`"):
         read_checkpoint_config(trained)
 

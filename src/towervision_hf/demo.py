@@ -13,7 +13,7 @@ import os
 import sys
 from importlib import resources
 
-from towervision_cli import exits_on_error
+from .errors import exits_on_error
 
 STAGES = ("stage1_projector", "stage2_vision", "stage3_video")
 
@@ -56,13 +56,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-steps", type=int, help="optimizer steps per stage (default: the recipes' value)")
     parser.add_argument("--max-new-tokens", type=int, default=32)
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
-
+    # imported once the arguments are parsed, so that `--help` answers without torch
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    from .data import load_sample
-    from .data.schema import load_image
+    from .data.sample import load_sample
+    from .data.schema import load_image, load_video_frames
     from .train import run
-    from .training.collator import decode_video
     from .training.trainer import trainable_parameters
 
     output_dir = os.path.abspath(args.output_dir)
@@ -95,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     processor = AutoProcessor.from_pretrained(previous, trust_remote_code=True)
     image_row, video_row = load_sample(2)[0], load_sample(3)[0]
     image = load_image(image_row["images"][0])
-    frames = decode_video(video_row["videos"][0], processor.video_processor.num_frames)
+    frames = load_video_frames(video_row["videos"][0], processor.video_processor.num_frames)
     image_answer = _generate(
         model,
         processor,

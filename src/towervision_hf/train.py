@@ -11,11 +11,11 @@
     towervision train recipes/towervision-2b/stage1_projector.yaml --save_trained_only true
     towervision merge outputs/towervision-2b/stage1 outputs/towervision-2b/stage1-full
 
-A recipe is a flat YAML of `SFTConfig`, `ModelConfig` (TRL), `DataArguments` and `StageArguments` fields; any of them
-can be overridden on the command line (`--key value`). The stage's model, processor and code files end up in
-`output_dir`, ready for `AutoModelForImageTextToText.from_pretrained(..., trust_remote_code=True)` and for the next
-stage's `--model_name_or_path` (a LoRA run saves an adapter, a `--save_trained_only` run the trained tensors beside a
-reference to its base: `towervision merge` them first).
+A recipe is a flat YAML of `TowerVisionSFTConfig` (TRL's `SFTConfig` and our stage options), `ModelConfig` (TRL) and
+`DataArguments` fields; any of them can be overridden on the command line (`--key value`). The stage's model,
+processor and code files end up in `output_dir`, ready for `AutoModelForImageTextToText.from_pretrained(...,
+trust_remote_code=True)` and for the next stage's `--model_name_or_path` (a LoRA run saves an adapter, a
+`--save_trained_only` run the trained tensors beside a reference to its base: `towervision merge` them first).
 """
 
 import itertools
@@ -25,27 +25,23 @@ import os
 import sys
 from importlib import resources
 
-from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
+import datasets
+from accelerate import PartialState
 from transformers.trainer_utils import get_last_checkpoint
-from trl import ModelConfig, SFTConfig, TrlParser, get_peft_config, get_quantization_config
+from trl import ModelConfig, TrlParser
 
-from .checkpoint.image_newline import find_image_newline
-from .checkpoint.output import check_model_folder, check_output
-from .checkpoint.tiny import TINY_MODEL
-from .checkpoint.trained_modules import discard_trained_modules, require_full_model, save_trained_modules
-from .checkpoint.weights import torch_dtype
-from .training import TowerVisionCollator, TowerVisionSFTTrainer, VisionFeatureCache, apply_module_learning_rates
-from .training.arguments import DataArguments, StageArguments
+from .checkpoint.output import check_output
+from .checkpoint.trained_modules import discard_trained_modules, save_trained_modules
+from .data.loading import load_split
+from .data.mixture import load_mixture, load_recipe
+from .data.sample import load_sample
+from .training import TowerVisionCollator, TowerVisionSFTConfig, TowerVisionSFTTrainer
+from .training.arguments import DataArguments
 from .training.attention import SAMPLE_EAGER
 from .training.checks import require_trainable_sample
-from .training.cli import main
+from .training.model_loading import base_reference, load_model_and_processor
 from .training.packing import Packer, SampleMeasure, TowerVisionPackedCollator, pack_dataset, pack_stream
 from .training.trainer import trainable_parameters
-
-# LoRA goes on the language model's attention and MLP projections only: SigLIP has q/k/v_proj too.
-LM_LORA_TARGETS = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
-# Kept in full precision under QLoRA: trained in full (vision tower, projector) or tied to the embeddings (LM head).
-QLORA_SKIP_MODULES = ["vision_tower", "multi_modal_projector", "lm_head"]
 
 
 def resolve_recipe(recipe: str) -> str:
@@ -60,263 +56,75 @@ def resolve_recipe(recipe: str) -> str:
     )
 
 
-def parse_args(argv: list[str]) -> tuple[DataArguments, StageArguments, SFTConfig, ModelConfig]:
-    """`RECIPE [--key value ...]` (or `--config RECIPE ...`) into the four argument dataclasses."""
+def make_parser() -> TrlParser:
+    return TrlParser((DataArguments, TowerVisionSFTConfig, ModelConfig), prog="towervision train")
+
+
+def parse_args(argv: list[str]) -> tuple[DataArguments, TowerVisionSFTConfig, ModelConfig]:
+    """`RECIPE [--key value ...]` (or `--config RECIPE ...`) into the three argument dataclasses."""
     argv = list(argv)
     if argv and not argv[0].startswith("-"):
         argv = ["--config", resolve_recipe(argv[0]), *argv[1:]]
-    return _parser().parse_args_and_config(argv)
-
-
-def _parser() -> TrlParser:
-    return TrlParser((DataArguments, StageArguments, SFTConfig, ModelConfig), prog="towervision train")
-
-
-def qlora_quantization_config(model_args: ModelConfig):
-    """bitsandbytes 4-/8-bit config for `--load_in_4bit` / `--load_in_8bit` (QLoRA, CUDA only), or None.
-
-    Only the language model's layers are quantized: the vision tower and the projector (trained in full) and the LM
-    head (tied to the embeddings) stay in `dtype`.
-    """
-    quantization_config = get_quantization_config(model_args)
-    if quantization_config is not None:
-        quantization_config.llm_int8_skip_modules = QLORA_SKIP_MODULES
-    return quantization_config
-
-
-def load_model_and_processor(model_args: ModelConfig, stage_args: StageArguments, training_args: SFTConfig):
-    """The model and processor named by `model_args.model_name_or_path` (`tiny` builds the tiny test model)."""
-    path = model_args.model_name_or_path
-    if path is None:
-        raise ValueError("model_name_or_path is not set (a checkpoint folder, a Hub id, or `tiny`)")
-    if path == TINY_MODEL:
-        from .checkpoint.compose import build_tiny
-
-        return build_tiny(seed=training_args.seed)
-    check_model_folder(path)
-    require_full_model(path)
-
-    kwargs = {
-        "revision": model_args.model_revision,
-        "trust_remote_code": training_args.trust_remote_code,
-        "dtype": torch_dtype(model_args.dtype),
-    }
-    if model_args.attn_implementation is not None:
-        kwargs["attn_implementation"] = model_args.attn_implementation
-    quantization_config = qlora_quantization_config(model_args)
-    if quantization_config is not None:
-        from accelerate import PartialState
-
-        kwargs["quantization_config"] = quantization_config
-        kwargs["device_map"] = {"": PartialState().local_process_index}
-    if stage_args.model_code == "checkpoint":
-        if not training_args.trust_remote_code:
-            raise ValueError("model_code: checkpoint runs the checkpoint's own code; pass --trust_remote_code true")
-        from transformers.dynamic_module_utils import get_class_from_dynamic_module
-
-        config = AutoConfig.from_pretrained(path, revision=model_args.model_revision, trust_remote_code=True)
-        class_reference = (getattr(config, "auto_map", None) or {}).get("AutoModelForImageTextToText")
-        if class_reference is None:
-            raise ValueError(f"{path} has no AutoModelForImageTextToText in config.auto_map: it ships no remote code")
-        model_class = get_class_from_dynamic_module(class_reference, path, revision=model_args.model_revision)
-        model = model_class.from_pretrained(path, **kwargs)
-    else:
-        model = AutoModelForImageTextToText.from_pretrained(path, **kwargs)
-    processor = AutoProcessor.from_pretrained(
-        path, revision=model_args.model_revision, trust_remote_code=training_args.trust_remote_code
-    )
-    return model, processor
-
-
-def apply_stage_layout(model, processor, stage_args: StageArguments) -> None:
-    """Write the stage's image layout (`image_aspect_ratio`), grid (`max_tiles`) and frame count (`num_frames`) into
-    the model config and the processor alike, so that they agree during training and in the saved checkpoint (stage 1
-    saves a one-tile-per-image model, stage 2 switches back to 6-tile anyres, and the final checkpoint samples the
-    frames it was trained on)."""
-    from .model.tiling_towervision import default_grid_pinpoints
-
-    config = model.config
-    if stage_args.image_aspect_ratio is not None:
-        config.image_aspect_ratio = processor.image_processor.image_aspect_ratio = stage_args.image_aspect_ratio
-    if stage_args.max_tiles is not None:
-        pinpoints = default_grid_pinpoints(stage_args.max_tiles, config.tile_size)
-        config.max_tiles, config.image_grid_pinpoints = stage_args.max_tiles, pinpoints
-        processor.image_processor.max_tiles = stage_args.max_tiles
-        processor.image_processor.image_grid_pinpoints = pinpoints
-    if stage_args.num_frames is not None:
-        config.num_frames = processor.video_processor.num_frames = stage_args.num_frames
+    return make_parser().parse_args_and_config(argv)
 
 
 def load_train_dataset(data_args: DataArguments, seed: int = 0):
-    """The training rows (a `Dataset`, or a shuffled `IterableDataset` for a data recipe)."""
-    import datasets
-
-    name = data_args.dataset
+    """The training rows and, for a data recipe, the number of rows its stream yields (its sources' sample counts;
+    `None` otherwise): a `Dataset`, or a shuffled `IterableDataset` for a data recipe."""
+    name, num_rows = data_args.dataset, None
     if name.startswith("sample:"):
-        from .data import load_sample
-
         dataset = load_sample(int(name.split(":", 1)[1]))
     elif name.endswith((".yaml", ".yml")):
-        from .data.mixture import load_mixture
-
-        dataset = load_mixture(name, stage=data_args.dataset_stage)
+        recipe = load_recipe(name)
+        stage = data_args.dataset_stage or next(iter(recipe.stages))
+        dataset = load_mixture(recipe, stage=data_args.dataset_stage)
+        num_rows = sum(source.samples for source in recipe.active_sources(stage))
         if data_args.shuffle_buffer:
             dataset = dataset.shuffle(seed=seed, buffer_size=data_args.shuffle_buffer)
     else:
-        from .data.loading import load_split
-
         dataset = load_split(name, data_args.dataset_split)
     if data_args.max_samples is not None:
         if isinstance(dataset, datasets.IterableDataset):
             dataset = dataset.take(data_args.max_samples)
+            num_rows = None if num_rows is None else min(num_rows, data_args.max_samples)
         else:
             dataset = dataset.select(range(min(data_args.max_samples, len(dataset))))
-    return dataset
+    return dataset, num_rows
 
 
-def recipe_steps(data_args: DataArguments, training_args: SFTConfig, samples_per_row: float = 1.0) -> int:
-    """Optimizer steps for `num_train_epochs` over a streamed data recipe, from its sources' sample counts (and, when
-    packing, the mean samples per packed row)."""
-    from accelerate import PartialState
-
-    from .data.mixture import load_recipe
-
-    recipe = load_recipe(data_args.dataset)
-    stage = data_args.dataset_stage or next(iter(recipe.stages))
-    rows = sum(source.samples for source in recipe.active_sources(stage))
-    if data_args.max_samples is not None:
-        rows = min(rows, data_args.max_samples)
+def stream_steps(num_rows: int, training_args: TowerVisionSFTConfig, samples_per_row: float = 1.0) -> int:
+    """Optimizer steps for `num_train_epochs` over a stream of `num_rows` rows (and, when packing, the mean samples
+    per packed row)."""
     global_batch = (
         training_args.per_device_train_batch_size
         * training_args.gradient_accumulation_steps
         * PartialState().num_processes
     )
-    return max(1, math.ceil(rows * training_args.num_train_epochs / (global_batch * samples_per_row)))
+    return max(1, math.ceil(num_rows * training_args.num_train_epochs / (global_batch * samples_per_row)))
 
 
-def apply_lora(model, model_args: ModelConfig, stage_args: StageArguments):
-    """Wrap `model` with LoRA on the language model; projector (and a trained vision tower) fully trained and saved.
-
-    The image newline is a bare parameter that peft cannot put in `modules_to_save`: it stays trainable with the
-    projector and the trainer saves it beside the adapter (`image_newline.safetensors`; `towervision merge` and
-    resuming restore it).
-    """
-    from peft import get_peft_model, prepare_model_for_kbit_training
-
-    rates = stage_args.learning_rates
-    peft_config = get_peft_config(model_args)
-    if model_args.lora_target_modules is None:
-        peft_config.target_modules = LM_LORA_TARGETS
-    modules_to_save = list(model_args.lora_modules_to_save or [])
-    for group, module in (("projector", "multi_modal_projector"), ("vision", "vision_tower")):
-        if rates[group] != 0 and module not in modules_to_save:
-            modules_to_save.append(module)
-    peft_config.modules_to_save = modules_to_save or None
-    if getattr(model, "is_loaded_in_4bit", False) or getattr(model, "is_loaded_in_8bit", False):
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
-    model = get_peft_model(model, peft_config)
-    model.get_base_model().model.image_newline.requires_grad_(rates["projector"] != 0)
-    return model
-
-
-def is_sharded(training_args: SFTConfig) -> bool:
-    """Whether parameters are sharded across ranks (FSDP, DeepSpeed ZeRO-3): every rank must run every module."""
-    fsdp = bool(training_args.fsdp) or os.environ.get("ACCELERATE_USE_FSDP", "false").lower() in ("1", "true")
-    plugin = training_args.deepspeed_plugin
-    return fsdp or (plugin is not None and plugin.zero_stage == 3)
-
-
-def build_trainer(data_args, stage_args, training_args, model_args) -> TowerVisionSFTTrainer:
-    """Model, processor, data and collator for one stage, wired into a [`TowerVisionSFTTrainer`]."""
-    # Our collator reads the raw schema rows: keep every column and let it tokenize on the fly.
-    training_args.remove_unused_columns = False
-    training_args.dataset_kwargs = {**(training_args.dataset_kwargs or {}), "skip_prepare_dataset": True}
-    sharded = is_sharded(training_args)
-    if stage_args.save_trained_only and model_args.use_peft:
-        raise ValueError("save_trained_only: a LoRA run (use_peft) already saves only its adapter and trained modules")
-    check_output(training_args.output_dir, [model_args.model_name_or_path])  # the save would overwrite its base
-    if stage_args.save_trained_only and sharded:
-        raise ValueError(
-            "save_trained_only reads the trained tensors whole on the main process: use DDP or one process "
-            "(stage 1 fits in DDP), or save in full under FSDP / ZeRO-3"
-        )
-    model, processor = load_model_and_processor(model_args, stage_args, training_args)
-    apply_stage_layout(model, processor, stage_args)
-    apply_module_learning_rates(model, stage_args.learning_rates)
-    if model_args.use_peft:
-        model = apply_lora(model, model_args, stage_args)
-    newline = find_image_newline(model)
-    if newline is not None and model.config.image_aspect_ratio != "anyres":
-        newline.requires_grad_(False)  # no image uses it in a one-tile layout: no gradient would ever reach it
-    feature_cache = None
-    if stage_args.vision_feature_cache:
-        if sharded:
-            raise ValueError(
-                "vision_feature_cache skips the vision tower, which FSDP / ZeRO-3 must run on every rank; use DDP"
-            )
-        feature_cache = VisionFeatureCache(stage_args.vision_feature_cache).attach(model)
-    train_dataset = load_train_dataset(data_args, seed=training_args.seed)
-    # TRL refuses to pack vision rows; packing is ours (`training.packing`), TRL must not set up its own.
-    packing, training_args.packing = training_args.packing, False
-    source = train_dataset
-    if packing:
-        train_dataset, collator, packer = packed_data(
-            train_dataset, processor, model, stage_args, training_args, sharded
-        )
-    else:
-        collator = TowerVisionCollator(
-            processor,
-            max_length=training_args.max_length,
-            over_length=stage_args.over_length,
-            include_vision_in_every_batch=sharded,
-            untrainable=stage_args.untrainable,
-        )
-    require_trainable_sample(source, collator, SampleMeasure(processor, collator.num_frames), training_args.max_length)
-    if data_args.dataset.endswith((".yaml", ".yml")):
-        if training_args.max_steps <= 0:
-            # packed: estimated from the first buffer of the stream
-            samples_per_row = packer.samples_per_row(itertools.islice(source, packer.buffer_size)) if packing else 1
-            training_args.max_steps = recipe_steps(data_args, training_args, samples_per_row)
-        # Every process reads the stream and keeps its own batches: dispatching from the main process would
-        # concatenate batches of different sequence lengths and tile counts.
-        training_args.accelerator_config.dispatch_batches = False
-    trainer = TowerVisionSFTTrainer(
-        model=model,
-        args=training_args,
-        train_dataset=train_dataset,
-        processing_class=processor,
-        data_collator=collator,
-        module_learning_rates=stage_args.learning_rates,
-    )
-    trainer.feature_cache = feature_cache
-    trainer.packing = packing
-    return trainer
-
-
-def packed_data(dataset, processor, model, stage_args: StageArguments, training_args: SFTConfig, sharded: bool):
+def packed_data(dataset, processor, model, training_args: TowerVisionSFTConfig):
     """The packs of `dataset` (planned up front for a map-style dataset, on the fly for a stream), their collator and
     the packer. Under FlashAttention the whole batch becomes one row (its varlen path finds samples only in a batch of
     one row). Eager attention becomes sample-wise eager (`training.attention`): the same arithmetic on each sample's
     block instead of the whole row's.
     """
-    import datasets
-
     attention = model.config.text_config._attn_implementation or ""
     if attention == "eager":
         model.set_attn_implementation({"text_config": SAMPLE_EAGER})
     collator = TowerVisionPackedCollator(
         processor,
         max_length=training_args.max_length,
-        include_vision_in_every_batch=sharded,
+        include_vision_in_every_batch=training_args.sharded,
         flatten="flash" in attention,
-        untrainable=stage_args.untrainable,
+        untrainable=training_args.untrainable,
     )
     packer = Packer(
         SampleMeasure(processor, collator.num_frames),
         max_length=training_args.max_length,
-        max_row_tiles=stage_args.max_row_tiles,
-        buffer_size=stage_args.packing_buffer,
-        over_length=stage_args.over_length,
+        max_row_tiles=training_args.max_row_tiles,
+        buffer_size=training_args.packing_buffer,
+        over_length=training_args.over_length,
     )
     if isinstance(dataset, datasets.IterableDataset):
         return pack_stream(dataset, packer), collator, packer
@@ -324,7 +132,51 @@ def packed_data(dataset, processor, model, stage_args: StageArguments, training_
     return pack_dataset(dataset, packer, seed=seed), collator, packer
 
 
-def resolve_resume(training_args: SFTConfig) -> str | None:
+def check_save_trained_only(model_args: ModelConfig, training_args: TowerVisionSFTConfig) -> None:
+    """A `--save_trained_only` run needs a full-weight run (its base is kept apart from its output by
+    `build_trainer`, as every run's)."""
+    if not training_args.save_trained_only:
+        return
+    if model_args.use_peft:
+        raise ValueError("save_trained_only: a LoRA run (use_peft) already saves only its adapter and trained modules")
+
+
+def build_trainer(
+    data_args: DataArguments, training_args: TowerVisionSFTConfig, model_args: ModelConfig
+) -> TowerVisionSFTTrainer:
+    """Model, processor, data and collator for one stage, wired into a [`TowerVisionSFTTrainer`]."""
+    check_save_trained_only(model_args, training_args)
+    check_output(training_args.output_dir, [model_args.model_name_or_path])  # the save would overwrite its base
+    model, processor = load_model_and_processor(model_args, training_args)
+    dataset, stream_rows = load_train_dataset(data_args, seed=training_args.seed)
+    if training_args.pack_samples:
+        train_dataset, collator, packer = packed_data(dataset, processor, model, training_args)
+    else:
+        train_dataset = dataset
+        collator = TowerVisionCollator(
+            processor,
+            max_length=training_args.max_length,
+            over_length=training_args.over_length,
+            include_vision_in_every_batch=training_args.sharded,
+            untrainable=training_args.untrainable,
+        )
+    require_trainable_sample(dataset, collator, SampleMeasure(processor, collator.num_frames), training_args.max_length)
+    if stream_rows is not None and training_args.max_steps <= 0:
+        # a stream has no length: the steps of `num_train_epochs` come from the recipe's sample counts and, packed,
+        # from the samples per row of the stream's first buffer
+        first = itertools.islice(dataset, packer.buffer_size) if training_args.pack_samples else None
+        samples_per_row = packer.samples_per_row(first) if first is not None else 1.0
+        training_args.max_steps = stream_steps(stream_rows, training_args, samples_per_row)
+    return TowerVisionSFTTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=train_dataset,
+        processing_class=processor,
+        data_collator=collator,
+    )
+
+
+def resolve_resume(training_args: TowerVisionSFTConfig) -> str | None:
     """`resume_from_checkpoint`: a checkpoint folder, or `last` / `true` for the newest one in output_dir."""
     resume = training_args.resume_from_checkpoint
     if resume is None or str(resume).lower() in ("false", ""):
@@ -337,54 +189,65 @@ def resolve_resume(training_args: SFTConfig) -> str | None:
     return resume
 
 
-def base_reference(model_args: ModelConfig, training_args: SFTConfig) -> dict:
-    """The base a `--save_trained_only` run names: `tiny` and its seed, a local folder (absolute path), or a Hub id
-    and revision."""
-    path = model_args.model_name_or_path
-    if path == TINY_MODEL:
-        return {"model_name_or_path": TINY_MODEL, "seed": training_args.seed}
-    if os.path.isdir(path):
-        return {"model_name_or_path": os.path.abspath(path)}
-    return {"model_name_or_path": path, "revision": model_args.model_revision}
+def save(trainer: TowerVisionSFTTrainer, model_args: ModelConfig) -> None:
+    """Save the stage: the full model, or with `save_trained_only` its trained tensors beside a reference to its
+    base; then, on the main process, `train_summary.json` (steps, skipped samples, trainable parameters, packing and
+    feature-cache figures)."""
+    args = trainer.args
+    if not args.save_trained_only:
+        trainer.save_model(args.output_dir)
+        if args.should_save:
+            discard_trained_modules(args.output_dir)
+    elif args.should_save:
+        model = trainer.accelerator.unwrap_model(trainer.model)
+        base = base_reference(model_args, args.seed)
+        save_trained_modules(model, trainer.processing_class, args.output_dir, base)
+    if not trainer.is_world_process_zero():
+        return
+    summary = {
+        "global_step": trainer.state.global_step,
+        "skipped_over_length": trainer.skipped_over_length,
+        "skipped_untrainable": trainer.skipped_untrainable,
+        "trainable_parameters": trainable_parameters(trainer.model),
+    }
+    if args.pack_samples:
+        samples, rows, tokens, capacity = trainer.packing_totals.tolist()
+        summary["packing"] = {"samples": samples, "rows": rows, "tokens": tokens, "row_capacity": capacity}
+        summary["packing"].update(trainer.packing_metrics())
+    if trainer.feature_cache is not None:
+        cache = trainer.feature_cache
+        summary["vision_feature_cache"] = {"folder": str(cache.folder), "hits": cache.hits, "misses": cache.misses}
+    with open(os.path.join(args.output_dir, "train_summary.json"), "w") as handle:
+        json.dump(summary, handle, indent=2)
+    if trainer.skipped_over_length:
+        print(f"skipped {trainer.skipped_over_length} samples longer than max_length={args.max_length}")
+    if trainer.skipped_untrainable:
+        print(f"skipped {trainer.skipped_untrainable} samples that would train on nothing (untrainable: skip)")
+    print(f"saved to {os.path.abspath(args.output_dir)}")
+    if args.save_trained_only:
+        print(f"(trained tensors only: `towervision merge {args.output_dir} OUT` writes the full model)")
 
 
 def run(argv: list[str]) -> TowerVisionSFTTrainer:
     """Parse, train and save one stage; returns the trainer (state, log history, model)."""
-    data_args, stage_args, training_args, model_args = parse_args(argv)
-    trainer = build_trainer(data_args, stage_args, training_args, model_args)
+    data_args, training_args, model_args = parse_args(argv)
+    trainer = build_trainer(data_args, training_args, model_args)
     trainer.train(resume_from_checkpoint=resolve_resume(training_args))
-    if not stage_args.save_trained_only:
-        trainer.save_model(training_args.output_dir)
-        if trainer.args.should_save:
-            discard_trained_modules(training_args.output_dir)
-    elif trainer.args.should_save:
-        model = trainer.accelerator.unwrap_model(trainer.model)
-        base = base_reference(model_args, training_args)
-        save_trained_modules(model, trainer.processing_class, training_args.output_dir, base)
-    if trainer.is_world_process_zero():
-        summary = {
-            "global_step": trainer.state.global_step,
-            "skipped_over_length": trainer.skipped_over_length,
-            "skipped_untrainable": trainer.skipped_untrainable,
-            "trainable_parameters": trainable_parameters(trainer.model),
-        }
-        if trainer.packing:
-            samples, rows, tokens, capacity = trainer.packing_totals.tolist()
-            summary["packing"] = {"samples": samples, "rows": rows, "tokens": tokens, "row_capacity": capacity}
-            summary["packing"].update(trainer.packing_metrics())
-        if trainer.feature_cache is not None:
-            cache = trainer.feature_cache
-            summary["vision_feature_cache"] = {"folder": str(cache.folder), "hits": cache.hits, "misses": cache.misses}
-        with open(os.path.join(training_args.output_dir, "train_summary.json"), "w") as handle:
-            json.dump(summary, handle, indent=2)
-        if trainer.skipped_over_length:
-            print(f"skipped {trainer.skipped_over_length} samples longer than max_length={training_args.max_length}")
-        if trainer.skipped_untrainable:
-            print(f"skipped {trainer.skipped_untrainable} samples that would train on nothing (untrainable: skip)")
-        print(f"saved to {os.path.abspath(training_args.output_dir)}")
-        if stage_args.save_trained_only:
-            print(f"(trained tensors only: `towervision merge {training_args.output_dir} OUT` writes the full model)")
+    save(trainer, model_args)
     return trainer
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m towervision_hf.train RECIPE [--key value ...]` (as `accelerate launch -m` runs it); `--help` lists
+    every option, TRL's included. `towervision train` is the same with a quicker `--help` (`towervision_hf.cli`)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(__doc__)
+        if argv:
+            make_parser().print_help()
+        return 0
+    run(argv)
+    return 0
 
 
 if __name__ == "__main__":

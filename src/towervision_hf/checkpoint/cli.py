@@ -7,7 +7,7 @@ before torch and transformers are imported, so `--help` and a refused output ans
 import argparse
 from pathlib import Path
 
-from towervision_cli import exits_on_error
+from ..errors import exits_on_error
 
 from .output import check_model_folder, check_new_folder
 

@@ -6,10 +6,12 @@ import os
 import sys
 from pathlib import Path
 
-from towervision_cli import COMMAND_ERRORS, report_error
+from ..errors import COMMAND_ERRORS, report_error
 
 from ..checkpoint.output import check_output, staged_output
 from .report import BuildReport
+
+DEFAULT_CONCURRENCY = 32  # `data synth` requests in flight
 
 
 def _build(args) -> int:
@@ -200,8 +202,6 @@ def _add_run_options(command, chunk_size: int) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    from .synth import DEFAULT_CONCURRENCY
-
     parser = argparse.ArgumentParser(prog="towervision data", description="Build, translate, filter and synthesise "
                                      "VisionBlocks-style training data.")
     commands = parser.add_subparsers(dest="command", required=True)

@@ -13,10 +13,10 @@ local JSONL format, and `load_sample(stage)` reads a stage back through the `loc
 
 import io
 import random
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
+from datasets import Dataset
 from PIL import Image, ImageDraw
 
 from .jsonl import write_jsonl
@@ -24,6 +24,7 @@ from .languages import language_name
 from .prompts import caption_prompt
 from .report import BuildReport
 from .schema import image_block, make_sample, media, message, to_features, video_block
+from .sources import Local, iter_samples, sample_dir
 
 SHAPES = ("circle", "square", "triangle")
 COLOURS = {"red": (214, 39, 40), "green": (44, 160, 44), "blue": (31, 119, 180), "yellow": (240, 200, 20)}
@@ -319,18 +320,9 @@ def generate_sample_source(out) -> dict[int, int]:
     return {stage: write_jsonl(rows, out / f"stage{stage}", media_dir=out / "media") for stage, rows in stages.items()}
 
 
-def sample_dir() -> Path:
-    """The embedded sample shipped as package data."""
-    return Path(str(resources.files("towervision_hf") / "sample"))
-
-
 def load_sample(stage: int, root=None, report: BuildReport | None = None):
     """Stage 1, 2 or 3 of the embedded sample (or of a sample generated under `root`) as a `datasets.Dataset`
     in the schema, read through the `local` adapter with media embedded as bytes."""
-    from datasets import Dataset
-
-    from .sources import Local, iter_samples
-
     if stage not in (1, 2, 3):
         raise ValueError(f"sample stage {stage!r} is not 1, 2 or 3")
     root = Path(root) if root is not None else sample_dir()

@@ -26,10 +26,12 @@ import io
 import os
 
 import numpy as np
+import torch
 from datasets import Features, List, Value
 from PIL import Image
 
 from ..model.video_processing_towervision import read_video_pyav, uniform_frame_indices
+from .fetch import UrlFetcher
 from .languages import LANGUAGES
 
 COLUMNS = ("id", "source", "language", "messages", "images", "videos")
@@ -187,6 +189,22 @@ def validate_sample(row) -> list[str]:
     return problems
 
 
+def as_media(value, root: str | None = None) -> dict:
+    """A media entry from what rows and benchmarks store: a schema or `datasets` dict (`{"bytes", "path"[, "url"]}`),
+    raw bytes or a path; a relative path is taken under `root` when given."""
+    if isinstance(value, dict):
+        entry = {key: value.get(key) for key in MEDIA_KEYS}
+    elif isinstance(value, (bytes, bytearray)):
+        entry = media(bytes=bytes(value))
+    elif isinstance(value, str) and value:
+        entry = media(path=value)
+    else:
+        raise ValueError(f"{type(value).__name__} {value!r:.80} is not a media entry (bytes, path or url)")
+    if root is not None and entry["path"] and not entry["bytes"]:
+        entry["path"] = os.path.join(root, entry["path"])
+    return entry
+
+
 def media_bytes(entry: dict, fetcher=None) -> bytes:
     """The raw bytes of a media entry: its bytes, else its file, else its URL through `fetcher` (a `UrlFetcher`)."""
     if entry.get("bytes"):
@@ -195,18 +213,25 @@ def media_bytes(entry: dict, fetcher=None) -> bytes:
         with open(entry["path"], "rb") as handle:
             return handle.read()
     if entry.get("url"):
-        if fetcher is None:
-            from .fetch import UrlFetcher
-
-            fetcher = UrlFetcher()
-        return fetcher.fetch(entry["url"])
+        return (fetcher or UrlFetcher()).fetch(entry["url"])
     raise ValueError(f"media entry {entry!r:.120} has none of bytes, path, url")
 
 
-def load_image(entry: dict, fetcher=None) -> Image.Image:
-    """Decode an image media entry to an RGB PIL image."""
-    image = Image.open(io.BytesIO(media_bytes(entry, fetcher)))
-    return image.convert("RGB")
+def load_image(value, fetcher=None, root: str | None = None) -> Image.Image:
+    """Decode an image to an RGB PIL image: a media entry, raw bytes or a path (see [`as_media`]), or a PIL image.
+
+    This is the one image decoder of training, the demo and evaluation. Missing or undecodable images raise a
+    `ValueError` (evaluation counts them as skipped).
+    """
+    if isinstance(value, Image.Image):
+        return value.convert("RGB")
+    entry = as_media(value, root)
+    try:
+        with Image.open(io.BytesIO(media_bytes(entry, fetcher))) as image:
+            return image.convert("RGB")
+    except OSError as error:  # a missing file, or bytes PIL cannot identify or read
+        name = entry.get("path") or entry.get("url") or "bytes"
+        raise ValueError(f"cannot decode image {name}: {type(error).__name__}: {error}") from error
 
 
 def load_images(row: dict, fetcher=None) -> list[Image.Image]:
@@ -220,17 +245,27 @@ def video_input(entry: dict, fetcher=None) -> str | bytes:
     return media_bytes(entry, fetcher)
 
 
-def load_video_frames(entry: dict, num_frames: int | None = None, fetcher=None) -> np.ndarray:
-    """Decode a video media entry with PyAV to uint8 RGB frames of shape (frames, height, width, 3).
+def load_video_frames(value, num_frames: int | None = None, fetcher=None, root: str | None = None) -> np.ndarray:
+    """Decode a video with PyAV to uint8 RGB frames of shape (frames, height, width, 3): a media entry, raw bytes or a
+    path (see [`as_media`]); frames already decoded (an array or tensor) pass through unchanged.
 
     With `num_frames`, that many frames are taken uniformly over the video (the video processor's rule: indices
     `linspace(0, n-1)` rounded, short clips repeat frames) and only those are decoded; otherwise every frame.
-    Undecodable media raise a `ValueError` naming the video.
+    This is the one video decoder of training, the demo and evaluation. Missing or undecodable media raise a
+    `ValueError` naming the video.
     """
+    if isinstance(value, np.ndarray) or torch.is_tensor(value):
+        return value
+    entry = as_media(value, root)
     sample = (
         None if num_frames is None else lambda metadata: uniform_frame_indices(metadata.total_num_frames, num_frames)
     )
-    frames, _ = read_video_pyav(video_input(entry, fetcher), sample)
+    try:
+        source = video_input(entry, fetcher)
+    except OSError as error:
+        name = entry.get("path") or entry.get("url")
+        raise ValueError(f"cannot read video {name}: {type(error).__name__}: {error}") from error
+    frames, _ = read_video_pyav(source, sample)
     return frames
 
 

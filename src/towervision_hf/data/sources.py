@@ -17,6 +17,7 @@ import random
 import re
 from collections import Counter, deque
 from concurrent.futures import ThreadPoolExecutor
+from importlib import resources
 from pathlib import Path
 
 from PIL import Image
@@ -589,12 +590,15 @@ class Local(Adapter):
                            record.get("images") or [], record.get("videos") or [])
 
 
+def sample_dir() -> Path:
+    """The embedded sample shipped as package data."""
+    return Path(str(resources.files("towervision_hf") / "sample"))
+
+
 class Sample(Local):
     """A stage of the embedded sample shipped in `towervision_hf/sample/` (see data/sample.py)."""
 
     def __init__(self, name, *, stage, **kwargs):
-        from .sample import sample_dir
-
         super().__init__(name, path=sample_dir() / f"stage{int(stage)}", **kwargs)
 
 

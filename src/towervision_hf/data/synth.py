@@ -27,7 +27,6 @@ from .report import BuildReport
 from .schema import make_sample, validate_sample
 
 _MIME = {".png": "image/png", ".jpg": "image/jpeg", ".gif": "image/gif", ".webp": "image/webp"}
-DEFAULT_CONCURRENCY = 32
 
 
 class ChatClient:
@@ -107,7 +106,7 @@ def _prompt_pool(families, prompts_per_question: int) -> list[tuple[str, str]]:
 
 def answer_chunks(chunks, client: ChatClient, model: str, *, seed: int = 0, families=None,
                   prompts_per_question: int = 1, source: str = "synthetic", report: BuildReport | None = None,
-                  concurrency: int = DEFAULT_CONCURRENCY, max_tokens: int = 1024):
+                  concurrency: int, max_tokens: int = 1024):
     """For each chunk of question rows (schema rows with images), the list of its re-answered rows, in order.
 
     The requests of a chunk and of the next one are in flight together, `concurrency` at a time; a chunk's rows

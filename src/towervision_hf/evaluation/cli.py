@@ -10,7 +10,7 @@ import importlib.util
 import os
 import sys
 
-from towervision_cli import COMMAND_ERRORS, report_error
+from ..errors import COMMAND_ERRORS, report_error
 
 from .languages import PAPER_LANGUAGES, parse_language_list
 from .results import RunResult

@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from towervision_cli import exits_on_error
+from ..errors import exits_on_error
 
 from ..checkpoint.output import check_output
 

@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 from transformers import AutoProcessor, GenerationConfig
 
-from ..checkpoint.weights import DEFAULT_MAX_SHARD_SIZE, read_json, stage_weights, tensor_entries
+from ..checkpoint.weights import DEFAULT_MAX_SHARD_SIZE, HEAD_KEY, read_json, stage_weights, tensor_entries
 from ..model.configuration_towervision import TowerVisionConfig
 from ..model.modeling_towervision import AUTO_MAP, TowerVisionForConditionalGeneration
 from ..model.processing_towervision import TowerVisionProcessor
@@ -109,7 +109,7 @@ def check_weights(config: TowerVisionConfig, entries) -> None:
         model = TowerVisionForConditionalGeneration(config)
     expected = {name: tuple(tensor.shape) for name, tensor in model.state_dict().items()}
     stored = {entry.name: entry.shape for entry in entries}
-    optional = {"lm_head.weight"} if config.tie_word_embeddings else set()
+    optional = {HEAD_KEY} if config.tie_word_embeddings else set()
     missing = sorted(set(expected) - set(stored) - optional)
     unexpected = sorted(set(stored) - set(expected))
     wrong_shape = sorted(

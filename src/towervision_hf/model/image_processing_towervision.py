@@ -27,8 +27,8 @@ from transformers.utils import TensorType
 from .fetching_towervision import fetch_url, is_url
 from .tiling_towervision import (
     IMAGE_ASPECT_RATIOS,
-    anyres_grid_shape,
     default_grid_pinpoints,
+    image_grid,
     resize_within,
     restrict_pinpoints,
 )
@@ -292,11 +292,10 @@ class TowerVisionImageProcessor(TorchvisionBackend):
         **kwargs,
     ) -> BatchFeature:
         pinpoints = self.pinpoints(max_tiles)
-        anyres = self.image_aspect_ratio == "anyres"
-        tiled = [anyres and count == 1 for count in batch_num_images for _ in range(count)]
+        counts = [count for count in batch_num_images for _ in range(count)]  # images of each image's sample
         grids = [
-            anyres_grid_shape((image.height, image.width), pinpoints, self.tile_size) if is_tiled else None
-            for image, is_tiled in zip(images, tiled)
+            image_grid((image.height, image.width), count, self.image_aspect_ratio, pinpoints, self.tile_size)
+            for image, count in zip(images, counts)
         ]
         num_patches = [1 + grid[0] * grid[1] if grid else 1 for grid in grids]
         tile = self.tile_size

@@ -26,7 +26,7 @@ from transformers.cache_utils import Cache
 from transformers.modeling_outputs import BaseModelOutputWithPast, BaseModelOutputWithPooling, CausalLMOutputWithPast
 
 from .configuration_towervision import TowerVisionConfig
-from .tiling_towervision import anyres_grid_shape, pooled_side, restrict_pinpoints, unpad_slices
+from .tiling_towervision import image_layout, pooled_side, restrict_pinpoints, unpad_slices
 
 # transformers 5.24 renamed `past_key_values` to `cache` in outputs, `forward` and `generate`; the library's own output
 # class says which name the installed version uses, and every cache is passed and read under that name.
@@ -278,14 +278,14 @@ class TowerVisionModel(TowerVisionPreTrainedModel):
             )
         anyres = config.image_aspect_ratio == "anyres"
         if batch_num_images is None:
-            tiled = [anyres] * len(image_sizes)
+            sample_images = [1] * len(image_sizes)
         else:
             counts = [int(n) for n in batch_num_images]
             if sum(counts) != len(image_sizes):
                 raise ValueError(
                     f"batch_num_images {counts} adds up to {sum(counts)} images, pixel_values has {len(image_sizes)}"
                 )
-            tiled = [anyres and count == 1 for count in counts for _ in range(count)]
+            sample_images = [count for count in counts for _ in range(count)]  # images of each image's sample
 
         if image_max_tiles is None:
             pinpoints = [config.image_grid_pinpoints] * len(image_sizes)
@@ -296,11 +296,15 @@ class TowerVisionModel(TowerVisionPreTrainedModel):
                 restrict_pinpoints(config.image_grid_pinpoints, int(max_tiles), config.tile_size)
                 for max_tiles in image_max_tiles
             ]
-        grids = [
-            anyres_grid_shape(size, candidates, config.tile_size) if is_tiled else None
-            for size, candidates, is_tiled in zip(image_sizes, pinpoints, tiled)
+        layouts = [
+            image_layout(
+                size, count, config.image_aspect_ratio, candidates, config.tile_size,
+                config.vision_config.patch_size, config.use_image_newline,
+            )
+            for size, count, candidates in zip(image_sizes, sample_images, pinpoints)
         ]
-        num_patches = [1 + grid[0] * grid[1] if grid else 1 for grid in grids]
+        grids = [layout.grid for layout in layouts]
+        num_patches = [layout.num_tiles for layout in layouts]
         if max(num_patches) > pixel_values.shape[1]:
             raise ValueError(
                 f"pixel_values holds {pixel_values.shape[1]} patches per image, "

@@ -9,7 +9,7 @@ from transformers.image_utils import make_flat_list_of_images
 from transformers.processing_utils import MultiModalData, ProcessorMixin
 
 from .image_processing_towervision import TowerVisionImageProcessor
-from .tiling_towervision import image_token_count, single_tile_token_count, video_token_count
+from .tiling_towervision import image_layout, video_token_count
 from .video_processing_towervision import TowerVisionVideoProcessor, make_batched_video_inputs
 
 # Tower+ / Gemma turns, as the released template: `<bos><start_of_turn>user\n<image>\n{query}<end_of_turn>\n
@@ -178,20 +178,16 @@ class TowerVisionProcessor(ProcessorMixin):
         return processed_videos, replacements
 
     def replace_image_token(self, image_inputs: dict, image_idx: int, **kwargs) -> str:
-        tile_size = image_inputs["pixel_values"][0].shape[-1]
         sample, first_image = 0, 0
         while image_idx >= first_image + int(image_inputs["batch_num_images"][sample]):
             first_image += int(image_inputs["batch_num_images"][sample])
             sample += 1
-        if self.image_processor.image_aspect_ratio != "anyres":  # one tile per image, no newline
-            count = single_tile_token_count(tile_size, self.patch_size, use_image_newline=False)
-        elif int(image_inputs["batch_num_images"][sample]) > 1:
-            count = single_tile_token_count(tile_size, self.patch_size, self.use_image_newline)
-        else:
-            max_tiles = image_inputs.get("image_max_tiles")
-            pinpoints = self.image_processor.pinpoints(None if max_tiles is None else int(max_tiles[image_idx]))
-            image_size = tuple(int(side) for side in image_inputs["image_sizes"][image_idx])
-            count = image_token_count(image_size, pinpoints, tile_size, self.patch_size, self.use_image_newline)
+        max_tiles = image_inputs.get("image_max_tiles")
+        count = self.get_image_layout(
+            tuple(int(side) for side in image_inputs["image_sizes"][image_idx]),
+            num_images=int(image_inputs["batch_num_images"][sample]),
+            max_tiles=None if max_tiles is None else int(max_tiles[image_idx]),
+        ).num_tokens
         return self.image_token * count
 
     def replace_video_token(self, video_inputs: dict, video_idx: int, **kwargs) -> str:
@@ -201,19 +197,26 @@ class TowerVisionProcessor(ProcessorMixin):
         )
         return self.video_token * count
 
+    def get_image_layout(self, image_size: tuple[int, int], num_images: int, max_tiles: int | None = None):
+        """Tiles and `<image>` tokens of an image of `image_size` in a sample of `num_images` images."""
+        image_processor = self.image_processor
+        return image_layout(
+            image_size,
+            num_images,
+            image_processor.image_aspect_ratio,
+            image_processor.pinpoints(max_tiles),
+            image_processor.tile_size,
+            self.patch_size,
+            self.use_image_newline,
+        )
+
     def _get_num_multimodal_tokens(self, image_sizes=None, video_sizes=None, **kwargs) -> MultiModalData:
         """Placeholder counts for single-image samples of `image_sizes` and for videos of `(frames, height, width)`."""
         data = {}
-        tile_size = self.image_processor.tile_size
-        if image_sizes is not None and self.image_processor.image_aspect_ratio != "anyres":
-            count = single_tile_token_count(tile_size, self.patch_size, use_image_newline=False)
-            data["num_image_tokens"] = [count] * len(image_sizes)
-            data["num_image_patches"] = [1] * len(image_sizes)
-        elif image_sizes is not None:
-            pinpoints = self.image_processor.pinpoints(kwargs.get("max_tiles"))
+        if image_sizes is not None:
+            max_tiles = kwargs.get("max_tiles")
             data["num_image_tokens"] = [
-                image_token_count(tuple(size), pinpoints, tile_size, self.patch_size, self.use_image_newline)
-                for size in image_sizes
+                self.get_image_layout(tuple(size), 1, max_tiles).num_tokens for size in image_sizes
             ]
             data["num_image_patches"] = [1] * len(image_sizes)
         if video_sizes is not None:

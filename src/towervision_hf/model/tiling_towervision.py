@@ -17,10 +17,12 @@ Conventions (identical to transformers' LLaVA-NeXT / LLaVA-OneVision):
 """
 
 import math
+from typing import NamedTuple
 
 # `"anyres"`: tiled single images, one tile + newline per image of a multi-image sample. `"square"` / `"pad"`: every
 # image is one tile without newline, squashed to the tile, or first padded to a square with the mean colour.
 IMAGE_ASPECT_RATIOS = ("anyres", "square", "pad")
+
 
 def default_grid_pinpoints(max_tiles: int, tile_size: int) -> list[list[int]]:
     """Every grid of at most `max_tiles` tiles, as `[height, width]` canvases, in the released checkpoints' order.
@@ -113,24 +115,53 @@ def unpad_slices(image_size: tuple[int, int], feature_height: int, feature_width
     return slice(top, top + height), slice(left, left + width)
 
 
-def image_token_count(
+def image_grid(
+    image_size: tuple[int, int], num_images: int, image_aspect_ratio: str, pinpoints: list[list[int]], tile_size: int
+) -> tuple[int, int] | None:
+    """`(rows, cols)` of the tiles that follow an image's thumbnail, or `None` when the image is its thumbnail only.
+
+    Under `"anyres"` the only image of a sample is tiled and every image of a sample with `num_images > 1` is one
+    tile (LLaVA-OneVision rule); the single-tile layouts (`"square"` / `"pad"`) never tile.
+    """
+    if image_aspect_ratio != "anyres" or num_images > 1:
+        return None
+    return anyres_grid_shape(image_size, pinpoints, tile_size)
+
+
+class ImageLayout(NamedTuple):
+    """How one image is encoded: the tile `grid` after its thumbnail (`None`: thumbnail only), the number of tiles
+    the vision tower encodes for it (thumbnail included) and its number of `<image>` placeholder tokens."""
+
+    grid: tuple[int, int] | None
+    num_tiles: int
+    num_tokens: int
+
+
+def image_layout(
     image_size: tuple[int, int],
+    num_images: int,
+    image_aspect_ratio: str,
     pinpoints: list[list[int]],
     tile_size: int,
     patch_size: int,
     use_image_newline: bool = True,
-) -> int:
-    """Number of `<image>` tokens for one anyres-tiled image: thumbnail + unpadded grid + one newline per row."""
+) -> ImageLayout:
+    """The one rule for an image's tiles and `<image>` tokens, given the layout, the images of its sample and its
+    `(height, width)`.
+
+    * anyres, only image of its sample: thumbnail + unpadded tile grid + one newline per feature row;
+    * anyres, image of a multi-image sample: one tile + one newline;
+    * `"square"` / `"pad"`: one tile, no newline (LLaVA's `flat` merge).
+    """
     patches_per_side = tile_size // patch_size
-    rows, cols = anyres_grid_shape(image_size, pinpoints, tile_size)
+    grid = image_grid(image_size, num_images, image_aspect_ratio, pinpoints, tile_size)
+    if grid is None:
+        newline = use_image_newline and image_aspect_ratio == "anyres"
+        return ImageLayout(None, 1, patches_per_side**2 + int(newline))
+    rows, cols = grid
     height, width = unpadded_feature_shape(image_size, rows * patches_per_side, cols * patches_per_side)
-    return patches_per_side**2 + height * width + (height if use_image_newline else 0)
-
-
-def single_tile_token_count(tile_size: int, patch_size: int, use_image_newline: bool = True) -> int:
-    """Number of `<image>` tokens for one image encoded as one tile: `(tile_size // patch_size)**2` features, plus a
-    trailing newline for an image of a multi-image sample under `"anyres"` (`use_image_newline`)."""
-    return (tile_size // patch_size) ** 2 + (1 if use_image_newline else 0)
+    num_tokens = patches_per_side**2 + height * width + (height if use_image_newline else 0)
+    return ImageLayout(grid, 1 + rows * cols, num_tokens)
 
 
 def pooled_side(patches_per_side: int, pool_size: int) -> int:

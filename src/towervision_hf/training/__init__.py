@@ -1,6 +1,6 @@
-"""Training building blocks behind `towervision train`: the batch collator, the SFTTrainer subclass with per-module
-learning rates and the labelled-position loss, and the stage-1 vision-feature cache. `towervision_hf.train` wires them
-together (model loading, LoRA, data)."""
+"""Training building blocks behind `towervision train`: the stage's config (`TowerVisionSFTConfig`), model loading
+(LoRA / QLoRA), the batch collators and packing, the SFTTrainer subclass with per-module learning rates and the
+labelled-position loss, and the stage-1 vision-feature cache. `towervision_hf.train` wires them together."""
 
 from .. import lazy_exports
 
@@ -9,6 +9,7 @@ __all__ = [
     "SKIPPED_KEY",
     "SKIPPED_UNTRAINABLE_KEY",
     "TowerVisionCollator",
+    "TowerVisionSFTConfig",
     "TowerVisionSFTTrainer",
     "VisionFeatureCache",
     "apply_module_learning_rates",
@@ -21,6 +22,7 @@ __getattr__ = lazy_exports(
     __name__,
     {
         **dict.fromkeys(("SKIPPED_KEY", "SKIPPED_UNTRAINABLE_KEY", "TowerVisionCollator"), "collator"),
+        "TowerVisionSFTConfig": "config",
         "VisionFeatureCache": "feature_cache",
         **dict.fromkeys(
             ("MODULE_GROUPS", "TowerVisionSFTTrainer", "apply_module_learning_rates", "labelled_logits",

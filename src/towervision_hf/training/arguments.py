@@ -5,6 +5,13 @@ importable without torch or TRL, so that `towervision train --help` answers at o
 from dataclasses import dataclass, field
 
 
+# The choices of the stage options, kept here so that `--help` needs neither torch nor the model code
+# (tests/test_train_config.py checks IMAGE_ASPECT_RATIOS against the model's `tiling_towervision.IMAGE_ASPECT_RATIOS`).
+IMAGE_ASPECT_RATIOS = ("anyres", "square", "pad")
+OVER_LENGTH_POLICIES = ("skip", "error")
+UNTRAINABLE_POLICIES = ("error", "skip")
+
+
 @dataclass
 class DataArguments:
     """Where the training rows come from; every source yields rows in the sample schema (`towervision_hf.data`)."""
@@ -31,7 +38,7 @@ class DataArguments:
 
 @dataclass
 class StageArguments:
-    """What one stage trains and how its inputs are shaped."""
+    """What one stage trains and how its inputs are shaped ([`TowerVisionSFTConfig`] adds them to TRL's `SFTConfig`)."""
 
     vision_lr: float | None = field(
         default=None, metadata={"help": "Learning rate of the vision tower; 0 freezes it, unset = learning_rate."}
@@ -46,19 +53,23 @@ class StageArguments:
         default=None,
         metadata={
             "help": "anyres (tiles), square or pad (each image encoded once as one tile, no newline), written into "
-            "model config and processor; unset = keep.",
-            "choices": ["anyres", "square", "pad"],
+            "the model config, which the processor follows; unset = keep.",
+            "choices": list(IMAGE_ASPECT_RATIOS),
         },
     )
     max_tiles: int | None = field(
         default=None,
         metadata={
-            "help": "Most tiles per image (plus the thumbnail), written into model config and processor; unset = keep."
+            "help": "Most tiles per image (plus the thumbnail), written into the model config, which the processor "
+            "follows; unset = keep."
         },
     )
     num_frames: int | None = field(
         default=None,
-        metadata={"help": "Frames sampled per video, written into model config and processor; unset = keep."},
+        metadata={
+            "help": "Frames sampled per video, written into the model config, which the processor follows; unset = "
+            "keep."
+        },
     )
     vision_feature_cache: str | None = field(
         default=None,
@@ -70,14 +81,14 @@ class StageArguments:
         default="skip",
         metadata={
             "help": "Samples over max_length: skip (dropped and counted) or error.",
-            "choices": ["skip", "error"],
+            "choices": list(OVER_LENGTH_POLICIES),
         },
     )
     untrainable: str = field(
         default="error",
         metadata={
             "help": "Rows that would train on nothing (unknown role, no assistant text): error or skip them.",
-            "choices": ["error", "skip"],
+            "choices": list(UNTRAINABLE_POLICIES),
         },
     )
     packing_buffer: int = field(
@@ -108,7 +119,3 @@ class StageArguments:
             "FSDP / ZeRO-3."
         },
     )
-
-    @property
-    def learning_rates(self) -> dict[str, float | None]:
-        return {"vision": self.vision_lr, "projector": self.projector_lr, "language": self.language_lr}

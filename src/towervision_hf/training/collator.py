@@ -16,41 +16,21 @@ without text raises a `ValueError` naming it (`untrainable="error"`), or is drop
 `ValueError` naming the row id and the field.
 """
 
-
-import numpy as np
 import torch
 from PIL import Image
+
+from ..data.schema import BLOCK_TYPES, ROLES, load_image, load_video_frames
+from .arguments import OVER_LENGTH_POLICIES, UNTRAINABLE_POLICIES
 
 SKIPPED_KEY = "num_skipped_over_length"
 SKIPPED_UNTRAINABLE_KEY = "num_skipped_untrainable"
 # batch key -> the trainer's running count, logged and written to train_summary.json
 SKIP_COUNTERS = {SKIPPED_KEY: "skipped_over_length", SKIPPED_UNTRAINABLE_KEY: "skipped_untrainable"}
-OVER_LENGTH_POLICIES = ("skip", "error")
-UNTRAINABLE_POLICIES = ("error", "skip")
-ROLES = ("system", "user", "assistant")
 
 
 class UntrainableRowError(ValueError):
     """A well-formed row that would train on nothing (no assistant text, or a role the chat template cannot tell
     apart from a prompt)."""
-
-
-def decode_image(entry) -> Image.Image:
-    """An RGB PIL image from a schema media entry (`{"bytes", "path", "url"}`) or an in-memory PIL image."""
-    if isinstance(entry, Image.Image):
-        return entry.convert("RGB")
-    from ..data.schema import load_image
-
-    return load_image(entry)
-
-
-def decode_video(entry, num_frames: int) -> np.ndarray:
-    """Frames of a schema media entry, or an in-memory `(T, H, W, 3)` array passed through unchanged."""
-    if isinstance(entry, (np.ndarray, torch.Tensor)):
-        return entry
-    from ..data.schema import load_video_frames
-
-    return load_video_frames(entry, num_frames)
 
 
 class TowerVisionCollator:
@@ -141,8 +121,10 @@ class TowerVisionCollator:
 
     def _decode(self, kind: str, entry, where: str):
         try:
-            return decode_image(entry) if kind == "image" else decode_video(entry, self.num_frames)
-        except Exception as error:  # missing file, undecodable bytes, dead URL, malformed entry: name the row
+            return load_image(entry) if kind == "image" else load_video_frames(entry, self.num_frames)
+        except ValueError as error:  # missing file, undecodable bytes, malformed entry: name the row
+            raise ValueError(f"{where}: {error}") from error
+        except Exception as error:  # e.g. a dead URL
             raise ValueError(f"{where}: {type(error).__name__}: {error}") from error
 
     def _blank_conversation(self) -> list[dict]:
@@ -236,14 +218,11 @@ def _turn(turn, where: str) -> dict:
     blocks = []
     for index, block in enumerate(content):
         kind = block.get("type") if isinstance(block, dict) else None
-        if kind == "text":
-            if not isinstance(block.get("text"), str):
-                raise ValueError(f"{where}.content[{index}] is a text block without a `text` string")
-            blocks.append({"type": "text", "text": block["text"]})
-        elif kind in ("image", "video"):
-            blocks.append({"type": kind})
-        else:
-            raise ValueError(f"{where}.content[{index}] has type {kind!r}; expected text, image or video")
+        if kind not in BLOCK_TYPES:
+            raise ValueError(f"{where}.content[{index}] has type {kind!r}, expected one of {BLOCK_TYPES}")
+        if kind == "text" and not isinstance(block.get("text"), str):
+            raise ValueError(f"{where}.content[{index}] is a text block without a `text` string")
+        blocks.append({"type": "text", "text": block["text"]} if kind == "text" else {"type": kind})
     return {"role": turn["role"], "content": blocks}
 
 

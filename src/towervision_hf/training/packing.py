@@ -18,12 +18,14 @@ import io
 import random
 from collections.abc import Callable, Iterable, Iterator
 
+import datasets
 import numpy as np
 import torch
 from PIL import Image
 
+from ..data.schema import media_bytes
 from ..model.image_processing_towervision import EXIF_ORIENTATION
-from ..model.tiling_towervision import anyres_grid_shape, image_token_count, single_tile_token_count, video_token_count
+from ..model.tiling_towervision import video_token_count
 from .collator import SKIPPED_KEY, SKIPPED_UNTRAINABLE_KEY, TowerVisionCollator
 
 # Batch entry for the trainer's logs: samples, rows, real tokens, row capacity (rows x max_length) of the batch.
@@ -38,8 +40,6 @@ def image_size_from_header(entry) -> tuple[int, int]:
     if isinstance(entry, Image.Image):
         image = entry
     else:
-        from ..data.schema import media_bytes
-
         source = entry["path"] if not entry.get("bytes") and entry.get("path") else io.BytesIO(media_bytes(entry))
         image = Image.open(source)
     width, height = image.size
@@ -73,29 +73,28 @@ class SampleMeasure:
         ]
         text = processor.apply_chat_template(conversation, tokenize=False)
         tokens = len(processor.tokenizer(text, add_special_tokens=False)["input_ids"])
-        tile_size, patch_size = processor.image_processor.tile_size, processor.patch_size
-        newline = processor.use_image_newline
         images = list(row.get("images") or [])
-        if processor.image_processor.image_aspect_ratio != "anyres":  # single-tile layouts: one tile, no newline
-            tokens += len(images) * (single_tile_token_count(tile_size, patch_size, use_image_newline=False) - 1)
-            tiles = len(images)
-        elif len(images) == 1:  # tiled: thumbnail + grid
-            try:
-                size = image_size_from_header(images[0])
-            except Exception as error:  # missing file, corrupt header, decompression bomb: name the row, as unpacked
-                where = f"sample {row.get('id', '?')!r}: images[0]"
-                raise ValueError(f"{where}: {type(error).__name__}: {error}") from error
-            pinpoints = processor.image_processor.pinpoints()
-            rows, cols = anyres_grid_shape(size, pinpoints, tile_size)
-            tokens += image_token_count(size, pinpoints, tile_size, patch_size, newline) - 1
-            tiles = 1 + rows * cols
-        else:  # one tile per image of a multi-image sample
-            tokens += len(images) * (single_tile_token_count(tile_size, patch_size, newline) - 1)
-            tiles = len(images)
+        layouts = [
+            processor.get_image_layout(_image_size(row, index, image), len(images))
+            for index, image in enumerate(images)
+        ]
+        tokens += sum(layout.num_tokens - 1 for layout in layouts)
+        tiles = sum(layout.num_tiles for layout in layouts)
         num_videos = len(row.get("videos") or [])
         frame_side = processor.video_processor.size["height"]
-        per_video = video_token_count(self.num_frames, frame_side, patch_size, processor.video_pool_size, newline)
+        per_video = video_token_count(
+            self.num_frames, frame_side, processor.patch_size, processor.video_pool_size, processor.use_image_newline
+        )
         return tokens + num_videos * (per_video - 1), tiles + num_videos * self.num_frames
+
+
+def _image_size(row: dict, index: int, image) -> tuple[int, int]:
+    """`image_size_from_header` of a row's image; a missing file, corrupt header or decompression bomb raises a
+    `ValueError` naming the row and the image, as the unpacked path does."""
+    try:
+        return image_size_from_header(image)
+    except Exception as error:
+        raise ValueError(f"sample {row.get('id', '?')!r}: images[{index}]: {type(error).__name__}: {error}") from error
 
 
 def first_fit_decreasing(
@@ -199,8 +198,6 @@ def pack_dataset(dataset, packer: Packer, seed: int = 0):
     before this pack), that reads its rows from `dataset` on access; the trainer's sampler shuffles and resumes it
     like any map-style dataset.
     """
-    import datasets
-
     order = np.random.default_rng(seed).permutation(len(dataset)).tolist()
     packs = list(packer.pack(order, rows=dataset.__getitem__, rng=random.Random(seed)))
     plan = datasets.Dataset.from_dict(

@@ -11,6 +11,8 @@ from trl import SFTTrainer
 
 from ..checkpoint.image_newline import restore_image_newline, save_image_newline
 from .collator import SKIP_COUNTERS
+from .config import TowerVisionSFTConfig
+from .feature_cache import VisionFeatureCache
 from .packing import PACKING_KEY
 
 # Optimizer groups: the projector group holds the image newline, the language group the LM (and its tied head).
@@ -60,28 +62,30 @@ def labelled_logits(model, inputs: dict) -> tuple[torch.Tensor, torch.Tensor]:
 
 class TowerVisionSFTTrainer(SFTTrainer):
     r"""
-    [`~trl.SFTTrainer`] with TowerVision's per-module learning rates.
+    [`~trl.SFTTrainer`] for one TowerVision stage, set up by its [`TowerVisionSFTConfig`] (`args`).
 
-    Args:
-        module_learning_rates (`dict[str, float | None]`, *optional*):
-            Learning rate per group of [`MODULE_GROUPS`]; `None` (or a missing group) uses `args.learning_rate`.
-            Frozen groups (rate 0) must already have `requires_grad=False` (see [`apply_module_learning_rates`]).
-        *args, **kwargs: passed to [`~trl.SFTTrainer`].
-
-    The `nll` loss (the recipes' `loss_type`) is TRL's, computed on the labelled positions only: image placeholders
-    and prompts, most of a vision-language batch, never go through the LM head (see [`labelled_logits`]). Other loss
-    types, `compute_loss_func` and label smoothing go through TRL unchanged.
+    * Per-module learning rates: one optimizer group per group of [`MODULE_GROUPS`] at `args.module_learning_rates`
+      (`None` uses `args.learning_rate`). Frozen groups (rate 0) must already have `requires_grad=False` (see
+      [`apply_module_learning_rates`]).
+    * The `nll` loss (the recipes' `loss_type`) is TRL's, computed on the labelled positions only: image placeholders
+      and prompts, most of a vision-language batch, never go through the LM head (see [`labelled_logits`]). Other loss
+      types, `compute_loss_func` and label smoothing go through TRL unchanged.
+    * With `args.vision_feature_cache`, the frozen vision tower's features are read from and written to that disk
+      cache ([`VisionFeatureCache`], as `feature_cache`).
 
     Also logs `skipped_over_length` and `skipped_untrainable` (samples the [`TowerVisionCollator`] or the packer
-    dropped so far, over all processes), with packed batches `pack_efficiency` (real tokens / row capacity) and
-    `samples_per_row` so far, and, with a peft model, saves the stage's model config and the trained image newline (a
-    bare parameter peft cannot save, as `image_newline.safetensors`) beside the adapter, and restores the newline
-    when resuming.
+    dropped so far, over all processes), with packed batches (`args.pack_samples`) `pack_efficiency` (real tokens /
+    row capacity) and `samples_per_row` so far, and, with a peft model, saves the stage's model config and the
+    trained image newline (a bare parameter peft cannot save, as `image_newline.safetensors`) beside the adapter,
+    and restores the newline when resuming.
     """
 
-    def __init__(self, *args, module_learning_rates: dict[str, float | None] | None = None, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.module_learning_rates = dict(module_learning_rates or {})
+    args: TowerVisionSFTConfig
+
+    def __init__(self, model, args: TowerVisionSFTConfig, *pargs, **kwargs):
+        cache_dir = args.vision_feature_cache
+        self.feature_cache = VisionFeatureCache(cache_dir).attach(model) if cache_dir else None
+        super().__init__(model, args, *pargs, **kwargs)
         self.skipped_over_length = 0
         self.step_learning_rates = StepLearningRates()
         self.add_callback(self.step_learning_rates)
@@ -117,7 +121,7 @@ class TowerVisionSFTTrainer(SFTTrainer):
         return self.optimizer
 
     def _group_learning_rate(self, group: str) -> float:
-        rate = self.module_learning_rates.get(group)
+        rate = self.args.module_learning_rates.get(group)
         return self.args.learning_rate if rate is None else rate
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):

@@ -40,13 +40,15 @@ from .checkpoint.trained_modules import (
 from .checkpoint.weights import torch_dtype
 from .training import TowerVisionCollator, TowerVisionSFTTrainer, VisionFeatureCache, apply_module_learning_rates
 from .training.attention import SAMPLE_EAGER
+from .training.fsdp import fsdp2_config, sharding_summary
 from .training.packing import Packer, SampleMeasure, TowerVisionPackedCollator, pack_dataset, pack_stream
+from .training.qlora import quantization_summary
 from .training.trainer import trainable_parameters
 
 # LoRA goes on the language model's attention and MLP projections only: SigLIP has q/k/v_proj too.
 LM_LORA_TARGETS = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
 # Kept in full precision under QLoRA: trained in full (vision tower, projector) or tied to the embeddings (LM head).
-QLORA_SKIP_MODULES = ["vision_tower", "multi_modal_projector", "lm_head"]
+QLORA_SKIP_MODULES = ["model.vision_tower", "model.multi_modal_projector", "lm_head"]
 
 
 @dataclass
@@ -135,6 +137,14 @@ class StageArguments:
             "vision-tower memory; a sample over it gets a row of its own. Unset = no cap."
         },
     )
+    fsdp2: bool = field(
+        default=False,
+        metadata={
+            "help": "Load the model sharded with FSDP2 over all the launched processes (transformers' "
+            "DistributedConfig: one unit per SigLIP encoder layer and Gemma2 decoder layer; training.fsdp). Launch "
+            "with torchrun or accelerate launch; needs a checkpoint folder and save_only_model (no exact resume)."
+        },
+    )
     model_code: str = field(
         default="package",
         metadata={
@@ -200,6 +210,11 @@ def load_model_and_processor(model_args: ModelConfig, stage_args: StageArguments
     if path is None:
         raise ValueError("model_name_or_path is not set (a checkpoint folder, a Hub id, or `tiny`)")
     if path == TINY_MODEL:
+        if stage_args.fsdp2 or model_args.load_in_4bit or model_args.load_in_8bit:
+            raise ValueError(
+                "the tiny model is built in memory, not loaded: fsdp2 and load_in_4bit/8bit need a checkpoint folder "
+                "(`towervision init --tiny DIR`)"
+            )
         from .checkpoint.compose import build_tiny
 
         return build_tiny(seed=training_args.seed)
@@ -221,7 +236,11 @@ def load_model_and_processor(model_args: ModelConfig, stage_args: StageArguments
         from accelerate import PartialState
 
         kwargs["quantization_config"] = quantization_config
-        kwargs["device_map"] = {"": PartialState().local_process_index}
+        kwargs["device_map"] = {"": PartialState().device}  # this process's GPU, or the CPU (bitsandbytes' CPU backend)
+    if stage_args.fsdp2:
+        from accelerate import PartialState
+
+        kwargs["distributed_config"] = fsdp2_config(PartialState().num_processes)
     if stage_args.model_code == "checkpoint":
         if not training_args.trust_remote_code:
             raise ValueError("model_code: checkpoint runs the checkpoint's own code; pass --trust_remote_code true")
@@ -344,7 +363,9 @@ def build_trainer(data_args, stage_args, training_args, model_args) -> TowerVisi
     # Our collator reads the raw schema rows: keep every column and let it tokenize on the fly.
     training_args.remove_unused_columns = False
     training_args.dataset_kwargs = {**(training_args.dataset_kwargs or {}), "skip_prepare_dataset": True}
-    sharded = is_sharded(training_args)
+    sharded = is_sharded(training_args) or stage_args.fsdp2
+    if stage_args.fsdp2 and model_args.use_peft:
+        raise ValueError("fsdp2 with use_peft (LoRA / QLoRA) is untested: train adapters under DDP (ddp.yaml)")
     if stage_args.save_trained_only and model_args.use_peft:
         raise ValueError("save_trained_only: a LoRA run (use_peft) already saves only its adapter and trained modules")
     base, output_dir = model_args.model_name_or_path, training_args.output_dir
@@ -487,6 +508,10 @@ def run(argv: list[str]) -> TowerVisionSFTTrainer:
             samples, rows, tokens, capacity = trainer.packing_totals.tolist()
             summary["packing"] = {"samples": samples, "rows": rows, "tokens": tokens, "row_capacity": capacity}
             summary["packing"].update(trainer.packing_metrics())
+        if sharding := sharding_summary(trainer.model):
+            summary["fsdp2"] = sharding  # as seen from the main process
+        if quantization := quantization_summary(trainer.model):
+            summary["quantization"] = quantization
         if trainer.feature_cache is not None:
             cache = trainer.feature_cache
             summary["vision_feature_cache"] = {"folder": str(cache.folder), "hits": cache.hits, "misses": cache.misses}

@@ -11,6 +11,7 @@ from trl import SFTTrainer
 
 from ..checkpoint.image_newline import restore_image_newline, save_image_newline
 from .collator import SKIP_COUNTERS
+from .fsdp import export_unsharded_code
 from .packing import PACKING_KEY
 
 # Optimizer groups: the projector group holds the image newline, the language group the LM (and its tied head).
@@ -29,9 +30,10 @@ def module_group(parameter_name: str) -> str:
 
 
 def apply_module_learning_rates(model: torch.nn.Module, learning_rates: dict[str, float | None]) -> None:
-    """Freeze every parameter whose group has learning rate 0 and unfreeze the others."""
+    """Freeze every parameter whose group has learning rate 0 and unfreeze the others (quantized weights, which
+    cannot train, stay frozen)."""
     for name, param in model.named_parameters():
-        param.requires_grad_(learning_rates.get(module_group(name)) != 0)
+        param.requires_grad_(learning_rates.get(module_group(name)) != 0 and param.is_floating_point())
 
 
 def trainable_parameters(model: torch.nn.Module) -> dict[str, int]:
@@ -192,10 +194,12 @@ class TowerVisionSFTTrainer(SFTTrainer):
     def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
         super()._save(output_dir, state_dict=state_dict)
         model = self.accelerator.unwrap_model(self.model)
+        output_dir = output_dir if output_dir is not None else self.args.output_dir
+        if self.args.should_save:
+            export_unsharded_code(model, output_dir)
         if not (self.args.should_save and hasattr(model, "peft_config")):
             return
         # A LoRA run saves an adapter: the stage's config (image grid, frames) and the trained newline go beside it.
-        output_dir = output_dir if output_dir is not None else self.args.output_dir
         model.get_base_model().config.save_pretrained(output_dir)
         save_image_newline(model, output_dir, state_dict)
 

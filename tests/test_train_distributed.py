@@ -1,6 +1,6 @@
 """Scale-out and resumption on CPU: the tiny recipe with 2 processes (gloo) through `accelerate launch`, under DDP and
-under FSDP2 (the same losses and weights), and a run stopped at a checkpoint and resumed ending with the same weights
-as an uninterrupted one."""
+under FSDP2 (`--fsdp2 true`: sharded parameters, asserted; the same losses and weights as DDP), and a run stopped at a
+checkpoint and resumed ending with the same weights as an uninterrupted one."""
 
 import json
 import math
@@ -13,10 +13,11 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-from transformers import TrainerCallback
+from transformers import AutoModelForImageTextToText, TrainerCallback
 
 import towervision_hf
 from towervision_hf import train
+from towervision_hf.checkpoint.compose import build_tiny
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -76,35 +77,81 @@ def test_two_cpu_processes_write_one_consistent_checkpoint(tmp_path):
     assert result.stdout.count("saved to") == 1  # written once, by the main process
 
 
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory):
+    """The tiny model as a checkpoint folder: FSDP2 and QLoRA load the model, the in-memory `tiny` is refused."""
+    folder = tmp_path_factory.mktemp("tiny")
+    model, processor = build_tiny(seed=0)
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return folder
+
+
 @pytest.mark.slow
-def test_packed_fsdp2_run_matches_the_ddp_run(tmp_path):
-    """recipes/accelerate/fsdp2.yaml (2 CPU processes, fp32) on the packed tiny recipe: the losses, gradient norms
-    and final weights of the DDP run, blank-image rows (every FSDP rank runs the tower) included."""
+def test_packed_fsdp2_run_shards_and_matches_the_ddp_run(tmp_path, tiny_checkpoint):
+    """`towervision train --fsdp2 true` launched on 2 CPU processes (gloo) with recipes/accelerate/cpu_ddp.yaml, on
+    the packed tiny recipe: every parameter is a DTensor of which the main process holds half, in FSDP2 units per
+    SigLIP encoder layer and Gemma2 decoder layer; the losses, gradient norms and final weights are the DDP run's
+    (text-only batches get a masked blank image under FSDP2, so every rank runs the tower), and the final checkpoint
+    ships the model's own code and loads."""
     env = {**os.environ, "PYTHONPATH": str(Path(towervision_hf.__file__).parents[1]), "OMP_NUM_THREADS": "1"}
     runs = {}
-    for config in ("cpu_ddp", "fsdp2"):
-        output_dir = tmp_path / config
+    for name, extra in (("ddp", []), ("fsdp2", ["--fsdp2", "true"])):
+        output_dir = tmp_path / name
         command = [
             sys.executable, "-m", "accelerate.commands.launch", "--config_file",
-            str(ROOT / f"recipes/accelerate/{config}.yaml"), "--num_processes", "2", "--mixed_precision", "no",
+            str(ROOT / "recipes/accelerate/cpu_ddp.yaml"), "--num_processes", "2", "--mixed_precision", "no",
             "--main_process_ip", "127.0.0.1", "--main_process_port", str(free_port()), "-m", "towervision_hf.train",
             str(ROOT / "recipes/tiny/stage2_vision.yaml"),
-            "--model_name_or_path", "tiny", "--output_dir", str(output_dir), "--use_cpu", "true", "--max_steps", "2",
-            "--max_length", "512", "--per_device_train_batch_size", "2", "--logging_steps", "1", "--save_strategy",
-            "steps", "--save_steps", "2", "--report_to", "none", "--disable_tqdm", "true",
+            "--model_name_or_path", str(tiny_checkpoint), "--output_dir", str(output_dir), "--use_cpu", "true",
+            "--max_steps", "2", "--max_length", "512", "--per_device_train_batch_size", "2", "--logging_steps", "1",
+            "--save_strategy", "steps", "--save_steps", "2", "--save_only_model", "true", "--report_to", "none",
+            "--disable_tqdm", "true", *extra,
         ]  # fmt: skip
         result = subprocess.run(command, check=False, env=env, capture_output=True, text=True, timeout=300)
         assert result.returncode == 0, result.stderr[-3000:]
         history = json.loads((output_dir / "checkpoint-2" / "trainer_state.json").read_text())["log_history"]
         logged = [value for entry in history if "loss" in entry for value in (entry["loss"], entry["grad_norm"])]
         assert all(entry["samples_per_row"] > 1 for entry in history if "loss" in entry)  # packed steps
-        runs[config] = logged, load_file(output_dir / "model.safetensors")
-    (ddp_logged, ddp_weights), (fsdp_logged, fsdp_weights) = runs["cpu_ddp"], runs["fsdp2"]
+        summary = json.loads((output_dir / "train_summary.json").read_text())
+        runs[name] = logged, load_file(output_dir / "model.safetensors"), summary, output_dir
+
+    (ddp_logged, ddp_weights, ddp_summary, ddp_dir), (fsdp_logged, fsdp_weights, summary, fsdp_dir) = runs.values()
+    assert "fsdp2" not in ddp_summary
+    sharding = summary["fsdp2"]
+    assert sharding["processes"] == 2 and sharding["sharded_parameters"] == sharding["parameters"] == len(ddp_weights)
+    assert sharding["local_elements"] == pytest.approx(sharding["elements"] / 2, rel=0.02)
+    assert sharding["units"] == {
+        "TowerVisionForConditionalGeneration": 1, "SiglipEncoderLayer": 2, "Gemma2DecoderLayer": 2, "Gemma2RMSNorm": 1
+    }  # fmt: skip
     assert len(ddp_logged) == 2 * 2  # loss and gradient norm of two steps
     assert fsdp_logged == pytest.approx(ddp_logged, rel=1e-5)
+    # the gathered full state dict also holds the LM head, tied to (and equal to) the embeddings
+    assert fsdp_weights.keys() - ddp_weights.keys() == {"lm_head.weight"}
+    assert torch.equal(fsdp_weights.pop("lm_head.weight"), fsdp_weights["model.language_model.embed_tokens.weight"])
     assert fsdp_weights.keys() == ddp_weights.keys()
     for name, weight in fsdp_weights.items():
         torch.testing.assert_close(weight, ddp_weights[name], rtol=1e-5, atol=1e-6, msg=name)
+    for folder in (fsdp_dir, fsdp_dir / "checkpoint-2"):
+        assert (folder / "modeling_towervision.py").is_file() and not list(folder.glob("_fsdp*.py"))
+        assert json.loads((folder / "config.json").read_text()) == json.loads((ddp_dir / "config.json").read_text())
+    model = AutoModelForImageTextToText.from_pretrained(fsdp_dir, trust_remote_code=True)
+    assert type(model).__name__ == "TowerVisionForConditionalGeneration"
+    torch.testing.assert_close(model.lm_head.weight, ddp_weights["model.language_model.embed_tokens.weight"])
+
+
+def test_fsdp2_refuses_what_it_cannot_shard(tiny_checkpoint, tmp_path):
+    """One process (nothing to shard over), the in-memory tiny model, LoRA, trained-tensors-only saves."""
+    base = ["tiny/stage2_vision.yaml", "--output_dir", str(tmp_path), "--fsdp2", "true"]
+    cases = {
+        "launch 2 or more": ["--model_name_or_path", str(tiny_checkpoint)],
+        "need a checkpoint folder": ["--model_name_or_path", "tiny"],
+        "fsdp2 with use_peft": ["--model_name_or_path", str(tiny_checkpoint), "--use_peft", "true"],
+        "save_trained_only reads": ["--model_name_or_path", str(tiny_checkpoint), "--save_trained_only", "true"],
+    }
+    for message, extra in cases.items():
+        with pytest.raises(ValueError, match=message):
+            train.build_trainer(*train.parse_args([*base, *extra]))
 
 
 class StopAt(TrainerCallback):

@@ -4,11 +4,11 @@ the samples run one by one under eager attention, with the sample boundaries rea
 
 import pytest
 import torch
-from test_train_packing import per_sample_loss_and_grads
+from test_train_packing import mixed_rows, per_sample_loss_and_grads
 
 from towervision_hf import TowerVisionForConditionalGeneration, train
 from towervision_hf.checkpoint.tiny import build_tiny_processor, tiny_config
-from towervision_hf.training import TowerVisionCollator, varlen
+from towervision_hf.training import SKIPPED_KEY, TowerVisionCollator, varlen
 from towervision_hf.training.varlen import REFERENCE_FLASH_VARLEN
 
 
@@ -61,7 +61,20 @@ def test_flattened_packed_rows_give_the_loss_and_gradients_of_the_samples_one_by
     assert per_sample_loss_and_grads(model, [leaking])[0] != pytest.approx(expected_loss, rel=1e-4)
 
 
-def test_reference_varlen_refuses_a_padding_mask_or_a_batch_of_rows():
-    query = torch.zeros(2, 2, 4, 8)
-    with pytest.raises(ValueError, match="one flattened row"):
-        varlen.reference_varlen_attention_forward(torch.nn.Module(), query, query, query, None)
+def test_reference_varlen_on_padded_rows_is_eager_on_the_unpadded_tokens():
+    """The padded-batch branch (FlashAttention unpads each row into one sample): eager's outputs on the real tokens."""
+    processor = build_tiny_processor()
+    torch.manual_seed(0)
+    model = TowerVisionForConditionalGeneration._from_config(
+        tiny_config(processor.tokenizer), attn_implementation="eager", dtype=torch.float32
+    ).eval()
+    rows = [row for row in mixed_rows() if row["images"]][:3]
+    batch = TowerVisionCollator(processor)(rows)
+    inputs = {k: v for k, v in batch.items() if k not in ("labels", SKIPPED_KEY)}
+    assert not batch["attention_mask"].all()  # padded
+    with torch.no_grad():
+        expected = model(**inputs).logits
+        model.set_attn_implementation({"text_config": REFERENCE_FLASH_VARLEN})
+        logits = model(**inputs).logits
+    real = batch["attention_mask"].bool()
+    torch.testing.assert_close(logits[real], expected[real], rtol=1e-5, atol=1e-5)

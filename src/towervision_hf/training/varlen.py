@@ -40,20 +40,29 @@ def reference_varlen_attention_forward(
     cu_seq_lens_k: torch.Tensor | None = None,
     **kwargs,
 ) -> tuple[torch.Tensor, None]:
-    """Varlen attention of one flattened row: `(1, heads, seq, head_dim)` queries over `(1, kv_heads, seq, head_dim)`
-    keys/values, returned as `(1, seq, heads, head_dim)`."""
-    if attention_mask is not None or query.shape[0] != 1:
-        raise ValueError("the reference varlen attention runs one flattened row without a padding mask")
-    if cu_seq_lens_q is None:
-        (cu_seq_lens_q, cu_seq_lens_k), _ = prepare_fa_kwargs_from_position_ids(position_ids)
-    if not torch.equal(cu_seq_lens_q, cu_seq_lens_k):
-        raise ValueError("the reference varlen attention runs self-attention: cu_seq_lens_q must equal cu_seq_lens_k")
-    heads = query.shape[1]
+    """Varlen attention of `(batch, heads, seq, head_dim)` queries over `(batch, kv_heads, seq, head_dim)` keys and
+    values, returned as `(batch, seq, heads, head_dim)`.
+
+    As transformers feeds FlashAttention: with a padding mask (`(batch, seq)`, FlashAttention's mask), each row's
+    unpadded tokens are one sample and padded positions come out as zeros; without one, the rows are concatenated
+    and cut into samples at `cu_seq_lens_q` or wherever `position_ids` restart (a packed row holds several).
+    """
+    batch, heads, length, _ = query.shape
     scaling = query.shape[-1] ** -0.5 if scaling is None else scaling
-    # the kernel's layout: (1, heads, seq, head_dim) -> (total_tokens, heads, head_dim), keys/values per query head
-    query, key, value = (tensor[0].transpose(0, 1) for tensor in (query, key, value))
+    # the kernel's layout: (batch, heads, seq, head_dim) -> (batch * seq, heads, head_dim), keys/values per query head
+    query, key, value = (tensor.transpose(1, 2).flatten(0, 1) for tensor in (query, key, value))
     key = key.repeat_interleave(heads // key.shape[1], dim=1)
     value = value.repeat_interleave(heads // value.shape[1], dim=1)
+    if attention_mask is not None:
+        kept = attention_mask.bool().flatten().nonzero().squeeze(1)
+        cu_seq_lens_q = nn.functional.pad(attention_mask.bool().sum(dim=1).cumsum(0), (1, 0))
+        query, key, value = query[kept], key[kept], value[kept]
+    elif cu_seq_lens_q is None:
+        if position_ids is None:
+            position_ids = torch.arange(length, device=query.device).expand(batch, length)
+        (cu_seq_lens_q, cu_seq_lens_k), _ = prepare_fa_kwargs_from_position_ids(position_ids)
+    if cu_seq_lens_k is not None and not torch.equal(cu_seq_lens_q, cu_seq_lens_k):
+        raise ValueError("the reference varlen attention runs self-attention: cu_seq_lens_q must equal cu_seq_lens_k")
     outputs = []
     for start, end in zip(cu_seq_lens_q[:-1].tolist(), cu_seq_lens_q[1:].tolist()):
         scores = torch.einsum("qhd,khd->hqk", query[start:end], key[start:end]).float() * scaling
@@ -66,7 +75,10 @@ def reference_varlen_attention_forward(
         probs = scores.masked_fill(blocked, float("-inf")).softmax(dim=-1).to(value.dtype)
         probs = nn.functional.dropout(probs, p=dropout, training=module.training)
         outputs.append(torch.einsum("hqk,khd->qhd", probs, value[start:end]))
-    return torch.cat(outputs)[None], None
+    output = torch.cat(outputs)
+    if attention_mask is not None:  # back to the padded layout
+        output = output.new_zeros(batch * length, *output.shape[1:]).index_copy(0, kept, output)
+    return output.unflatten(0, (batch, length)), None
 
 
 AttentionInterface.register(REFERENCE_FLASH_VARLEN, reference_varlen_attention_forward)

@@ -3,13 +3,15 @@ weights (SigLIP2-so400m/14@384, Gemma2-2B, 256k vocabulary), offline, in about 5
 
     train       stage-2 training steps (vision tower, projector and LM trained; AdamW; activation checkpointing) in
                 bf16, padded batches vs the same samples packed into one row, under FlashAttention 2 (flattened
-                varlen row; only where `flash_attn` installs), SDPA and eager (packed: sample-wise eager): tokens/s
-                (real tokens) and peak memory
+                varlen row; only where `flash_attn` installs) and eager (packed: sample-wise eager), the SigLIP tower
+                under SDPA (transformers refuses SDPA for Gemma2, which softcaps its scores): tokens/s (real tokens)
+                and peak memory
     qlora       `towervision train --use_peft true --load_in_4bit true`, 2 steps: 4-bit LM layers asserted
     engines     `towervision train` on one GPU process under accelerate's FSDP2 (recipes/accelerate/fsdp2.yaml) and
                 DeepSpeed ZeRO-3 (recipes/accelerate/deepspeed_zero3.yaml, when deepspeed is installed), 2 steps each
     generate    greedy tokens/s of TowerVision vs transformers' LlavaOnevisionForConditionalGeneration with the same
-                weights on a 6-tile image prompt (and whether they generate the same tokens)
+                weights on a 6-tile image prompt (whether they generate the same tokens, and how far apart their
+                prefill logits are: random weights give near-ties that rounding can flip)
 
     PYTHONPATH=src python bench/gpu_check.py                          # H100: every part, JSON in --workdir
     PYTHONPATH=src python bench/gpu_check.py --device cpu --tiny      # CPU smoke run at the tiny geometry (float32;
@@ -120,7 +122,7 @@ def train_part(args, config, processor, dtype) -> dict:
         flash = REFERENCE_FLASH_VARLEN  # the pure-torch varlen reference: the flattened-row path, not its speed
     rows = [sample_rows(args.samples, config.tile_size, seed=step) for step in range(args.steps + 1)]
     results = {}
-    for attention in [name for name in (flash, "sdpa", "eager") if name]:
+    for attention in [name for name in (flash, "eager") if name]:
         for layout in ("padded", "packed"):
             text_attention = SAMPLE_EAGER if (attention, layout) == ("eager", "packed") else attention
             model.set_attn_implementation({"text_config": text_attention, "vision_config": "sdpa"})
@@ -218,7 +220,9 @@ def engines_part(args, folder: Path, workdir: Path, dtype) -> dict:
 
 
 def generate_part(args, folder: Path, processor, dtype) -> dict:
-    ours = TowerVisionForConditionalGeneration.from_pretrained(folder, dtype=dtype).to(args.device).eval()
+    # native llava classes do not scale image features (`scale_image_features`): compare like with like
+    ours = TowerVisionForConditionalGeneration.from_pretrained(folder, dtype=dtype, scale_image_features=False)
+    ours = ours.to(args.device).eval()
     native_config = native_config_from_towervision(ours.config, "llava_onevision")
     native = LlavaOnevisionForConditionalGeneration._from_config(native_config, dtype=dtype)
     native.load_state_dict(ours.state_dict())
@@ -228,6 +232,8 @@ def generate_part(args, folder: Path, processor, dtype) -> dict:
     image = sample_rows(1, ours.config.tile_size)[0]["images"][0]
     inputs = processor(images=image, text=prompt, return_tensors="pt").to(args.device)
     inputs["pixel_values"] = inputs["pixel_values"].to(dtype)
+    with torch.no_grad():
+        prefill = {name: model(**inputs).logits.float() for name, model in (("ours", ours), ("native", native))}
     results, outputs = {}, {}
     for round_index in range(3):  # round 0 warms up
         for name, model in (("towervision", ours), ("llava_onevision", native)):
@@ -241,6 +247,7 @@ def generate_part(args, folder: Path, processor, dtype) -> dict:
                 rate = args.new_tokens / (time.perf_counter() - start)
                 results[name] = max(results.get(name, 0.0), rate)
     result = {"tokens/s": results, "same tokens": torch.equal(outputs["towervision"], outputs["llava_onevision"]),
+              "prefill logits max abs difference": (prefill["ours"] - prefill["native"]).abs().max().item(),
               "prompt tokens": inputs["input_ids"].shape[1]}  # fmt: skip
     print(f"[generate] {json.dumps(result)}")
     return result

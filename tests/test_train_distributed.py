@@ -87,36 +87,55 @@ def tiny_checkpoint(tmp_path_factory):
     return folder
 
 
+def launch(config_file: str, checkpoint: Path, output_dir: Path, *extra: str) -> tuple[list, dict, dict]:
+    """The packed tiny recipe on 2 CPU processes for 2 steps (`accelerate launch` with `config_file`): the logged
+    losses and gradient norms, the final weights and `train_summary.json`."""
+    env = {**os.environ, "PYTHONPATH": str(Path(towervision_hf.__file__).parents[1]), "OMP_NUM_THREADS": "1"}
+    command = [
+        sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+        str(ROOT / "recipes/accelerate" / config_file), "--num_processes", "2", "--mixed_precision", "no",
+        "--main_process_ip", "127.0.0.1", "--main_process_port", str(free_port()), "-m", "towervision_hf.train",
+        str(ROOT / "recipes/tiny/stage2_vision.yaml"),
+        "--model_name_or_path", str(checkpoint), "--output_dir", str(output_dir), "--use_cpu", "true",
+        "--max_steps", "2", "--max_length", "512", "--per_device_train_batch_size", "2", "--logging_steps", "1",
+        "--save_strategy", "steps", "--save_steps", "2", "--report_to", "none", "--disable_tqdm", "true", *extra,
+    ]  # fmt: skip
+    # DeepSpeed compiles its CPU communication op on first use (about a minute and a half on 2 cores)
+    result = subprocess.run(command, check=False, env=env, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    history = json.loads((output_dir / "checkpoint-2" / "trainer_state.json").read_text())["log_history"]
+    assert all(entry["samples_per_row"] > 1 for entry in history if "loss" in entry)  # packed steps
+    logged = [value for entry in history if "loss" in entry for value in (entry["loss"], entry["grad_norm"])]
+    assert len(logged) == 2 * 2  # loss and gradient norm of two steps
+    summary = json.loads((output_dir / "train_summary.json").read_text())
+    return logged, load_file(output_dir / "model.safetensors"), summary
+
+
+@pytest.fixture(scope="module")
+def ddp_run(tiny_checkpoint, tmp_path_factory):
+    output_dir = tmp_path_factory.mktemp("ddp")
+    return (*launch("cpu_ddp.yaml", tiny_checkpoint, output_dir, "--save_only_model", "true"), output_dir)
+
+
+def assert_same_training(logged, weights, ddp_logged, ddp_weights):
+    assert logged == pytest.approx(ddp_logged, rel=1e-5)
+    assert weights.keys() == ddp_weights.keys()
+    for name, weight in weights.items():
+        torch.testing.assert_close(weight, ddp_weights[name], rtol=1e-5, atol=1e-5, msg=name)
+
+
 @pytest.mark.slow
-def test_packed_fsdp2_run_shards_and_matches_the_ddp_run(tmp_path, tiny_checkpoint):
+def test_packed_fsdp2_run_shards_and_matches_the_ddp_run(tmp_path, tiny_checkpoint, ddp_run):
     """`towervision train --fsdp2 true` launched on 2 CPU processes (gloo) with recipes/accelerate/cpu_ddp.yaml, on
     the packed tiny recipe: every parameter is a DTensor of which the main process holds half, in FSDP2 units per
     SigLIP encoder layer and Gemma2 decoder layer; the losses, gradient norms and final weights are the DDP run's
     (text-only batches get a masked blank image under FSDP2, so every rank runs the tower), and the final checkpoint
     ships the model's own code and loads."""
-    env = {**os.environ, "PYTHONPATH": str(Path(towervision_hf.__file__).parents[1]), "OMP_NUM_THREADS": "1"}
-    runs = {}
-    for name, extra in (("ddp", []), ("fsdp2", ["--fsdp2", "true"])):
-        output_dir = tmp_path / name
-        command = [
-            sys.executable, "-m", "accelerate.commands.launch", "--config_file",
-            str(ROOT / "recipes/accelerate/cpu_ddp.yaml"), "--num_processes", "2", "--mixed_precision", "no",
-            "--main_process_ip", "127.0.0.1", "--main_process_port", str(free_port()), "-m", "towervision_hf.train",
-            str(ROOT / "recipes/tiny/stage2_vision.yaml"),
-            "--model_name_or_path", str(tiny_checkpoint), "--output_dir", str(output_dir), "--use_cpu", "true",
-            "--max_steps", "2", "--max_length", "512", "--per_device_train_batch_size", "2", "--logging_steps", "1",
-            "--save_strategy", "steps", "--save_steps", "2", "--save_only_model", "true", "--report_to", "none",
-            "--disable_tqdm", "true", *extra,
-        ]  # fmt: skip
-        result = subprocess.run(command, check=False, env=env, capture_output=True, text=True, timeout=300)
-        assert result.returncode == 0, result.stderr[-3000:]
-        history = json.loads((output_dir / "checkpoint-2" / "trainer_state.json").read_text())["log_history"]
-        logged = [value for entry in history if "loss" in entry for value in (entry["loss"], entry["grad_norm"])]
-        assert all(entry["samples_per_row"] > 1 for entry in history if "loss" in entry)  # packed steps
-        summary = json.loads((output_dir / "train_summary.json").read_text())
-        runs[name] = logged, load_file(output_dir / "model.safetensors"), summary, output_dir
-
-    (ddp_logged, ddp_weights, ddp_summary, ddp_dir), (fsdp_logged, fsdp_weights, summary, fsdp_dir) = runs.values()
+    ddp_logged, ddp_weights, ddp_summary, ddp_dir = ddp_run
+    output_dir = tmp_path / "fsdp2"
+    logged, weights, summary = launch(
+        "cpu_ddp.yaml", tiny_checkpoint, output_dir, "--save_only_model", "true", "--fsdp2", "true"
+    )
     assert "fsdp2" not in ddp_summary
     sharding = summary["fsdp2"]
     assert sharding["processes"] == 2 and sharding["sharded_parameters"] == sharding["parameters"] == len(ddp_weights)
@@ -124,20 +143,31 @@ def test_packed_fsdp2_run_shards_and_matches_the_ddp_run(tmp_path, tiny_checkpoi
     assert sharding["units"] == {
         "TowerVisionForConditionalGeneration": 1, "SiglipEncoderLayer": 2, "Gemma2DecoderLayer": 2, "Gemma2RMSNorm": 1
     }  # fmt: skip
-    assert len(ddp_logged) == 2 * 2  # loss and gradient norm of two steps
-    assert fsdp_logged == pytest.approx(ddp_logged, rel=1e-5)
     # the gathered full state dict also holds the LM head, tied to (and equal to) the embeddings
-    assert fsdp_weights.keys() - ddp_weights.keys() == {"lm_head.weight"}
-    assert torch.equal(fsdp_weights.pop("lm_head.weight"), fsdp_weights["model.language_model.embed_tokens.weight"])
-    assert fsdp_weights.keys() == ddp_weights.keys()
-    for name, weight in fsdp_weights.items():
-        torch.testing.assert_close(weight, ddp_weights[name], rtol=1e-5, atol=1e-6, msg=name)
-    for folder in (fsdp_dir, fsdp_dir / "checkpoint-2"):
+    assert weights.keys() - ddp_weights.keys() == {"lm_head.weight"}
+    assert torch.equal(weights.pop("lm_head.weight"), weights["model.language_model.embed_tokens.weight"])
+    assert_same_training(logged, weights, ddp_logged, ddp_weights)
+    for folder in (output_dir, output_dir / "checkpoint-2"):
         assert (folder / "modeling_towervision.py").is_file() and not list(folder.glob("_fsdp*.py"))
         assert json.loads((folder / "config.json").read_text()) == json.loads((ddp_dir / "config.json").read_text())
-    model = AutoModelForImageTextToText.from_pretrained(fsdp_dir, trust_remote_code=True)
+    model = AutoModelForImageTextToText.from_pretrained(output_dir, trust_remote_code=True)
     assert type(model).__name__ == "TowerVisionForConditionalGeneration"
     torch.testing.assert_close(model.lm_head.weight, ddp_weights["model.language_model.embed_tokens.weight"])
+
+
+@pytest.mark.slow
+def test_packed_zero3_run_partitions_and_matches_the_ddp_run(tmp_path, tiny_checkpoint, ddp_run):
+    """recipes/accelerate/deepspeed_zero3.yaml on 2 CPU processes (DeepSpeed's CPU accelerator): every parameter is
+    partitioned (a `ds_id`, half of its elements on the main process), and the losses, gradient norms and final
+    weights, saved under the model's own tensor names, are the DDP run's."""
+    pytest.importorskip("deepspeed", reason="the deepspeed extra is not installed")
+    ddp_logged, ddp_weights, _, _ = ddp_run
+    logged, weights, summary = launch("deepspeed_zero3.yaml", tiny_checkpoint, tmp_path / "zero3")
+    partitioning = summary["zero3"]
+    assert partitioning["processes"] == 2
+    assert partitioning["partitioned_parameters"] == partitioning["parameters"] == len(ddp_weights)
+    assert partitioning["local_elements"] == pytest.approx(partitioning["elements"] / 2, rel=0.02)
+    assert_same_training(logged, weights, ddp_logged, ddp_weights)
 
 
 def test_fsdp2_refuses_what_it_cannot_shard(tiny_checkpoint, tmp_path):

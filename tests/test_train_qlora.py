@@ -36,7 +36,7 @@ def qlora_run(tmp_path_factory):
 
 @pytest.mark.slow
 def test_qlora_trains_4bit_language_layers_and_a_full_precision_tower(qlora_run):
-    base, output_dir, trainer = qlora_run
+    _, output_dir, trainer = qlora_run
     modules = dict(trainer.model.named_modules())
     quantized = [name for name, module in modules.items() if isinstance(module, bnb.nn.Linear4bit)]
     assert quantized and all(".language_model.layers." in name for name in quantized)
@@ -50,8 +50,12 @@ def test_qlora_trains_4bit_language_layers_and_a_full_precision_tower(qlora_run)
     # the 4-bit weights stay frozen; the LoRA adapters, vision tower and projector train
     trained = {name for name, param in trainer.model.named_parameters() if param.requires_grad}
     assert any("lora_A" in name and ".language_model." in name for name in trained)
-    assert any(".vision_tower." in name for name in trained) and any(".multi_modal_projector." in name for name in trained)
-    assert not any(isinstance(param, bnb.nn.Params4bit) for name, param in trainer.model.named_parameters() if name in trained)
+    assert any(".vision_tower." in name for name in trained) and any(
+        ".multi_modal_projector." in name for name in trained
+    )
+    assert not any(
+        isinstance(param, bnb.nn.Params4bit) for name, param in trainer.model.named_parameters() if name in trained
+    )
 
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
     assert len(losses) == 4 and losses[-1] < losses[0]

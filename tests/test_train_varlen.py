@@ -21,7 +21,9 @@ def test_flattened_packed_rows_give_the_loss_and_gradients_of_the_samples_one_by
     model.eval()
 
     # the recipe's data packed as `towervision train` packs it for a FlashAttention model: one flattened row
-    data_args, stage_args, training_args, _ = train.parse_args(["tiny/stage2_vision.yaml", "--output_dir", str(tmp_path)])
+    data_args, stage_args, training_args, _ = train.parse_args(
+        ["tiny/stage2_vision.yaml", "--output_dir", str(tmp_path)]
+    )
     model.set_attn_implementation({"text_config": REFERENCE_FLASH_VARLEN})
     packs, collator, _ = train.packed_data(
         train.load_train_dataset(data_args), processor, model, stage_args, training_args, sharded=False

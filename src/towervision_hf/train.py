@@ -44,6 +44,7 @@ from .training.fsdp import fsdp2_config, sharding_summary
 from .training.packing import Packer, SampleMeasure, TowerVisionPackedCollator, pack_dataset, pack_stream
 from .training.qlora import quantization_summary
 from .training.trainer import trainable_parameters
+from .training.zero3 import zero3_summary
 
 # LoRA goes on the language model's attention and MLP projections only: SigLIP has q/k/v_proj too.
 LM_LORA_TARGETS = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
@@ -236,7 +237,8 @@ def load_model_and_processor(model_args: ModelConfig, stage_args: StageArguments
         from accelerate import PartialState
 
         kwargs["quantization_config"] = quantization_config
-        kwargs["device_map"] = {"": PartialState().device}  # this process's GPU, or the CPU (bitsandbytes' CPU backend)
+        # this process's GPU, or the CPU (bitsandbytes' CPU backend)
+        kwargs["device_map"] = {"": PartialState().device}
     if stage_args.fsdp2:
         from accelerate import PartialState
 
@@ -510,6 +512,8 @@ def run(argv: list[str]) -> TowerVisionSFTTrainer:
             summary["packing"].update(trainer.packing_metrics())
         if sharding := sharding_summary(trainer.model):
             summary["fsdp2"] = sharding  # as seen from the main process
+        if zero3 := zero3_summary(trainer.model):
+            summary["zero3"] = zero3  # as seen from the main process
         if quantization := quantization_summary(trainer.model):
             summary["quantization"] = quantization
         if trainer.feature_cache is not None:

@@ -4,7 +4,8 @@ layer and per Gemma2 decoder layer (the wrapping of `recipes/accelerate/fsdp2.ya
 head, projector, image newline) in the root unit. Every parameter is a `DTensor` holding `1 / processes` of it on
 each rank; the Trainer leaves such a model unwrapped (no DDP) and its final `save_model` gathers a full checkpoint.
 
-    torchrun --nproc_per_node 8 -m towervision_hf.train recipes/towervision-9b/stage2_vision.yaml --fsdp2 true
+    accelerate launch --config_file recipes/accelerate/ddp.yaml -m towervision_hf.train \
+        recipes/towervision-9b/stage2_vision.yaml --fsdp2 true --save_only_model true
 
 Unlike accelerate's FSDP plugin (`recipes/accelerate/fsdp2.yaml`), which accelerate only enables on GPUs, this path
 also shards over gloo on CPU processes, where `tests/test_train_distributed.py` runs it.
@@ -47,7 +48,9 @@ def sharding_summary(model: torch.nn.Module) -> dict:
     if not sharded:
         return {}
     # `fully_shard` swaps a module's class for `FSDP<Class>(FSDPModule, Class)`
-    units = Counter(type(module).__bases__[-1].__name__ for module in model.modules() if isinstance(module, FSDPModule))
+    units = Counter(
+        type(module).__bases__[-1].__name__ for module in model.modules() if isinstance(module, FSDPModule)
+    )
     return {
         "processes": sharded[0].device_mesh.size(),
         "sharded_parameters": len(sharded),

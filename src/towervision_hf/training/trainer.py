@@ -13,6 +13,7 @@ from ..checkpoint.image_newline import restore_image_newline, save_image_newline
 from .collator import SKIP_COUNTERS
 from .fsdp import export_unsharded_code
 from .packing import PACKING_KEY
+from .zero3 import save_under_own_names
 
 # Optimizer groups: the projector group holds the image newline, the language group the LM (and its tied head).
 MODULE_GROUPS = ("language", "projector", "vision")
@@ -192,8 +193,10 @@ class TowerVisionSFTTrainer(SFTTrainer):
         return {"pack_efficiency": tokens / capacity, "samples_per_row": samples / rows}
 
     def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
-        super()._save(output_dir, state_dict=state_dict)
         model = self.accelerator.unwrap_model(self.model)
+        if self.is_deepspeed_enabled:
+            save_under_own_names(model)
+        super()._save(output_dir, state_dict=state_dict)
         output_dir = output_dir if output_dir is not None else self.args.output_dir
         if self.args.should_save:
             export_unsharded_code(model, output_dir)

@@ -128,14 +128,15 @@ def assert_same_training(logged, weights, ddp_logged, ddp_weights):
 def test_packed_fsdp2_run_shards_and_matches_the_ddp_run(tmp_path, tiny_checkpoint, ddp_run):
     """`towervision train --fsdp2 true` launched on 2 CPU processes (gloo) with recipes/accelerate/cpu_ddp.yaml, on
     the packed tiny recipe: every parameter is a DTensor of which the main process holds half, in FSDP2 units per
-    SigLIP encoder layer and Gemma2 decoder layer; the losses, gradient norms and final weights are the DDP run's
-    (text-only batches get a masked blank image under FSDP2, so every rank runs the tower), and the final checkpoint
-    ships the model's own code and loads."""
+    SigLIP encoder layer and Gemma2 decoder layer; the losses, gradient norms and final weights (with activation
+    checkpointing, as the 9B recipes) are the DDP run's (text-only batches get a masked blank image under FSDP2, so
+    every rank runs the tower), and the final checkpoint ships the model's own code and loads."""
     ddp_logged, ddp_weights, ddp_summary, ddp_dir = ddp_run
     output_dir = tmp_path / "fsdp2"
     logged, weights, summary = launch(
-        "cpu_ddp.yaml", tiny_checkpoint, output_dir, "--save_only_model", "true", "--fsdp2", "true"
-    )
+        "cpu_ddp.yaml", tiny_checkpoint, output_dir, "--save_only_model", "true", "--fsdp2", "true",
+        "--activation_checkpointing", "true",  # as the 9B recipes
+    )  # fmt: skip
     assert "fsdp2" not in ddp_summary
     sharding = summary["fsdp2"]
     assert sharding["processes"] == 2 and sharding["sharded_parameters"] == sharding["parameters"] == len(ddp_weights)
@@ -159,10 +160,12 @@ def test_packed_fsdp2_run_shards_and_matches_the_ddp_run(tmp_path, tiny_checkpoi
 def test_packed_zero3_run_partitions_and_matches_the_ddp_run(tmp_path, tiny_checkpoint, ddp_run):
     """recipes/accelerate/deepspeed_zero3.yaml on 2 CPU processes (DeepSpeed's CPU accelerator): every parameter is
     partitioned (a `ds_id`, half of its elements on the main process), and the losses, gradient norms and final
-    weights, saved under the model's own tensor names, are the DDP run's."""
+    weights (with activation checkpointing), saved under the model's own tensor names, are the DDP run's."""
     pytest.importorskip("deepspeed", reason="the deepspeed extra is not installed")
     ddp_logged, ddp_weights, _, _ = ddp_run
-    logged, weights, summary = launch("deepspeed_zero3.yaml", tiny_checkpoint, tmp_path / "zero3")
+    logged, weights, summary = launch(
+        "deepspeed_zero3.yaml", tiny_checkpoint, tmp_path / "zero3", "--activation_checkpointing", "true"
+    )
     partitioning = summary["zero3"]
     assert partitioning["processes"] == 2
     assert partitioning["partitioned_parameters"] == partitioning["parameters"] == len(ddp_weights)

@@ -3,8 +3,8 @@
 
     towervision train recipes/towervision-2b/stage1_projector.yaml
     towervision train recipes/towervision-2b/stage2_vision.yaml --model_name_or_path outputs/towervision-2b/stage1
-    accelerate launch --config_file recipes/accelerate/fsdp2.yaml -m towervision_hf.train \
-        recipes/towervision-9b/stage2_vision.yaml
+    accelerate launch --config_file recipes/accelerate/ddp.yaml -m towervision_hf.train \
+        recipes/towervision-9b/stage2_vision.yaml --fsdp2 true --save_only_model true
     towervision train recipes/towervision-2b/stage2_vision.yaml --use_peft true --lora_r 64 \
         --output_dir outputs/towervision-2b/stage2-lora
     towervision merge outputs/towervision-2b/stage2-lora outputs/towervision-2b/stage2-merged
@@ -194,7 +194,8 @@ def _parser() -> TrlParser:
 
 
 def qlora_quantization_config(model_args: ModelConfig):
-    """bitsandbytes 4-/8-bit config for `--load_in_4bit` / `--load_in_8bit` (QLoRA, CUDA only), or None.
+    """bitsandbytes 4-/8-bit config for `--load_in_4bit` / `--load_in_8bit` (QLoRA; CUDA, or slowly bitsandbytes'
+    CPU backend), or None.
 
     Only the language model's layers are quantized: the vision tower and the projector (trained in full) and the LM
     head (tied to the embeddings) stay in `dtype`.

@@ -1,8 +1,9 @@
 """FSDP2 for `towervision train --fsdp2 true`: the checkpoint is loaded sharded over all the launched processes by
 transformers (`from_pretrained(distributed_config=...)`, torch's `fully_shard`), one FSDP2 unit per SigLIP encoder
-layer and per Gemma2 decoder layer (the wrapping of `recipes/accelerate/fsdp2.yaml`), the rest (embeddings, tied LM
-head, projector, image newline) in the root unit. Every parameter is a `DTensor` holding `1 / processes` of it on
-each rank; the Trainer leaves such a model unwrapped (no DDP) and its final `save_model` gathers a full checkpoint.
+layer and per Gemma2 decoder layer (the wrapping of `recipes/accelerate/fsdp2.yaml`), the final norm in a unit of
+its own, the rest (embeddings, tied LM head, projector, image newline) in the root unit. Every parameter is a
+`DTensor` holding `1 / processes` of it on each rank; the Trainer leaves such a model unwrapped (no DDP) and its
+final `save_model` gathers a full checkpoint.
 
     accelerate launch --config_file recipes/accelerate/ddp.yaml -m towervision_hf.train \
         recipes/towervision-9b/stage2_vision.yaml --fsdp2 true --save_only_model true

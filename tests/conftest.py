@@ -316,3 +316,58 @@ def tiny_tower(tmp_path_factory, tiny_tokenizer):
     tokenizer.chat_template = GEMMA_CHAT_TEMPLATE
     tokenizer.save_pretrained(path)
     return str(path)
+
+
+# ---- packed rows: the collator's mix and the per-sample reference loss ---------------------------------------
+
+
+def jpeg_entry(height, width, orientation=1):
+    """A schema image entry: JPEG bytes of a noise image with an EXIF orientation."""
+    import io
+
+    from PIL import Image
+
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    buffer = io.BytesIO()
+    image(height, width, 7).save(buffer, format="JPEG", exif=exif)
+    return {"bytes": buffer.getvalue(), "path": None, "url": None}
+
+
+def mixed_rows():
+    """The collator's mix plus a rotated JPEG given as schema bytes and a second tiled image."""
+    extra = [
+        {
+            "id": "rotated",
+            "images": [jpeg_entry(60, 150, orientation=6)],  # stored 150 wide, shown 60 wide
+            "videos": [],
+            "messages": [turn("user", IMAGE, "Wie viele?"), turn("assistant", "Drei.")],
+        },
+        {
+            "id": "tall",
+            "images": [image(230, 80, 8)],
+            "videos": [],
+            "messages": [turn("user", IMAGE, "Describe."), turn("assistant", "A tall picture of noise.")],
+        },
+    ]
+    return rows() + extra
+
+
+def per_sample_loss_and_grads(model, batches):
+    """Summed next-token cross-entropy over the labelled positions and the gradients of that sum."""
+    import torch
+
+    from towervision_hf.training import SKIPPED_KEY
+    from towervision_hf.training.packing import PACKING_KEY
+
+    model.zero_grad()
+    total = 0
+    for batch in batches:
+        inputs = {k: v for k, v in batch.items() if k not in ("labels", SKIPPED_KEY, PACKING_KEY)}
+        logits = model(**inputs).logits[:, :-1]
+        loss = torch.nn.functional.cross_entropy(
+            logits.flatten(0, 1), batch["labels"][:, 1:].flatten(), ignore_index=-100, reduction="sum"
+        )
+        loss.backward()
+        total += loss.item()
+    return total, {name: param.grad.clone() for name, param in model.named_parameters() if param.grad is not None}

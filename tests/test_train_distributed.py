@@ -1,6 +1,6 @@
 """Scale-out and resumption on CPU: the tiny recipe with 2 processes (gloo) through `accelerate launch`, under DDP and
-under FSDP2 (the same losses and weights), and a run stopped at a checkpoint and resumed ending with the same weights
-as an uninterrupted one."""
+under FSDP2 (`--fsdp2 true`: sharded parameters, asserted; the same losses and weights as DDP), and a run stopped at a
+checkpoint and resumed ending with the same weights as an uninterrupted one."""
 
 import json
 import math
@@ -13,10 +13,11 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-from transformers import TrainerCallback
+from transformers import AutoModelForImageTextToText, TrainerCallback
 
 import towervision_hf
 from towervision_hf import train
+from towervision_hf.checkpoint.compose import build_tiny
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -76,35 +77,115 @@ def test_two_cpu_processes_write_one_consistent_checkpoint(tmp_path):
     assert result.stdout.count("saved to") == 1  # written once, by the main process
 
 
-@pytest.mark.slow
-def test_packed_fsdp2_run_matches_the_ddp_run(tmp_path):
-    """recipes/accelerate/fsdp2.yaml (2 CPU processes, fp32) on the packed tiny recipe: the losses, gradient norms
-    and final weights of the DDP run, blank-image rows (every FSDP rank runs the tower) included."""
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory):
+    """The tiny model as a checkpoint folder: FSDP2 and QLoRA load the model, the in-memory `tiny` is refused."""
+    folder = tmp_path_factory.mktemp("tiny")
+    model, processor = build_tiny(seed=0)
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return folder
+
+
+def launch(config_file: str, checkpoint: Path, output_dir: Path, *extra: str) -> tuple[list, dict, dict]:
+    """The packed tiny recipe on 2 CPU processes for 2 steps (`accelerate launch` with `config_file`): the logged
+    losses and gradient norms, the final weights and `train_summary.json`."""
     env = {**os.environ, "PYTHONPATH": str(Path(towervision_hf.__file__).parents[1]), "OMP_NUM_THREADS": "1"}
-    runs = {}
-    for config in ("cpu_ddp", "fsdp2"):
-        output_dir = tmp_path / config
-        command = [
-            sys.executable, "-m", "accelerate.commands.launch", "--config_file",
-            str(ROOT / f"recipes/accelerate/{config}.yaml"), "--num_processes", "2", "--mixed_precision", "no",
-            "--main_process_ip", "127.0.0.1", "--main_process_port", str(free_port()), "-m", "towervision_hf.train",
-            str(ROOT / "recipes/tiny/stage2_vision.yaml"),
-            "--model_name_or_path", "tiny", "--output_dir", str(output_dir), "--use_cpu", "true", "--max_steps", "2",
-            "--max_length", "512", "--per_device_train_batch_size", "2", "--logging_steps", "1", "--save_strategy",
-            "steps", "--save_steps", "2", "--report_to", "none", "--disable_tqdm", "true",
-        ]  # fmt: skip
-        result = subprocess.run(command, check=False, env=env, capture_output=True, text=True, timeout=300)
-        assert result.returncode == 0, result.stderr[-3000:]
-        history = json.loads((output_dir / "checkpoint-2" / "trainer_state.json").read_text())["log_history"]
-        logged = [value for entry in history if "loss" in entry for value in (entry["loss"], entry["grad_norm"])]
-        assert all(entry["samples_per_row"] > 1 for entry in history if "loss" in entry)  # packed steps
-        runs[config] = logged, load_file(output_dir / "model.safetensors")
-    (ddp_logged, ddp_weights), (fsdp_logged, fsdp_weights) = runs["cpu_ddp"], runs["fsdp2"]
-    assert len(ddp_logged) == 2 * 2  # loss and gradient norm of two steps
-    assert fsdp_logged == pytest.approx(ddp_logged, rel=1e-5)
-    assert fsdp_weights.keys() == ddp_weights.keys()
-    for name, weight in fsdp_weights.items():
-        torch.testing.assert_close(weight, ddp_weights[name], rtol=1e-5, atol=1e-6, msg=name)
+    command = [
+        sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+        str(ROOT / "recipes/accelerate" / config_file), "--num_processes", "2", "--mixed_precision", "no",
+        "--main_process_ip", "127.0.0.1", "--main_process_port", str(free_port()), "-m", "towervision_hf.train",
+        str(ROOT / "recipes/tiny/stage2_vision.yaml"),
+        "--model_name_or_path", str(checkpoint), "--output_dir", str(output_dir), "--use_cpu", "true",
+        "--max_steps", "2", "--max_length", "512", "--per_device_train_batch_size", "2", "--logging_steps", "1",
+        "--save_strategy", "steps", "--save_steps", "2", "--report_to", "none", "--disable_tqdm", "true", *extra,
+    ]  # fmt: skip
+    # DeepSpeed compiles its CPU communication op on first use (about a minute and a half on 2 cores)
+    result = subprocess.run(command, check=False, env=env, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    history = json.loads((output_dir / "checkpoint-2" / "trainer_state.json").read_text())["log_history"]
+    assert all(entry["samples_per_row"] > 1 for entry in history if "loss" in entry)  # packed steps
+    logged = [value for entry in history if "loss" in entry for value in (entry["loss"], entry["grad_norm"])]
+    assert len(logged) == 2 * 2  # loss and gradient norm of two steps
+    summary = json.loads((output_dir / "train_summary.json").read_text())
+    return logged, load_file(output_dir / "model.safetensors"), summary
+
+
+@pytest.fixture(scope="module")
+def ddp_run(tiny_checkpoint, tmp_path_factory):
+    output_dir = tmp_path_factory.mktemp("ddp")
+    return (*launch("cpu_ddp.yaml", tiny_checkpoint, output_dir, "--save_only_model", "true"), output_dir)
+
+
+def assert_same_training(logged, weights, ddp_logged, ddp_weights):
+    assert logged == pytest.approx(ddp_logged, rel=1e-5)
+    assert weights.keys() == ddp_weights.keys()
+    for name, weight in weights.items():
+        torch.testing.assert_close(weight, ddp_weights[name], rtol=1e-5, atol=1e-5, msg=name)
+
+
+@pytest.mark.slow
+def test_packed_fsdp2_run_shards_and_matches_the_ddp_run(tmp_path, tiny_checkpoint, ddp_run):
+    """`towervision train --fsdp2 true` launched on 2 CPU processes (gloo) with recipes/accelerate/cpu_ddp.yaml, on
+    the packed tiny recipe: every parameter is a DTensor of which the main process holds half, in FSDP2 units per
+    SigLIP encoder layer and Gemma2 decoder layer; the losses, gradient norms and final weights (with activation
+    checkpointing, as the 9B recipes) are the DDP run's (text-only batches get a masked blank image under FSDP2, so
+    every rank runs the tower), and the final checkpoint ships the model's own code and loads."""
+    ddp_logged, ddp_weights, ddp_summary, ddp_dir = ddp_run
+    output_dir = tmp_path / "fsdp2"
+    logged, weights, summary = launch(
+        "cpu_ddp.yaml", tiny_checkpoint, output_dir, "--save_only_model", "true", "--fsdp2", "true",
+        "--activation_checkpointing", "true",  # as the 9B recipes
+    )  # fmt: skip
+    assert "fsdp2" not in ddp_summary
+    sharding = summary["fsdp2"]
+    assert sharding["processes"] == 2 and sharding["sharded_parameters"] == sharding["parameters"] == len(ddp_weights)
+    assert sharding["local_elements"] == pytest.approx(sharding["elements"] / 2, rel=0.02)
+    assert sharding["units"] == {
+        "TowerVisionForConditionalGeneration": 1, "SiglipEncoderLayer": 2, "Gemma2DecoderLayer": 2, "Gemma2RMSNorm": 1,
+        "Gemma2TextScaledWordEmbedding": 1,  # a unit of its own under the model's `_fsdp_plan` (Gemma2's)
+    }  # fmt: skip
+    # the gathered full state dict also holds the LM head, tied to (and equal to) the embeddings
+    assert weights.keys() - ddp_weights.keys() == {"lm_head.weight"}
+    assert torch.equal(weights.pop("lm_head.weight"), weights["model.language_model.embed_tokens.weight"])
+    assert_same_training(logged, weights, ddp_logged, ddp_weights)
+    for folder in (output_dir, output_dir / "checkpoint-2"):
+        assert (folder / "modeling_towervision.py").is_file() and not list(folder.glob("_fsdp*.py"))
+        assert json.loads((folder / "config.json").read_text()) == json.loads((ddp_dir / "config.json").read_text())
+    model = AutoModelForImageTextToText.from_pretrained(output_dir, trust_remote_code=True)
+    assert type(model).__name__ == "TowerVisionForConditionalGeneration"
+    torch.testing.assert_close(model.lm_head.weight, ddp_weights["model.language_model.embed_tokens.weight"])
+
+
+@pytest.mark.slow
+def test_packed_zero3_run_partitions_and_matches_the_ddp_run(tmp_path, tiny_checkpoint, ddp_run):
+    """recipes/accelerate/deepspeed_zero3.yaml on 2 CPU processes (DeepSpeed's CPU accelerator): every parameter is
+    partitioned (a `ds_id`, half of its elements on the main process), and the losses, gradient norms and final
+    weights (with activation checkpointing), saved under the model's own tensor names, are the DDP run's."""
+    pytest.importorskip("deepspeed", reason="the deepspeed extra is not installed")
+    ddp_logged, ddp_weights, _, _ = ddp_run
+    logged, weights, summary = launch(
+        "deepspeed_zero3.yaml", tiny_checkpoint, tmp_path / "zero3", "--activation_checkpointing", "true"
+    )
+    partitioning = summary["zero3"]
+    assert partitioning["processes"] == 2
+    assert partitioning["partitioned_parameters"] == partitioning["parameters"] == len(ddp_weights)
+    assert partitioning["local_elements"] == pytest.approx(partitioning["elements"] / 2, rel=0.02)
+    assert_same_training(logged, weights, ddp_logged, ddp_weights)
+
+
+def test_fsdp2_refuses_what_it_cannot_shard(tiny_checkpoint, tmp_path):
+    """One process (nothing to shard over), the in-memory tiny model, LoRA, trained-tensors-only saves."""
+    base = ["tiny/stage2_vision.yaml", "--output_dir", str(tmp_path), "--fsdp2", "true"]
+    cases = {
+        "launch 2 or more": ["--model_name_or_path", str(tiny_checkpoint)],
+        "need a checkpoint folder": ["--model_name_or_path", "tiny"],
+        "fsdp2 with use_peft": ["--model_name_or_path", str(tiny_checkpoint), "--use_peft", "true"],
+        "save_trained_only reads": ["--model_name_or_path", str(tiny_checkpoint), "--save_trained_only", "true"],
+    }
+    for message, extra in cases.items():
+        with pytest.raises(ValueError, match=message):
+            train.build_trainer(*train.parse_args([*base, *extra]))
 
 
 class StopAt(TrainerCallback):

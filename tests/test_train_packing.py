@@ -3,14 +3,12 @@ gradients equal the samples run one by one (transformers' eager and our sample-w
 than the row), sample-wise eager equal to eager wherever a mask is given, and the recipe switch in training."""
 
 import copy
-import io
 import json
 
 import numpy as np
 import pytest
 import torch
-from conftest import IMAGE, image, rows, turn, untrainable_rows
-from PIL import Image
+from conftest import IMAGE, jpeg_entry, mixed_rows, per_sample_loss_and_grads, rows, turn, untrainable_rows
 
 from towervision_hf import TowerVisionForConditionalGeneration, train
 from towervision_hf.checkpoint.tiny import build_tiny_processor, tiny_config
@@ -32,33 +30,6 @@ from towervision_hf.training.packing import (
 @pytest.fixture(scope="module")
 def processor():
     return build_tiny_processor()
-
-
-def jpeg_entry(height, width, orientation=1):
-    exif = Image.Exif()
-    exif[0x0112] = orientation
-    buffer = io.BytesIO()
-    image(height, width, 7).save(buffer, format="JPEG", exif=exif)
-    return {"bytes": buffer.getvalue(), "path": None, "url": None}
-
-
-def mixed_rows():
-    """The collator's mix plus a rotated JPEG given as schema bytes and a second tiled image."""
-    extra = [
-        {
-            "id": "rotated",
-            "images": [jpeg_entry(60, 150, orientation=6)],  # stored 150 wide, shown 60 wide
-            "videos": [],
-            "messages": [turn("user", IMAGE, "Wie viele?"), turn("assistant", "Drei.")],
-        },
-        {
-            "id": "tall",
-            "images": [image(230, 80, 8)],
-            "videos": [],
-            "messages": [turn("user", IMAGE, "Describe."), turn("assistant", "A tall picture of noise.")],
-        },
-    ]
-    return rows() + extra
 
 
 @pytest.mark.parametrize("image_aspect_ratio", ["anyres", "square"])
@@ -181,21 +152,6 @@ def test_packed_untrainable_samples_raise_or_leave_their_pack_counted(processor)
     empty = TowerVisionPackedCollator(processor, max_length=4096, untrainable="skip")([packs[1]])
     assert int(empty[SKIPPED_UNTRAINABLE_KEY]) == 3 and empty["input_ids"].shape == (1, 1)
     assert (empty["labels"] == -100).all() and empty[PACKING_KEY].tolist() == [0, 0, 0, 0]
-
-
-def per_sample_loss_and_grads(model, batches):
-    """Summed next-token cross-entropy over the labelled positions and the gradients of that sum."""
-    model.zero_grad()
-    total = 0
-    for batch in batches:
-        inputs = {k: v for k, v in batch.items() if k not in ("labels", SKIPPED_KEY, PACKING_KEY)}
-        logits = model(**inputs).logits[:, :-1]
-        loss = torch.nn.functional.cross_entropy(
-            logits.flatten(0, 1), batch["labels"][:, 1:].flatten(), ignore_index=-100, reduction="sum"
-        )
-        loss.backward()
-        total += loss.item()
-    return total, {name: param.grad.clone() for name, param in model.named_parameters() if param.grad is not None}
 
 
 @pytest.mark.parametrize("attention", ["eager", SAMPLE_EAGER])

@@ -288,7 +288,7 @@ def test_qlora_quantizes_only_the_language_model():
     assert (
         config.load_in_4bit and config.bnb_4bit_quant_type == "nf4" and config.bnb_4bit_compute_dtype == torch.bfloat16
     )
-    assert config.llm_int8_skip_modules == ["vision_tower", "multi_modal_projector", "lm_head"]
+    assert config.llm_int8_skip_modules == ["model.vision_tower", "model.multi_modal_projector", "lm_head"]
     *_, plain_args = train.parse_args(["tiny/stage2_vision.yaml"])
     assert qlora_quantization_config(plain_args) is None
 

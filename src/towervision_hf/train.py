@@ -3,8 +3,8 @@
 
     towervision train recipes/towervision-2b/stage1_projector.yaml
     towervision train recipes/towervision-2b/stage2_vision.yaml --model_name_or_path outputs/towervision-2b/stage1
-    accelerate launch --config_file recipes/accelerate/fsdp2.yaml -m towervision_hf.train \
-        recipes/towervision-9b/stage2_vision.yaml
+    accelerate launch --config_file recipes/accelerate/ddp.yaml -m towervision_hf.train \
+        recipes/towervision-9b/stage2_vision.yaml --fsdp2 true --save_only_model true
     towervision train recipes/towervision-2b/stage2_vision.yaml --use_peft true --lora_r 64 \
         --output_dir outputs/towervision-2b/stage2-lora
     towervision merge outputs/towervision-2b/stage2-lora outputs/towervision-2b/stage2-merged
@@ -39,9 +39,12 @@ from .training import TowerVisionCollator, TowerVisionSFTConfig, TowerVisionSFTT
 from .training.arguments import DataArguments
 from .training.attention import SAMPLE_EAGER
 from .training.checks import require_trainable_sample
+from .training.fsdp import sharding_summary
 from .training.model_loading import base_reference, load_model_and_processor
 from .training.packing import Packer, SampleMeasure, TowerVisionPackedCollator, pack_dataset, pack_stream
+from .training.qlora import quantization_summary
 from .training.trainer import trainable_parameters
+from .training.zero3 import zero3_summary
 
 
 def resolve_recipe(recipe: str) -> str:
@@ -146,6 +149,8 @@ def build_trainer(
 ) -> TowerVisionSFTTrainer:
     """Model, processor, data and collator for one stage, wired into a [`TowerVisionSFTTrainer`]."""
     check_save_trained_only(model_args, training_args)
+    if training_args.fsdp2 and model_args.use_peft:
+        raise ValueError("fsdp2 with use_peft (LoRA / QLoRA) is untested: train adapters under DDP (ddp.yaml)")
     check_output(training_args.output_dir, [model_args.model_name_or_path])  # the save would overwrite its base
     model, processor = load_model_and_processor(model_args, training_args)
     dataset, stream_rows = load_train_dataset(data_args, seed=training_args.seed)
@@ -214,6 +219,12 @@ def save(trainer: TowerVisionSFTTrainer, model_args: ModelConfig) -> None:
         samples, rows, tokens, capacity = trainer.packing_totals.tolist()
         summary["packing"] = {"samples": samples, "rows": rows, "tokens": tokens, "row_capacity": capacity}
         summary["packing"].update(trainer.packing_metrics())
+    if sharding := sharding_summary(trainer.model):
+        summary["fsdp2"] = sharding  # as seen from the main process
+    if zero3 := zero3_summary(trainer.model):
+        summary["zero3"] = zero3  # as seen from the main process
+    if quantization := quantization_summary(trainer.model):
+        summary["quantization"] = quantization
     if trainer.feature_cache is not None:
         cache = trainer.feature_cache
         summary["vision_feature_cache"] = {"folder": str(cache.folder), "hits": cache.hits, "misses": cache.misses}

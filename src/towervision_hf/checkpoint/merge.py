@@ -32,6 +32,8 @@ def merge_adapter(args: argparse.Namespace) -> int:
     # the stage's config (saved beside the adapter) carries its image grid and frame count
     config_dir = args.adapter_dir if (Path(args.adapter_dir) / "config.json").is_file() else base
     config = AutoConfig.from_pretrained(config_dir, trust_remote_code=True)
+    # a QLoRA adapter trained over the 4-bit base: it merges into the base's full-precision weights
+    config.__dict__.pop("quantization_config", None)
     model = AutoModelForImageTextToText.from_pretrained(
         base, config=config, dtype=torch_dtype(args.dtype), trust_remote_code=True
     )

@@ -102,6 +102,14 @@ class StageArguments:
             "vision-tower memory; a sample over it gets a row of its own. Unset = no cap."
         },
     )
+    fsdp2: bool = field(
+        default=False,
+        metadata={
+            "help": "Load the model sharded with FSDP2 over all the launched processes (transformers' "
+            "DistributedConfig: one unit per SigLIP encoder layer and Gemma2 decoder layer; training.fsdp). Launch "
+            "with torchrun or accelerate launch; needs a checkpoint folder and save_only_model (no exact resume)."
+        },
+    )
     model_code: str = field(
         default="package",
         metadata={

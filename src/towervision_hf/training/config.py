@@ -62,7 +62,8 @@ class TowerVisionSFTConfig(SFTConfig, StageArguments):
 
     @property
     def sharded(self) -> bool:
-        """Whether parameters are sharded across ranks (FSDP, DeepSpeed ZeRO-3): every rank must run every module."""
+        """Whether parameters are sharded across ranks (FSDP, `fsdp2`, DeepSpeed ZeRO-3): every rank must run every
+        module."""
         fsdp = bool(self.fsdp) or os.environ.get("ACCELERATE_USE_FSDP", "false").lower() in ("1", "true")
         plugin = self.deepspeed_plugin
-        return fsdp or (plugin is not None and plugin.zero_stage == 3)
+        return self.fsdp2 or fsdp or (plugin is not None and plugin.zero_stage == 3)

@@ -16,12 +16,13 @@ from ..checkpoint.trained_modules import require_full_model
 from ..checkpoint.weights import torch_dtype
 from ..model.tiling_towervision import default_grid_pinpoints
 from .config import TowerVisionSFTConfig
+from .fsdp import fsdp2_config
 from .trainer import apply_module_learning_rates
 
 # LoRA goes on the language model's attention and MLP projections only: SigLIP has q/k/v_proj too.
 LM_LORA_TARGETS = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
 # Kept in full precision under QLoRA: trained in full (vision tower, projector) or tied to the embeddings (LM head).
-QLORA_SKIP_MODULES = ["vision_tower", "multi_modal_projector", "lm_head"]
+QLORA_SKIP_MODULES = ["model.vision_tower", "model.multi_modal_projector", "lm_head"]
 
 
 def base_reference(model_args: ModelConfig, seed: int) -> dict:
@@ -62,7 +63,10 @@ def load_pretrained(model_args: ModelConfig, training_args: TowerVisionSFTConfig
     quantization_config = qlora_quantization_config(model_args)
     if quantization_config is not None:
         kwargs["quantization_config"] = quantization_config
-        kwargs["device_map"] = {"": PartialState().local_process_index}
+        # this process's GPU, or the CPU (bitsandbytes' CPU backend)
+        kwargs["device_map"] = {"": PartialState().device}
+    if training_args.fsdp2:
+        kwargs["distributed_config"] = fsdp2_config(PartialState().num_processes)
     if training_args.model_code == "checkpoint":
         if not training_args.trust_remote_code:
             raise ValueError("model_code: checkpoint runs the checkpoint's own code; pass --trust_remote_code true")
@@ -136,6 +140,11 @@ def load_model_and_processor(model_args: ModelConfig, training_args: TowerVision
     no gradient would ever reach it.
     """
     base = base_reference(model_args, training_args.seed)
+    if "seed" in base and (training_args.fsdp2 or model_args.load_in_4bit or model_args.load_in_8bit):
+        raise ValueError(
+            "the tiny model is built in memory, not loaded: fsdp2 and load_in_4bit/8bit need a checkpoint folder "
+            "(`towervision init --tiny DIR`)"
+        )
     if "seed" in base:  # the tiny model, built from its seed
         model, processor = build_tiny(seed=base["seed"])
     else:

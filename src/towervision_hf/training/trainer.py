@@ -13,7 +13,9 @@ from ..checkpoint.image_newline import restore_image_newline, save_image_newline
 from .collator import SKIP_COUNTERS
 from .config import TowerVisionSFTConfig
 from .feature_cache import VisionFeatureCache
+from .fsdp import export_unsharded_code
 from .packing import PACKING_KEY
+from .zero3 import save_under_own_names
 
 # Optimizer groups: the projector group holds the image newline, the language group the LM (and its tied head).
 MODULE_GROUPS = ("language", "projector", "vision")
@@ -31,9 +33,10 @@ def module_group(parameter_name: str) -> str:
 
 
 def apply_module_learning_rates(model: torch.nn.Module, learning_rates: dict[str, float | None]) -> None:
-    """Freeze every parameter whose group has learning rate 0 and unfreeze the others."""
+    """Freeze every parameter whose group has learning rate 0 and unfreeze the others (quantized weights, which
+    cannot train, stay frozen)."""
     for name, param in model.named_parameters():
-        param.requires_grad_(learning_rates.get(module_group(name)) != 0)
+        param.requires_grad_(learning_rates.get(module_group(name)) != 0 and param.is_floating_point())
 
 
 def trainable_parameters(model: torch.nn.Module) -> dict[str, int]:
@@ -194,12 +197,16 @@ class TowerVisionSFTTrainer(SFTTrainer):
         return {"pack_efficiency": tokens / capacity, "samples_per_row": samples / rows}
 
     def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
-        super()._save(output_dir, state_dict=state_dict)
         model = self.accelerator.unwrap_model(self.model)
+        if self.is_deepspeed_enabled:
+            save_under_own_names(model)
+        super()._save(output_dir, state_dict=state_dict)
+        output_dir = output_dir if output_dir is not None else self.args.output_dir
+        if self.args.should_save:
+            export_unsharded_code(model, output_dir)
         if not (self.args.should_save and hasattr(model, "peft_config")):
             return
         # A LoRA run saves an adapter: the stage's config (image grid, frames) and the trained newline go beside it.
-        output_dir = output_dir if output_dir is not None else self.args.output_dir
         model.get_base_model().config.save_pretrained(output_dir)
         save_image_newline(model, output_dir, state_dict)
 

@@ -12,6 +12,7 @@ import time
 
 from towervision_cli import COMMANDS
 
+
 RUN_COMMAND = "import sys, towervision_cli; sys.exit(towervision_cli.main())"
 
 

@@ -35,10 +35,11 @@ from pathlib import Path
 
 from chat_server import ChatServer, question_rows
 
+from towervision_hf.data.cli import DEFAULT_CONCURRENCY
 from towervision_hf.data.cli import main as data_main
 from towervision_hf.data.jsonl import write_jsonl
 from towervision_hf.data.schema import image_block, make_sample, media, message
-from towervision_hf.data.cli import DEFAULT_CONCURRENCY
+
 
 CLI = "import sys, towervision_cli; sys.exit(towervision_cli.main())"
 SENTENCES = (
@@ -68,14 +69,28 @@ def part_synth(args, work: Path) -> dict:
     for concurrency in (1, DEFAULT_CONCURRENCY):  # a fresh server each: the same requests get the same faults
         with ChatServer(latency=args.latency, faults={"throttle": 0.03, "error": 0.03}, retry_after=0.2) as server:
             out = work / f"synth-c{concurrency}"
-            wall = run(["synth", "--source", work / "questions", "--endpoint", server.endpoint, "--model", "m",
-                        "--concurrency", concurrency, "--out", out])
+            wall = run(
+                [
+                    "synth",
+                    "--source",
+                    work / "questions",
+                    "--endpoint",
+                    server.endpoint,
+                    "--model",
+                    "m",
+                    "--concurrency",
+                    concurrency,
+                    "--out",
+                    out,
+                ]
+            )
         requests = json.loads((out / "report.json").read_text())["total"]
         result[f"concurrency {concurrency}: requests/s"] = round(requests / wall, 2)
         result[f"concurrency {concurrency}: server statuses"] = {str(code): n for code, n in server.statuses.items()}
     result["requests"] = requests
-    result["speed-up"] = round(result[f"concurrency {DEFAULT_CONCURRENCY}: requests/s"]
-                               / result["concurrency 1: requests/s"], 1)
+    result["speed-up"] = round(
+        result[f"concurrency {DEFAULT_CONCURRENCY}: requests/s"] / result["concurrency 1: requests/s"], 1
+    )
     result["same answers"] = output(work / "synth-c1") == output(work / f"synth-c{DEFAULT_CONCURRENCY}")
     return result
 
@@ -84,22 +99,51 @@ def part_faults(args, work: Path) -> dict:
     write_jsonl(question_rows(args.questions), work / "questions")
     faults = {"throttle": 0.15, "error": 0.15, "drop": 0.10, "broken": 0.03, "cut": 0.03}
     with ChatServer(latency=0.05) as server:
-        run(["synth", "--source", work / "questions", "--endpoint", server.endpoint, "--model", "m",
-             "--out", work / "clean"])
+        run(
+            [
+                "synth",
+                "--source",
+                work / "questions",
+                "--endpoint",
+                server.endpoint,
+                "--model",
+                "m",
+                "--out",
+                work / "clean",
+            ]
+        )
     with ChatServer(latency=0.05, faults=faults, retry_after=0.1) as server:
-        run(["synth", "--source", work / "questions", "--endpoint", server.endpoint, "--model", "m",
-             "--out", work / "faulty"])
+        run(
+            [
+                "synth",
+                "--source",
+                work / "questions",
+                "--endpoint",
+                server.endpoint,
+                "--model",
+                "m",
+                "--out",
+                work / "faulty",
+            ]
+        )
         lost = {key for key in server.attempts if server.fault(key) in ("broken", "cut")}
         requests, statuses = len(server.attempts), server.statuses
     report = json.loads((work / "faulty" / "report.json").read_text())["sources"]["synthetic"]
     clean = [json.loads(line) for line in (work / "clean" / "data.jsonl").read_text().splitlines()]
     faulty = [json.loads(line) for line in (work / "faulty" / "data.jsonl").read_text().splitlines()]
-    expected = [row for row in clean
-                if f"{row['synthesis']['prompt']}\n{row['messages'][1]['content'][-1]['text']}" not in lost]
-    return {"requests": requests, "server statuses": {str(status): n for status, n in statuses.items()},
-            "answered": report["kept"], "counted failed / cut": report["skipped"],
-            "every request answered or counted": report["kept"] + sum(report["skipped"].values()) == requests,
-            "answered rows == fault-free rows minus failed and cut": faulty == expected}
+    expected = [
+        row
+        for row in clean
+        if f"{row['synthesis']['prompt']}\n{row['messages'][1]['content'][-1]['text']}" not in lost
+    ]
+    return {
+        "requests": requests,
+        "server statuses": {str(status): n for status, n in statuses.items()},
+        "answered": report["kept"],
+        "counted failed / cut": report["skipped"],
+        "every request answered or counted": report["kept"] + sum(report["skipped"].values()) == requests,
+        "answered rows == fault-free rows minus failed and cut": faulty == expected,
+    }
 
 
 def caption_rows(count: int) -> list[dict]:
@@ -107,9 +151,15 @@ def caption_rows(count: int) -> list[dict]:
     rows = []
     for index in range(count):
         caption = " ".join(SENTENCES[(index + shift) % len(SENTENCES)] for shift in range(5))
-        rows.append(make_sample(f"cap{index}", "pixmo_cap", "en",
-                                [message("user", image_block(), "Describe the image."), message("assistant", caption)],
-                                images=[media(url=f"https://example.com/{index}.jpg")]))
+        rows.append(
+            make_sample(
+                f"cap{index}",
+                "pixmo_cap",
+                "en",
+                [message("user", image_block(), "Describe the image."), message("assistant", caption)],
+                images=[media(url=f"https://example.com/{index}.jpg")],
+            )
+        )
     return rows
 
 
@@ -120,9 +170,11 @@ def tiny_tower(path: Path) -> str:
 
     tokenizer = build_tiny_tokenizer()
     Gemma2ForCausalLM(tiny_config(tokenizer).text_config).save_pretrained(path)
-    tokenizer.chat_template = ("{{ bos_token }}{% for message in messages %}<start_of_turn>{{ message['role'] }}\n"
-                               "{{ message['content'] }}<end_of_turn>\n{% endfor %}"
-                               "{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}")
+    tokenizer.chat_template = (
+        "{{ bos_token }}{% for message in messages %}<start_of_turn>{{ message['role'] }}\n"
+        "{{ message['content'] }}<end_of_turn>\n{% endfor %}"
+        "{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}"
+    )
     tokenizer.save_pretrained(path)
     return str(path)
 
@@ -130,19 +182,40 @@ def tiny_tower(path: Path) -> str:
 def part_translate(args, work: Path) -> dict:
     write_jsonl(caption_rows(args.rows), work / "captions")
     model = args.model or tiny_tower(work / "tiny-tower")
-    argv = ["translate", "--source", work / "captions", "--langs", "de,ko,pt-BR", "--mode", "caption", "--model",
-            model, "--backend", args.backend, "--max-new-tokens", args.max_new_tokens, "--chunk-size",
-            args.chunk_size, *(["--tensor-parallel-size", args.tensor_parallel_size] if args.tensor_parallel_size
-                               else [])]
+    argv = [
+        "translate",
+        "--source",
+        work / "captions",
+        "--langs",
+        "de,ko,pt-BR",
+        "--mode",
+        "caption",
+        "--model",
+        model,
+        "--backend",
+        args.backend,
+        "--max-new-tokens",
+        args.max_new_tokens,
+        "--chunk-size",
+        args.chunk_size,
+        *(["--tensor-parallel-size", args.tensor_parallel_size] if args.tensor_parallel_size else []),
+    ]
     wall = run([*argv, "--out", work / "whole"])
     whole = output(work / "whole")
-    result = {"model": model, "rows in": args.rows, "rows out": sum(data.count(b"\n") for data in whole.values()),
-              "wall s (with model load)": round(wall, 1)}
+    result = {
+        "model": model,
+        "rows in": args.rows,
+        "rows out": sum(data.count(b"\n") for data in whole.values()),
+        "wall s (with model load)": round(wall, 1),
+    }
     result["rows out/s"] = round(result["rows out"] / wall, 2)
     # killed at a random point of the first half (once this many bytes are written), then the same command again
     threshold = random.Random(args.seed).randrange(1, len(whole["data.jsonl"]) // 2)
-    process = subprocess.Popen([sys.executable, "-c", CLI, "data", *map(str, argv), "--out", str(work / "killed")],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [sys.executable, "-c", CLI, "data", *map(str, argv), "--out", str(work / "killed")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     data = work / "killed" / "data.jsonl"
     while process.poll() is None and (not data.exists() or data.stat().st_size < threshold):
         time.sleep(0.01)
@@ -164,8 +237,12 @@ def part_filter(args, work: Path) -> dict:
     wall = run(["filter", work / "whole", "--qe", args.qe, "--out", work / "filtered"])
     report = json.loads((work / "filtered" / "report.json").read_text())
     scored = sum(source["read"] for source in report["sources"].values())
-    return {"qe": args.qe, "rows scored": scored, "wall s (with model load)": round(wall, 1),
-            "rows/s": round(scored / wall, 2)}
+    return {
+        "qe": args.qe,
+        "rows scored": scored,
+        "wall s (with model load)": round(wall, 1),
+        "rows/s": round(scored / wall, 2),
+    }
 
 
 PARTS = {"synth": part_synth, "faults": part_faults, "translate": part_translate, "filter": part_filter}

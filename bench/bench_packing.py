@@ -51,6 +51,7 @@ from towervision_hf.training.attention import SAMPLE_EAGER
 from towervision_hf.training.packing import PACKING_KEY, Packer, SampleMeasure, TowerVisionPackedCollator
 from towervision_hf.training.trainer import labelled_logits
 
+
 REAL_TILE, REAL_PATCH, REAL_MAX_LENGTH = 384, 14, 8192
 # Table 8 of the TowerVision paper (VisionBlocks), shares of the 6.3M samples per kind of row built here:
 # EuroBlocks-SFT is text-only; PixMo-Cap (+ translated) are long captions; every other image source is VQA
@@ -73,7 +74,9 @@ def parse_args(argv=None):
     parser.add_argument("--part", default="all", choices=["all", "speed", "real"])
     parser.add_argument("--samples", type=int, default=128, help="rows of the mix each strategy trains on")
     parser.add_argument(
-        "--mix", default="all", choices=["all", "stage2", "stage3"],
+        "--mix",
+        default="all",
+        choices=["all", "stage2", "stage3"],
         help="part `speed`: Table 8's whole mix, or the rows of one training stage (stage2: no videos)",
     )
     parser.add_argument("--tile", type=int, default=56)
@@ -84,7 +87,9 @@ def parse_args(argv=None):
     parser.add_argument("--real-samples", type=int, default=1000, help="rows of the mix measured by part `real`")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
-        "--threads", type=int, default=1,
+        "--threads",
+        type=int,
+        default=1,
         help="CPU threads for torch (1: process CPU time is then the work done; with more, threads spinning at "
         "every small op's barrier count as CPU time, most on a busy machine and most for the many small ops of "
         "sample-wise attention)",
@@ -157,18 +162,36 @@ def draw_mix(count: int, seed: int, scale: float, side_scale: float, kinds=tuple
 
 def build_config(args, tokenizer, max_tiles: int = 6) -> TowerVisionConfig:
     vision_config = SiglipVisionConfig(
-        hidden_size=64, intermediate_size=256, num_hidden_layers=2, num_attention_heads=2,
-        image_size=args.tile, patch_size=args.patch, vision_use_head=False,
+        hidden_size=64,
+        intermediate_size=256,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        image_size=args.tile,
+        patch_size=args.patch,
+        vision_use_head=False,
     )
     text_config = Gemma2Config(
-        vocab_size=len(tokenizer), hidden_size=128, intermediate_size=512, num_hidden_layers=4,
-        num_attention_heads=2, num_key_value_heads=1, head_dim=64, query_pre_attn_scalar=64,
-        sliding_window=256, max_position_embeddings=16384, pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.convert_tokens_to_ids("<end_of_turn>"),
+        vocab_size=len(tokenizer),
+        hidden_size=128,
+        intermediate_size=512,
+        num_hidden_layers=4,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        head_dim=64,
+        query_pre_attn_scalar=64,
+        sliding_window=256,
+        max_position_embeddings=16384,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.convert_tokens_to_ids("<end_of_turn>"),
     )
     return TowerVisionConfig(
-        vision_config=vision_config, text_config=text_config, image_token_id=tokenizer.image_token_id,
-        video_token_id=tokenizer.video_token_id, max_tiles=max_tiles, num_frames=args.frames,
+        vision_config=vision_config,
+        text_config=text_config,
+        image_token_id=tokenizer.image_token_id,
+        video_token_id=tokenizer.video_token_id,
+        max_tiles=max_tiles,
+        num_frames=args.frames,
         image_grid_pinpoints=default_grid_pinpoints(max_tiles, args.tile),
     )
 

@@ -32,6 +32,7 @@ from towervision_hf.model.image_processing_towervision import TowerVisionImagePr
 from towervision_hf.model.tiling_towervision import default_grid_pinpoints
 from towervision_hf.model.video_processing_towervision import TowerVisionVideoProcessor, read_video_pyav
 
+
 IMAGE_SIZES = [(500, 333), (640, 480), (800, 600), (1024, 768), (1280, 720), (1600, 1200), (1920, 1080), (2048, 1536)]
 TILE = 384
 
@@ -162,8 +163,10 @@ def bench_video(repeats: int, workdir: str):
     print(f"  frames identical to load_video's for the same indices: {np.array_equal(frames, expected)}")
     assert np.array_equal(frames, expected)
     wall, cpu = (turned / plain for turned, plain in zip(rotated_timing, timings["read_video_pyav (seeking)"]))
-    print(f"  -90 display rotation applied: wall {rotated_timing[0] * 1000:.1f} ms (x{wall:.2f} of the plain clip), "
-          f"cpu {rotated_timing[1] * 1000:.1f} ms (x{cpu:.2f})")
+    print(
+        f"  -90 display rotation applied: wall {rotated_timing[0] * 1000:.1f} ms (x{wall:.2f} of the plain clip), "
+        f"cpu {rotated_timing[1] * 1000:.1f} ms (x{cpu:.2f})"
+    )
     rotated_frames, _ = read_video_pyav(rotated, sampler)
     assert np.array_equal(rotated_frames, np.rot90(frames, -1, axes=(1, 2))), "the -90 clip is not turned clockwise"
 

@@ -45,6 +45,7 @@ from towervision_hf.model.tiling_towervision import default_grid_pinpoints
 from towervision_hf.training import SKIPPED_KEY, TowerVisionCollator, VisionFeatureCache
 from towervision_hf.training.trainer import labelled_logits
 
+
 VARIANTS = ("towervision", "llava_onevision", "llava_onevision_fused", "towervision_logits")
 SO400M = {"hidden_size": 1152, "intermediate_size": 4304, "num_hidden_layers": 26, "num_attention_heads": 16}
 
@@ -242,7 +243,8 @@ def step_part(args) -> None:
     ):
         a, b = results[ours], results[theirs]
         print(
-            f"  ratio {ours}/{theirs} ({what}): time {a['wall'] / b['wall']:.3f}x, memory {a['peak_mb'] / b['peak_mb']:.3f}x"
+            f"  ratio {ours}/{theirs} ({what}): time {a['wall'] / b['wall']:.3f}x, memory "
+            f"{a['peak_mb'] / b['peak_mb']:.3f}x"
         )
 
 
@@ -289,7 +291,8 @@ def cache_part(args) -> None:
         print(f"  {name:10s} step best {1e3 * min(values):9.1f} ms (median {1e3 * statistics.median(values):9.1f})")
     same = np.allclose(losses["no cache"], losses["warm cache"], rtol=1e-5)
     print(
-        f"  losses {'identical' if same else 'DIFFER'} over {len(losses['no cache'])} steps; cache hits {cache.hits}, misses {cache.misses}"
+        f"  losses {'identical' if same else 'DIFFER'} over {len(losses['no cache'])} steps; "
+        f"cache hits {cache.hits}, misses {cache.misses}"
     )
     print(f"  speed-up with a warm cache: {min(timings['no cache']) / min(timings['warm cache']):.2f}x")
 

@@ -20,6 +20,7 @@ import time
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+
 FAULTS = ("throttle", "error", "drop", "broken", "cut", "hang")
 
 
@@ -37,8 +38,7 @@ class ChatServer:
     """`ChatServer(latency=0.2, faults={"throttle": 0.05, "error": 0.05})`; `.endpoint`, `.attempts` (per request
     key: arrival times), `.max_in_flight`, `.close()` (also a context manager)."""
 
-    def __init__(self, latency: float = 0.0, faults: dict | None = None, retry_after: float = 0.05,
-                 hang: float = 5.0):
+    def __init__(self, latency: float = 0.0, faults: dict | None = None, retry_after: float = 0.05, hang: float = 5.0):
         unknown = set(faults or {}) - set(FAULTS)
         if unknown:
             raise ValueError(f"unknown faults {sorted(unknown)}; known: {FAULTS}")
@@ -81,13 +81,29 @@ class ChatServer:
                     return
                 if (fault in ("throttle", "error") and first) or fault == "broken":
                     status = 429 if fault == "throttle" else 500
-                    self._send(status, {"error": {"message": f"injected {status}"}},
-                               {"Retry-After": str(server.retry_after)} if status == 429 else {})
+                    self._send(
+                        status,
+                        {"error": {"message": f"injected {status}"}},
+                        {"Retry-After": str(server.retry_after)} if status == 429 else {},
+                    )
                     return
                 finish_reason = "length" if fault == "cut" else "stop"
-                self._send(200, {"id": "x", "object": "chat.completion", "created": 0, "model": "bench",
-                                 "choices": [{"index": 0, "finish_reason": finish_reason,
-                                              "message": {"role": "assistant", "content": answer_text(key)}}]})
+                self._send(
+                    200,
+                    {
+                        "id": "x",
+                        "object": "chat.completion",
+                        "created": 0,
+                        "model": "bench",
+                        "choices": [
+                            {
+                                "index": 0,
+                                "finish_reason": finish_reason,
+                                "message": {"role": "assistant", "content": answer_text(key)},
+                            }
+                        ],
+                    },
+                )
 
             def _send(self, status, payload, headers=None):
                 server.count(status)

@@ -45,6 +45,7 @@ from towervision_hf.training.packing import PACKING_KEY, TowerVisionPackedCollat
 from towervision_hf.training.trainer import labelled_logits
 from towervision_hf.training.varlen import REFERENCE_FLASH_VARLEN
 
+
 ROOT = Path(__file__).resolve().parents[1]
 PARTS = ("train", "qlora", "engines", "generate")
 SO400M = {"hidden_size": 1152, "intermediate_size": 4304, "num_hidden_layers": 27, "num_attention_heads": 16}

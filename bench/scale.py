@@ -1,4 +1,5 @@
-"""The tools around the model at real scale: wall time and peak RSS of each step, at the TowerVision-2B (or 9B) geometry.
+"""The tools around the model at real scale: wall time and peak RSS of each step, at the TowerVision-2B (or 9B)
+geometry.
 
 Builds random-weight stand-ins offline, streamed shard by shard (never the full model in memory): a SigLIP2-so400m
 shaped `SiglipModel` (vision and text towers) and a Gemma2-2B / 9B shaped `Gemma2ForCausalLM` with a 256k-entry
@@ -40,6 +41,7 @@ from transformers import Gemma2Config, Gemma2ForCausalLM, GemmaTokenizer, Siglip
 
 from towervision_hf.checkpoint.weights import DTYPE_CODES, PlannedTensor, parse_size, write_shards
 
+
 STEPS = ("standins", "init", "export", "convert", "generate", "push", "lora", "stage1")
 GEOMETRIES = {
     "small": {
@@ -78,12 +80,14 @@ def parse_args(argv=None):
     parser.add_argument("--steps", default=",".join(STEPS), help=f"comma-separated subset of {','.join(STEPS)}")
     parser.add_argument("--workdir", default=None, help="keep the checkpoints here (default: a temporary folder)")
     parser.add_argument(
-        "--model-dtype", default="auto",
+        "--model-dtype",
+        default="auto",
         help="dtype the generate / lora / stage1 steps load the model in (`auto`: the checkpoint's bf16; float32 is "
         "far faster on CPUs without bf16 matrix units)",
     )
     parser.add_argument(
-        "--generate-order", default="towervision,llava_next",
+        "--generate-order",
+        default="towervision,llava_next",
         choices=["towervision,llava_next", "llava_next,towervision"],
         help="which model the generate step runs first (the first one also warms the machine up)",
     )
@@ -153,11 +157,19 @@ def step_standins(work: Path, geometry: dict) -> dict:
     write_random_checkpoint(SiglipModel, siglip, work / "siglip", torch.float32, seed=0)  # the Hub's so400m: F32
     tokenizer = build_tokenizer(geometry["vocab"])
     text = Gemma2Config(
-        vocab_size=len(tokenizer), sliding_window=4096, pad_token_id=0, eos_token_id=1, bos_token_id=2, **geometry["text"]
+        vocab_size=len(tokenizer),
+        sliding_window=4096,
+        pad_token_id=0,
+        eos_token_id=1,
+        bos_token_id=2,
+        **geometry["text"],
     )
     write_random_checkpoint(Gemma2ForCausalLM, text, work / "tower", torch.bfloat16, seed=1)  # Tower+: BF16
     tokenizer.save_pretrained(work / "tower")
-    return {"vision parameters": count_parameters(work / "siglip"), "text parameters": count_parameters(work / "tower")}
+    return {
+        "vision parameters": count_parameters(work / "siglip"),
+        "text parameters": count_parameters(work / "tower"),
+    }
 
 
 def count_parameters(folder: Path) -> str:
@@ -239,7 +251,9 @@ def step_generate(work: Path, geometry: dict) -> dict:
         results["prompt tokens"] = inputs["input_ids"].shape[1]
         tokens[name] = output[0, inputs["input_ids"].shape[1] :].tolist()
         del model
-    results["generate time native / ours"] = round(results["llava_next generate s"] / results["towervision generate s"], 3)
+    results["generate time native / ours"] = round(
+        results["llava_next generate s"] / results["towervision generate s"], 3
+    )
     results["same tokens"] = tokens["towervision"] == tokens["llava_next"]  # native merges features unscaled
     return results
 

@@ -62,6 +62,7 @@ from transformers import (
     SiglipVisionConfig,
 )
 
+
 # utter-project/TowerVision-2B chat_template.jinja, verbatim (305 bytes).
 RELEASE_CHAT_TEMPLATE = (
     "{{ bos_token }}{% for message in messages %}{% if message['role'] == 'assistant' %}{% set role = 'model' %}"

@@ -6,13 +6,30 @@ import importlib
 import sys
 from importlib.metadata import PackageNotFoundError, version
 
+
 # sub-command -> (module, function taking argv, one-line help)
 COMMANDS = {
-    "init": ("towervision_hf.checkpoint.cli", "init_main", "compose a stage-0 model from a SigLIP and a Tower+ checkpoint (or --tiny)"),
-    "convert": ("towervision_hf.checkpoint.cli", "convert_main", "turn a released llava_next / llava_onevision checkpoint into TowerVision"),
-    "export": ("towervision_hf.checkpoint.cli", "export_main", "export a TowerVision checkpoint back to transformers' native classes"),
+    "init": (
+        "towervision_hf.checkpoint.cli",
+        "init_main",
+        "compose a stage-0 model from a SigLIP and a Tower+ checkpoint (or --tiny)",
+    ),
+    "convert": (
+        "towervision_hf.checkpoint.cli",
+        "convert_main",
+        "turn a released llava_next / llava_onevision checkpoint into TowerVision",
+    ),
+    "export": (
+        "towervision_hf.checkpoint.cli",
+        "export_main",
+        "export a TowerVision checkpoint back to transformers' native classes",
+    ),
     "train": ("towervision_hf.cli", "train_main", "train one stage from a recipe YAML (TRL SFTTrainer)"),
-    "merge": ("towervision_hf.checkpoint.cli", "merge_main", "merge a LoRA adapter or a stage's trained modules into a plain trust_remote_code checkpoint"),
+    "merge": (
+        "towervision_hf.checkpoint.cli",
+        "merge_main",
+        "merge a LoRA adapter or a stage's trained modules into a plain trust_remote_code checkpoint",
+    ),
     "demo": ("towervision_hf.demo", "main", "run the embedded end-to-end demo on CPU"),
     "data": ("towervision_hf.data.cli", "main", "build, translate, filter and synthesise training data"),
     "eval": ("towervision_hf.evaluation.cli", "main", "run the paper's benchmarks"),

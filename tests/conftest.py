@@ -5,6 +5,7 @@ import os
 
 import pytest
 
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -273,20 +274,34 @@ def stage_args(stage, output_dir, *extra):
 
 # Table 8 of the paper, as printed: row, samples, percentage, tag
 TABLE_8 = [
-    ("DVQA", 199995, "3.17", "public"), ("ChartQA", 25055, "0.40", "synthetic"),
-    ("PlotQA", 157070, "2.49", "public"), ("TabMWP", 22717, "0.36", "public"),
-    ("VQAv2", 428708, "6.79", "public"), ("RLAIF-4V", 59408, "0.94", "synthetic"),
-    ("DocVQA", 9664, "0.15", "synthetic"), ("TextVQA", 15690, "0.25", "synthetic"),
-    ("ST-VQA", 17242, "0.27", "public"), ("PixMo-Docs", 3634, "0.06", "public"),
-    ("A-OKVQA", 11853, "0.19", "synthetic"), ("OKVQA", 9009, "0.14", "public"),
-    ("AI2D", 7791, "0.12", "public"), ("ScienceQA", 758, "0.012", "public"),
-    ("Pangea-Cultural", 55438, "0.88", "public"), ("Pangea-Multi", 428838, "6.79", "public"),
-    ("PixMo-Cap-Translated", 367779, "5.83", "translated"), ("CulturalGround-OE", 401149, "6.35", "public"),
-    ("CulturalGround-MCQs", 379834, "6.02", "public"), ("IconQA", 19543, "0.31", "synthetic"),
-    ("InfographicVQA", 2049, "0.03", "synthetic"), ("Stratos", 12585, "0.20", "public"),
-    ("TallyQA", 98675, "1.56", "public"), ("PixMo-Count", 8128, "0.13", "public"),
-    ("VBlocks-PixMo-AMA", 154336, "2.44", "public"), ("VBlocks-PixMo-Cap", 702205, "11.12", "public"),
-    ("VBlocks-PixMo-CapQA", 262862, "4.16", "public"), ("EuroBlocks-SFT", 1094265, "17.34", "public"),
+    ("DVQA", 199995, "3.17", "public"),
+    ("ChartQA", 25055, "0.40", "synthetic"),
+    ("PlotQA", 157070, "2.49", "public"),
+    ("TabMWP", 22717, "0.36", "public"),
+    ("VQAv2", 428708, "6.79", "public"),
+    ("RLAIF-4V", 59408, "0.94", "synthetic"),
+    ("DocVQA", 9664, "0.15", "synthetic"),
+    ("TextVQA", 15690, "0.25", "synthetic"),
+    ("ST-VQA", 17242, "0.27", "public"),
+    ("PixMo-Docs", 3634, "0.06", "public"),
+    ("A-OKVQA", 11853, "0.19", "synthetic"),
+    ("OKVQA", 9009, "0.14", "public"),
+    ("AI2D", 7791, "0.12", "public"),
+    ("ScienceQA", 758, "0.012", "public"),
+    ("Pangea-Cultural", 55438, "0.88", "public"),
+    ("Pangea-Multi", 428838, "6.79", "public"),
+    ("PixMo-Cap-Translated", 367779, "5.83", "translated"),
+    ("CulturalGround-OE", 401149, "6.35", "public"),
+    ("CulturalGround-MCQs", 379834, "6.02", "public"),
+    ("IconQA", 19543, "0.31", "synthetic"),
+    ("InfographicVQA", 2049, "0.03", "synthetic"),
+    ("Stratos", 12585, "0.20", "public"),
+    ("TallyQA", 98675, "1.56", "public"),
+    ("PixMo-Count", 8128, "0.13", "public"),
+    ("VBlocks-PixMo-AMA", 154336, "2.44", "public"),
+    ("VBlocks-PixMo-Cap", 702205, "11.12", "public"),
+    ("VBlocks-PixMo-CapQA", 262862, "4.16", "public"),
+    ("EuroBlocks-SFT", 1094265, "17.34", "public"),
     ("LLaVA-Video-178k-subset", 697618, "11.05", "public"),
     ("LLaVA-Video-178k-translated", 697617, "11.05", "translated"),
 ]

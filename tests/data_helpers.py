@@ -4,6 +4,7 @@ the translation and COMETKiwi models."""
 import importlib.util
 from pathlib import Path
 
+
 _spec = importlib.util.spec_from_file_location(
     "chat_server", Path(__file__).resolve().parents[1] / "bench" / "chat_server.py"
 )

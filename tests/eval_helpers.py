@@ -12,6 +12,7 @@ import numpy as np
 from datasets import Dataset, Features, Image, Value
 from PIL import Image as PILImage
 
+
 GEMMA_TEMPLATE = (
     "{{ bos_token }}{% for message in messages %}"
     "{% set role = 'model' if message['role'] == 'assistant' else message['role'] %}"

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+
 GPU_CHECK = Path(__file__).resolve().parents[1] / "bench" / "gpu_check.py"
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+
 SCALE = Path(__file__).resolve().parents[1] / "bench" / "scale.py"
 
 

@@ -59,5 +59,7 @@ def test_every_command_help_imports_neither_torch_nor_transformers():
 def test_train_help_lists_our_options_grouped_before_pointing_at_trl(capsys):
     assert main(["train", "--help"]) == 0
     out = capsys.readouterr().out
-    assert out.index("DataArguments:") < out.index("--dataset ") < out.index("StageArguments:") < out.index("--vision_lr")
+    assert (
+        out.index("DataArguments:") < out.index("--dataset ") < out.index("StageArguments:") < out.index("--vision_lr")
+    )
     assert "--help-all" in out and "--learning_rate" not in out and len(out.splitlines()) < 150

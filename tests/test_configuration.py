@@ -16,8 +16,23 @@ from towervision_hf.model.configuration_towervision import (
 )
 from towervision_hf.model.tiling_towervision import default_grid_pinpoints
 
-RELEASE_PINPOINTS = [[384, 384], [384, 768], [768, 384], [384, 1152], [1152, 384], [384, 1536], [768, 768],
-                     [1536, 384], [384, 1920], [1920, 384], [384, 2304], [768, 1152], [1152, 768], [2304, 384]]
+
+RELEASE_PINPOINTS = [
+    [384, 384],
+    [384, 768],
+    [768, 384],
+    [384, 1152],
+    [1152, 384],
+    [384, 1536],
+    [768, 768],
+    [1536, 384],
+    [384, 1920],
+    [1920, 384],
+    [384, 2304],
+    [768, 1152],
+    [1152, 768],
+    [2304, 384],
+]
 
 
 def test_default_pinpoints_are_the_release_pinpoints_in_order():
@@ -108,7 +123,10 @@ def test_checkpoint_under_too_old_transformers_fails_with_the_fix(tmp_path, auto
     model, processor = build_tiny()
     model.save_pretrained(checkpoint)
     processor.save_pretrained(checkpoint)
-    load = f"from transformers import {auto_class}; {auto_class}.from_pretrained({str(checkpoint)!r}, trust_remote_code=True)"
+    load = (
+        f"from transformers import {auto_class}; "
+        f"{auto_class}.from_pretrained({str(checkpoint)!r}, trust_remote_code=True)"
+    )
     env = {**os.environ, "PYTHONPATH": os.environ["TOWERVISION_TRANSFORMERS_452"], "HF_HUB_OFFLINE": "1"}
     result = subprocess.run(
         [sys.executable, "-c", load], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300, check=False

@@ -30,6 +30,7 @@ from towervision_hf.checkpoint.convert import (
 )
 from towervision_hf.checkpoint.weights import WeightReader
 
+
 FIXTURES = Path(__file__).parent / "fixtures"
 NEXT_DIR = FIXTURES / "release_llava_next"
 ONEVISION_DIR = FIXTURES / "release_llava_onevision"

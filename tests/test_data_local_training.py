@@ -16,9 +16,25 @@ from towervision_hf.data.cli import main as data_main
 def written(tmp_path_factory, tiny_tower):  # noqa: F811
     root = tmp_path_factory.mktemp("written")
     assert data_main(["sample", "--out", str(root / "sample")]) == 0
-    code = data_main(["translate", "--source", str(root / "sample" / "stage2"), "--langs", "de,ko", "--model",
-                      tiny_tower, "--backend", "transformers", "--max-new-tokens", "4", "--limit", "6",
-                      "--out", str(root / "translated")])
+    code = data_main(
+        [
+            "translate",
+            "--source",
+            str(root / "sample" / "stage2"),
+            "--langs",
+            "de,ko",
+            "--model",
+            tiny_tower,
+            "--backend",
+            "transformers",
+            "--max-new-tokens",
+            "4",
+            "--limit",
+            "6",
+            "--out",
+            str(root / "translated"),
+        ]
+    )
     assert code == 0 and (root / "translated" / "report.json").is_file()
     return root
 
@@ -31,9 +47,21 @@ def test_local_data_written_by_our_tools_trains_from_another_working_folder(writ
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
-    argv = ["tiny/stage2_vision.yaml", "--model_name_or_path", "tiny", "--output_dir", str(tmp_path / "out"),
-            "--dataset", os.path.relpath(written / data), "--max_steps", "1", "--report_to", "none",
-            "--disable_tqdm", "true"]
+    argv = [
+        "tiny/stage2_vision.yaml",
+        "--model_name_or_path",
+        "tiny",
+        "--output_dir",
+        str(tmp_path / "out"),
+        "--dataset",
+        os.path.relpath(written / data),
+        "--max_steps",
+        "1",
+        "--report_to",
+        "none",
+        "--disable_tqdm",
+        "true",
+    ]
     trainer = train.run(argv)
     packed = [row for pack in trainer.train_dataset for row in pack["packed_rows"]]
     assert len(packed) == len(text.splitlines())  # every row, none skipped; report.json is no row

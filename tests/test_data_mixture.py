@@ -16,13 +16,21 @@ from towervision_hf.data.mixture import build, load_mixture, load_recipe, mixtur
 from towervision_hf.data.report import BuildReport
 from towervision_hf.data.schema import make_sample, message, to_features, to_trl_example, validate_sample
 
+
 RECIPES = Path(__file__).resolve().parents[1] / "recipes" / "data"
 README = RECIPES.parent / "README.md"
 
 
 def text_rows(prefix, count, languages=("en",)):
-    return [make_sample(f"{prefix}-{i}", prefix, languages[i % len(languages)],
-                        [message("user", f"question {i}"), message("assistant", f"answer {i}")]) for i in range(count)]
+    return [
+        make_sample(
+            f"{prefix}-{i}",
+            prefix,
+            languages[i % len(languages)],
+            [message("user", f"question {i}"), message("assistant", f"answer {i}")],
+        )
+        for i in range(count)
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -41,13 +49,22 @@ def write_recipe(tmp_path, sources, **changes):
         "languages": "all",
         "switches": {"extra": "off"},
         "media": {"fetch": False},
-        "stages": {"main": {"sources": [
-            {"name": "a", "adapter": "local", "weight": 5, "params": {"path": str(sources / "a")}},
-            {"name": "b", "adapter": "local", "weight": 3, "params": {"path": str(sources / "b")}},
-            {"name": "c", "adapter": "local", "weight": 2, "params": {"path": str(sources / "c")}},
-            {"name": "d", "adapter": "local", "samples": 10, "when": {"extra": "on"},
-             "params": {"path": str(sources / "a")}},
-        ]}},
+        "stages": {
+            "main": {
+                "sources": [
+                    {"name": "a", "adapter": "local", "weight": 5, "params": {"path": str(sources / "a")}},
+                    {"name": "b", "adapter": "local", "weight": 3, "params": {"path": str(sources / "b")}},
+                    {"name": "c", "adapter": "local", "weight": 2, "params": {"path": str(sources / "c")}},
+                    {
+                        "name": "d",
+                        "adapter": "local",
+                        "samples": 10,
+                        "when": {"extra": "on"},
+                        "params": {"path": str(sources / "a")},
+                    },
+                ]
+            }
+        },
     }
     recipe.update(changes)
     path = tmp_path / "recipe.yaml"
@@ -112,8 +129,21 @@ def test_bad_overrides_are_explained(tmp_path, sources, override, message):
 
 
 def test_recipe_errors_name_the_source(tmp_path, sources):
-    bad_when = {"stages": {"main": {"sources": [
-        {"name": "a", "adapter": "local", "weight": 1, "when": {"nope": 1}, "params": {"path": str(sources / "a")}}]}}}
+    bad_when = {
+        "stages": {
+            "main": {
+                "sources": [
+                    {
+                        "name": "a",
+                        "adapter": "local",
+                        "weight": 1,
+                        "when": {"nope": 1},
+                        "params": {"path": str(sources / "a")},
+                    }
+                ]
+            }
+        }
+    }
     with pytest.raises(ValueError, match="source 'a': `when` names unknown switch 'nope'"):
         load_recipe(write_recipe(tmp_path, sources, **bad_when))
     no_weight = {"stages": {"main": {"sources": [{"name": "a", "adapter": "local", "params": {}}]}}}
@@ -152,31 +182,52 @@ def test_nan_and_inf_weights_written_in_yaml_name_the_source(tmp_path, sources):
 
 def one_source(**changes):
     """A recipe change: stage `main` with source `a` (reading the `local` folder `path`) changed by `changes`."""
-    return lambda sources: {"stages": {"main": {"sources": [
-        {"name": "a", "adapter": "local", "weight": 5, "params": {"path": str(sources / "a")}, **changes}]}}}
+    return lambda sources: {
+        "stages": {
+            "main": {
+                "sources": [
+                    {"name": "a", "adapter": "local", "weight": 5, "params": {"path": str(sources / "a")}, **changes}
+                ]
+            }
+        }
+    }
 
 
 @pytest.mark.parametrize(
     "changes, message",
     [
         ({"langauges": "core"}, r"recipe .*recipe.yaml: unknown key 'langauges'; did you mean 'languages'\?"),
-        ({"media": {"fetch": False, "worker": 2}},
-         r"recipe .*recipe.yaml, media: unknown key 'worker'; did you mean 'workers'\?"),
+        (
+            {"media": {"fetch": False, "worker": 2}},
+            r"recipe .*recipe.yaml, media: unknown key 'worker'; did you mean 'workers'\?",
+        ),
         ({"paper": {"tabel": "Table 8"}}, r"recipe .*recipe.yaml, paper: unknown key 'tabel'; did you mean 'table'\?"),
-        ({"stages": {"main": {"sources": [], "sorces": []}}},
-         r"recipe .*recipe.yaml, stage 'main': unknown key 'sorces'; did you mean 'sources'\?"),
+        (
+            {"stages": {"main": {"sources": [], "sorces": []}}},
+            r"recipe .*recipe.yaml, stage 'main': unknown key 'sorces'; did you mean 'sources'\?",
+        ),
         ({"stages": "main"}, r"recipe .*recipe.yaml, stages: expected a mapping, got 'main'"),
         ({"switches": ["video"]}, r"recipe .*recipe.yaml, switches: expected a mapping, got \['video'\]"),
-        (one_source(wieght=2),
-         r"recipe 'toy', stage 'main', source 'a': unknown key 'wieght'; did you mean 'weight'\?"),
-        (one_source(paper={"row": "VQAv2", "tags": "public"}),
-         r"recipe 'toy', stage 'main', source 'a', paper: unknown key 'tags'; did you mean 'tag'\?"),
-        (one_source(params={"pth": "x"}),
-         r"recipe 'toy', stage 'main', source 'a': adapter 'local' has no params \['pth'\]"),
-        ({"inputs": {"captions": {"adapter": "local", "param": {}}}},
-         r"recipe .*recipe.yaml, input 'captions': unknown key 'param'; did you mean 'params'\?"),
-        ({"inputs": {"captions": {"adapter": "local", "params": {"pth": "x"}}}},
-         r"recipe .*recipe.yaml, source 'captions': adapter 'local' has no params \['pth'\]"),
+        (
+            one_source(wieght=2),
+            r"recipe 'toy', stage 'main', source 'a': unknown key 'wieght'; did you mean 'weight'\?",
+        ),
+        (
+            one_source(paper={"row": "VQAv2", "tags": "public"}),
+            r"recipe 'toy', stage 'main', source 'a', paper: unknown key 'tags'; did you mean 'tag'\?",
+        ),
+        (
+            one_source(params={"pth": "x"}),
+            r"recipe 'toy', stage 'main', source 'a': adapter 'local' has no params \['pth'\]",
+        ),
+        (
+            {"inputs": {"captions": {"adapter": "local", "param": {}}}},
+            r"recipe .*recipe.yaml, input 'captions': unknown key 'param'; did you mean 'params'\?",
+        ),
+        (
+            {"inputs": {"captions": {"adapter": "local", "params": {"pth": "x"}}}},
+            r"recipe .*recipe.yaml, source 'captions': adapter 'local' has no params \['pth'\]",
+        ),
     ],
 )
 def test_unknown_recipe_keys_at_every_level_are_errors_naming_the_nearest_key(tmp_path, sources, changes, message):
@@ -235,8 +286,10 @@ def test_visionblocks_recipe_sources_and_ablation_switches():
     recipe = load_recipe(RECIPES / "visionblocks.yaml")
     assert len(recipe.languages) == 20 and [s.name for s in recipe.active_sources("alignment")] == ["pixmo_cap"]
     assert [s.name for s in recipe.active_sources("video")] == ["llava_video_en", "llava_video_translated"]
-    ablation = load_recipe(RECIPES / "visionblocks.yaml", [
-        "languages=core", "switches.video_qe_filter=true", "switches.alignment_captions=translated"])
+    ablation = load_recipe(
+        RECIPES / "visionblocks.yaml",
+        ["languages=core", "switches.video_qe_filter=true", "switches.alignment_captions=translated"],
+    )
     assert len(ablation.languages) == 10
     assert [s.name for s in ablation.active_sources("alignment")] == ["pixmo_cap", "pixmo_cap_translated"]
     assert [s.name for s in ablation.active_sources("video")] == ["llava_video_en", "llava_video_translated_filtered"]
@@ -273,11 +326,17 @@ def test_unknown_override_keys_are_errors_naming_the_nearest_key(tmp_path, sourc
 
 def test_english_only_keeps_the_english_rows_of_each_share_without_refill(tmp_path, sources):
     """Table 5's English-only data: the rows the full mixture takes from each source, minus the non-English ones."""
-    capped = {"stages": {"main": {"sources": [
-        {"name": "a", "adapter": "local", "samples": 30, "params": {"path": str(sources / "a")}},
-        {"name": "b", "adapter": "local", "samples": 30, "params": {"path": str(sources / "b")}},
-        {"name": "mixed", "adapter": "local", "samples": 40, "params": {"path": str(tmp_path / "mixed")}},
-    ]}}}
+    capped = {
+        "stages": {
+            "main": {
+                "sources": [
+                    {"name": "a", "adapter": "local", "samples": 30, "params": {"path": str(sources / "a")}},
+                    {"name": "b", "adapter": "local", "samples": 30, "params": {"path": str(sources / "b")}},
+                    {"name": "mixed", "adapter": "local", "samples": 40, "params": {"path": str(tmp_path / "mixed")}},
+                ]
+            }
+        }
+    }
     write_jsonl(text_rows("mixed", 100, ("en", "de", "ko", "en")), tmp_path / "mixed")
     full, _ = take(load_recipe(write_recipe(tmp_path, sources, **capped)), None)
     recipe = load_recipe(write_recipe(tmp_path, sources, **capped), ["switches.english_only=true"])

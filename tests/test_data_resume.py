@@ -19,6 +19,7 @@ from towervision_hf.data.cli import main
 from towervision_hf.data.jsonl import read_jsonl, write_jsonl
 from towervision_hf.data.resume import shard_range
 
+
 TESTS = Path(__file__).resolve().parent
 DRIVER = f"""
 import sys
@@ -46,8 +47,22 @@ def inputs(tmp_path_factory):
     write_jsonl(question_rows(16), root / "questions")
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(translate, "make_backend", lambda *args, **kwargs: SlowTranslator())
-        assert main(["translate", "--source", str(root / "questions"), "--langs", "de,fr", "--model", "tower",
-                     "--out", str(root / "translated")]) == 0
+        assert (
+            main(
+                [
+                    "translate",
+                    "--source",
+                    str(root / "questions"),
+                    "--langs",
+                    "de,fr",
+                    "--model",
+                    "tower",
+                    "--out",
+                    str(root / "translated"),
+                ]
+            )
+            == 0
+        )
     return root
 
 
@@ -61,8 +76,17 @@ def command_line(command, inputs, server, out, *options):
     if command == "translate":
         argv = ["translate", "--source", str(inputs / "questions"), "--langs", "de,fr", "--model", "tower"]
     elif command == "synth":
-        argv = ["synth", "--source", str(inputs / "questions"), "--endpoint", server.endpoint, "--model", "m",
-                "--concurrency", "2"]
+        argv = [
+            "synth",
+            "--source",
+            str(inputs / "questions"),
+            "--endpoint",
+            server.endpoint,
+            "--model",
+            "m",
+            "--concurrency",
+            "2",
+        ]
     else:
         argv = ["filter", str(inputs / "translated"), "--threshold", "0.5"]
     return [*argv, "--chunk-size", "2", "--out", str(out), *options]
@@ -75,8 +99,10 @@ def written(out) -> dict:
 
 
 def counts(report: dict) -> dict:
-    return {source: (counts["kept"], counts["skipped"], counts["languages"])
-            for source, counts in report["sources"].items()}
+    return {
+        source: (counts["kept"], counts["skipped"], counts["languages"])
+        for source, counts in report["sources"].items()
+    }
 
 
 def load_report(path) -> dict:
@@ -103,11 +129,14 @@ def test_a_run_killed_at_a_random_point_and_rerun_writes_the_rows_of_one_run(com
     # kill once this many bytes are written: somewhere in the first half, so that chunks (50 ms each) remain
     threshold = random.Random(command).randrange(1, size // 2)
     argv = command_line(command, inputs, server, tmp_path / "killed")
-    process = subprocess.Popen([sys.executable, "-c", DRIVER, *argv], stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [sys.executable, "-c", DRIVER, *argv], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     try:
-        while process.poll() is None and sum(
-                path.stat().st_size for path in (tmp_path / "killed").glob("*.jsonl")) < threshold:
+        while (
+            process.poll() is None
+            and sum(path.stat().st_size for path in (tmp_path / "killed").glob("*.jsonl")) < threshold
+        ):
             time.sleep(0.005)
         os.kill(process.pid, signal.SIGKILL)
     finally:
@@ -137,8 +166,10 @@ def test_a_half_written_row_is_cut_off_and_written_again(inputs, tmp_path, monke
     assert "discarded 1 rows written after the last checkpoint and a half-written row" in capsys.readouterr().err
     assert written(tmp_path / "out") == written(tmp_path / "whole")
     runs = load_report(tmp_path / "out" / "report.json")["resume"]["runs"]
-    assert runs == [{"from": 0, "to": 6, "discarded_rows": 0, "half_written_row": False},
-                    {"from": 6, "to": 16, "discarded_rows": 1, "half_written_row": True}]
+    assert runs == [
+        {"from": 0, "to": 6, "discarded_rows": 0, "half_written_row": False},
+        {"from": 6, "to": 16, "discarded_rows": 1, "half_written_row": True},
+    ]
     assert main(argv) == 0 and written(tmp_path / "out") == written(tmp_path / "whole")  # finished: nothing redone
 
 
@@ -178,8 +209,22 @@ def test_shards_together_are_one_run_row_for_row(command, inputs, server, tmp_pa
     options = ["--assign", "uniform", "--keep-english", "0.5"] if command == "translate" else []
     assert main(command_line(command, inputs, server, tmp_path / "one", *options)) == 0
     for index in (2, 0, 1):  # any order, e.g. a SLURM array
-        assert main(command_line(command, inputs, server, tmp_path / "shards", *options, "--num-shards", "3",
-                                 "--shard-index", str(index))) == 0
+        assert (
+            main(
+                command_line(
+                    command,
+                    inputs,
+                    server,
+                    tmp_path / "shards",
+                    *options,
+                    "--num-shards",
+                    "3",
+                    "--shard-index",
+                    str(index),
+                )
+            )
+            == 0
+        )
     one, shards = written(tmp_path / "one"), written(tmp_path / "shards")
     for stem in ("data", "rejected") if command == "filter" else ("data",):
         assert b"".join(shards[f"{stem}-{index:05d}-of-00003.jsonl"] for index in range(3)) == one[f"{stem}.jsonl"]

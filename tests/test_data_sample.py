@@ -68,8 +68,6 @@ def test_the_shipped_sample_is_what_the_generator_produces(tmp_path):
     assert sum((shipped / relative).stat().st_size for relative in files) < 1_500_000
 
 
-
-
 class ChatServer:
     """An OpenAI-compatible `/v1/chat/completions` on 127.0.0.1 that records requests; the `fail`-th one gets a 500."""
 
@@ -110,11 +108,25 @@ def question_rows(tmp_path):
     picture.write_bytes(png_bytes(draw_shape("circle", "red", (16, 16))))
     chart = png_bytes(draw_shape("square", "blue", (24, 16)))
     return [
-        make_sample("chart-1", "chartqa", "en", [message("user", image_block(), "What is the highest bar?"),
-                                                 message("assistant", "7"), message("user", "And the lowest?"),
-                                                 message("assistant", "2")], images=[media(bytes=chart)]),
-        make_sample("photo-1", "chartqa", "en", [message("user", image_block(), "What colour is the circle?"),
-                                                 message("assistant", "red")], images=[media(path=str(picture))]),
+        make_sample(
+            "chart-1",
+            "chartqa",
+            "en",
+            [
+                message("user", image_block(), "What is the highest bar?"),
+                message("assistant", "7"),
+                message("user", "And the lowest?"),
+                message("assistant", "2"),
+            ],
+            images=[media(bytes=chart)],
+        ),
+        make_sample(
+            "photo-1",
+            "chartqa",
+            "en",
+            [message("user", image_block(), "What colour is the circle?"), message("assistant", "red")],
+            images=[media(path=str(picture))],
+        ),
     ]
 
 
@@ -123,8 +135,9 @@ def test_synthetic_answers_re_ask_every_question_with_the_papers_system_prompts(
     try:
         report = BuildReport("synth")
         client = ChatClient(server.endpoint, api_key="k", max_retries=0)  # one at a time, the failure not retried
-        rows = list(synthesize_answers(question_rows(tmp_path), client, "gemini-2.5", seed=1, report=report,
-                                       concurrency=1))
+        rows = list(
+            synthesize_answers(question_rows(tmp_path), client, "gemini-2.5", seed=1, report=report, concurrency=1)
+        )
     finally:
         server.close()
     assert len(server.requests) == 3 and all(path == "/v1/chat/completions" for path, _, _ in server.requests)
@@ -135,8 +148,10 @@ def test_synthetic_answers_re_ask_every_question_with_the_papers_system_prompts(
     assert system["role"] == "system" and system["content"] in every_prompt
     image_part, text_part = user["content"]
     assert image_part["image_url"]["url"].startswith("data:image/png;base64,")
-    assert base64.b64decode(image_part["image_url"]["url"].split(",", 1)[1]) == question_rows(tmp_path)[0][
-        "images"][0]["bytes"]
+    assert (
+        base64.b64decode(image_part["image_url"]["url"].split(",", 1)[1])
+        == question_rows(tmp_path)[0]["images"][0]["bytes"]
+    )
     assert text_part["text"] == "What is the highest bar?"
     # the two questions of one image get different prompts; the failed request is counted, not written
     first, second = (body["messages"][0]["content"] for _, _, body in server.requests[:2])
@@ -144,12 +159,17 @@ def test_synthetic_answers_re_ask_every_question_with_the_papers_system_prompts(
     assert report.to_dict()["sources"]["synthetic"]["skipped"] == {"request_failed": 1}
     assert [row["id"] for row in rows] == ["chart-1:q0:p0", "chart-1:q1:p0"]
     assert rows[1]["messages"][0] == {"role": "system", "content": [{"type": "text", "text": second}]}
-    assert rows[1]["messages"][1]["content"] == [{"type": "image", "text": None},
-                                                 {"type": "text", "text": "And the lowest?"}]
+    assert rows[1]["messages"][1]["content"] == [
+        {"type": "image", "text": None},
+        {"type": "text", "text": "And the lowest?"},
+    ]
     assert rows[1]["messages"][2]["content"][0]["text"] == "Final Answer: And"
-    assert rows[1]["synthesis"] == {"model": "gemini-2.5", "family": next(
-        family for family, prompts in ANSWER_FORMAT_PROMPTS.items() if second in prompts), "prompt": second,
-        "source_id": "chart-1"}
+    assert rows[1]["synthesis"] == {
+        "model": "gemini-2.5",
+        "family": next(family for family, prompts in ANSWER_FORMAT_PROMPTS.items() if second in prompts),
+        "prompt": second,
+        "source_id": "chart-1",
+    }
     assert all(validate_sample({k: v for k, v in row.items() if k != "synthesis"}) == [] for row in rows)
 
 
@@ -157,8 +177,26 @@ def test_synth_command_answers_rows_of_a_source_into_local_jsonl(tmp_path):
     write_jsonl(question_rows(tmp_path), tmp_path / "questions")
     server = ChatServer()
     try:
-        assert main(["synth", "--source", str(tmp_path / "questions"), "--endpoint", server.endpoint, "--model", "m",
-                     "--families", "direct", "--prompts-per-question", "2", "--out", str(tmp_path / "synth")]) == 0
+        assert (
+            main(
+                [
+                    "synth",
+                    "--source",
+                    str(tmp_path / "questions"),
+                    "--endpoint",
+                    server.endpoint,
+                    "--model",
+                    "m",
+                    "--families",
+                    "direct",
+                    "--prompts-per-question",
+                    "2",
+                    "--out",
+                    str(tmp_path / "synth"),
+                ]
+            )
+            == 0
+        )
     finally:
         server.close()
     rows = list(read_jsonl(tmp_path / "synth"))
@@ -173,8 +211,15 @@ def test_synth_fails_when_every_request_fails(tmp_path, capsys):
     with socket.socket() as probe:  # a port on 127.0.0.1 that nothing listens on: connections are refused
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    argv = ["synth", "--source", str(tmp_path / "questions"), "--endpoint", f"http://127.0.0.1:{port}/v1",
-            "--max-retries", "0"]
+    argv = [
+        "synth",
+        "--source",
+        str(tmp_path / "questions"),
+        "--endpoint",
+        f"http://127.0.0.1:{port}/v1",
+        "--max-retries",
+        "0",
+    ]
     assert main([*argv, "--model", "m", "--out", str(tmp_path / "synth")]) == 1
     err = capsys.readouterr().err
     assert f"every request to http://127.0.0.1:{port}/v1 failed; the first: chart-1 question 0:" in err

@@ -43,11 +43,18 @@ def png(colour=(255, 0, 0), size=(8, 6)) -> bytes:
 
 def valid_row(**changes):
     row = make_sample(
-        "r1", "unit", "pt-BR",
-        [message("system", "Be brief."), message("user", image_block(), "O que é isto?"),
-         message("assistant", "Um quadrado."), message("user", video_block(), "E isto?"),
-         message("assistant", "Um vídeo.")],
-        images=[media(bytes=png())], videos=[media(path="/videos/a.mp4")],
+        "r1",
+        "unit",
+        "pt-BR",
+        [
+            message("system", "Be brief."),
+            message("user", image_block(), "O que é isto?"),
+            message("assistant", "Um quadrado."),
+            message("user", video_block(), "E isto?"),
+            message("assistant", "Um vídeo."),
+        ],
+        images=[media(bytes=png())],
+        videos=[media(path="/videos/a.mp4")],
     )
     row.update(changes)
     return row
@@ -108,9 +115,13 @@ def test_media_resolve_to_rgb_pil_images_from_bytes_path_and_url(tmp_path):
             assert url == "https://example.org/b.png"
             return png((0, 0, 255))
 
-    row = make_sample("r", "unit", "en", [message("user", image_block(), image_block(), image_block(), "Compare."),
-                                         message("assistant", "Three.")],
-                      images=[media(bytes=png()), media(path=str(path)), media(url="https://example.org/b.png")])
+    row = make_sample(
+        "r",
+        "unit",
+        "en",
+        [message("user", image_block(), image_block(), image_block(), "Compare."), message("assistant", "Three.")],
+        images=[media(bytes=png()), media(path=str(path)), media(url="https://example.org/b.png")],
+    )
     example = to_trl_example(row, fetcher=Fetcher())
     assert [image.getpixel((0, 0)) for image in example["images"]] == [(255, 0, 0), (0, 255, 0), (0, 0, 255)]
     assert example["messages"] is row["messages"]
@@ -121,8 +132,28 @@ def test_media_resolve_to_rgb_pil_images_from_bytes_path_and_url(tmp_path):
 
 def test_the_twenty_languages():
     # footnote 2 of the paper, in its order; Spanish is only Spanish (Latin America)
-    assert LANGUAGE_CODES == ("en", "de", "nl", "es-LATAM", "fr", "pt-PT", "pt-BR", "uk", "hi", "zh-Hans", "zh-Hant",
-                              "ru", "cs", "ko", "ja", "it", "pl", "ro", "nn", "nb")
+    assert LANGUAGE_CODES == (
+        "en",
+        "de",
+        "nl",
+        "es-LATAM",
+        "fr",
+        "pt-PT",
+        "pt-BR",
+        "uk",
+        "hi",
+        "zh-Hans",
+        "zh-Hant",
+        "ru",
+        "cs",
+        "ko",
+        "ja",
+        "it",
+        "pl",
+        "ro",
+        "nn",
+        "nb",
+    )
     # Table 11's core languages: zh-Hant is one of them, Korean is not
     assert CORE_LANGUAGES == ("en", "de", "nl", "pt-PT", "ru", "zh-Hans", "zh-Hant", "es-LATAM", "fr", "it")
     # the 18 codes of the model cards, with pt and zh split into their variants
@@ -134,10 +165,23 @@ def test_the_twenty_languages():
 
 @pytest.mark.parametrize(
     "value, code",
-    [("pt_BR", "pt-BR"), ("PT", "pt-PT"), ("zh-CN", "zh-Hans"), ("zh-Hant-TW", "zh-Hant"), ("zh-TW", "zh-Hant"),
-     ("no", "nb"), ("nno", "nn"), ("de-AT", "de"), ("es-419", "es-LATAM"), ("German", "de"),
-     ("Norwegian Nynorsk", "nn"), ("es", "es-LATAM"), ("es_ES", "es-LATAM"), ("Spanish", "es-LATAM"),
-     ("spa", "es-LATAM")],
+    [
+        ("pt_BR", "pt-BR"),
+        ("PT", "pt-PT"),
+        ("zh-CN", "zh-Hans"),
+        ("zh-Hant-TW", "zh-Hant"),
+        ("zh-TW", "zh-Hant"),
+        ("no", "nb"),
+        ("nno", "nn"),
+        ("de-AT", "de"),
+        ("es-419", "es-LATAM"),
+        ("German", "de"),
+        ("Norwegian Nynorsk", "nn"),
+        ("es", "es-LATAM"),
+        ("es_ES", "es-LATAM"),
+        ("Spanish", "es-LATAM"),
+        ("spa", "es-LATAM"),
+    ],
 )
 def test_language_codes_are_normalised(value, code):
     assert normalize_language(value) == code
@@ -175,7 +219,13 @@ def test_prompts_are_the_papers_where_it_prints_them():
     assert CAPTION_PROMPTS["zh-Hans"][-1] == "提供这张图片的描述。"
     # A.5.2: six families, 35 prompts, printed slips not reproduced
     assert {family: len(prompts) for family, prompts in ANSWER_FORMAT_PROMPTS.items()} == {
-        "direct": 7, "caption_answer": 6, "final_answer": 7, "naive": 6, "formatted_pairs": 5, "markers": 4}
+        "direct": 7,
+        "caption_answer": 6,
+        "final_answer": 7,
+        "naive": 6,
+        "formatted_pairs": 5,
+        "markers": 4,
+    }
     assert ANSWER_FORMAT_PROMPTS["final_answer"][0] == "End your response with 'Final Answer: <your answer>' ."
     assert ANSWER_FORMAT_PROMPTS["formatted_pairs"][3] == "# Image: <description>\n# Answer: <response>"
     assert ANSWER_FORMAT_PROMPTS["markers"][2].endswith("</ANSWER>")
@@ -184,5 +234,6 @@ def test_prompts_are_the_papers_where_it_prints_them():
 def test_blocks_helpers():
     assert text_block("x") == {"type": "text", "text": "x"}
     assert message("user", image_block(), "x")["content"] == [
-        {"type": "image", "text": None}, {"type": "text", "text": "x"},
+        {"type": "image", "text": None},
+        {"type": "text", "text": "x"},
     ]

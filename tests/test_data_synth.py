@@ -14,8 +14,9 @@ from towervision_hf.data.synth import ChatClient, synthesize_answers
 def synthesize(server, rows, concurrency=4, max_retries=3, timeout=30.0):
     report = BuildReport("synth")
     client = ChatClient(server.endpoint, timeout=timeout, max_retries=max_retries)
-    answered = list(synthesize_answers(rows, client, "m", seed=3, report=report, concurrency=concurrency,
-                                       chunk_size=4))
+    answered = list(
+        synthesize_answers(rows, client, "m", seed=3, report=report, concurrency=concurrency, chunk_size=4)
+    )
     return answered, report.to_dict()["sources"].get("synthetic", {"kept": 0, "skipped": {}})
 
 
@@ -28,8 +29,11 @@ def test_requests_are_in_flight_together_with_the_answers_of_one_at_a_time():
         sequential, _ = synthesize(server, rows, concurrency=1)
         assert server.max_in_flight == 1
     assert concurrent == sequential and len(concurrent) == 16
-    assert all(row["messages"][2]["content"][0]["text"] == chat_server.answer_text(
-        f"{row['synthesis']['prompt']}\n{row['messages'][1]['content'][-1]['text']}") for row in concurrent)
+    assert all(
+        row["messages"][2]["content"][0]["text"]
+        == chat_server.answer_text(f"{row['synthesis']['prompt']}\n{row['messages'][1]['content'][-1]['text']}")
+        for row in concurrent
+    )
 
 
 def test_throttled_failed_and_dropped_requests_are_retried_until_answered():
@@ -69,8 +73,24 @@ def test_requests_that_finally_fail_or_time_out_are_counted_and_the_rest_written
 def test_answers_cut_at_the_token_limit_are_dropped_and_counted(tmp_path):
     write_jsonl(question_rows(12), tmp_path / "questions")
     with ChatServer(faults={"cut": 0.3}) as server:
-        assert main(["synth", "--source", str(tmp_path / "questions"), "--endpoint", server.endpoint, "--model", "m",
-                     "--max-tokens", "64", "--out", str(tmp_path / "synth")]) == 0
+        assert (
+            main(
+                [
+                    "synth",
+                    "--source",
+                    str(tmp_path / "questions"),
+                    "--endpoint",
+                    server.endpoint,
+                    "--model",
+                    "m",
+                    "--max-tokens",
+                    "64",
+                    "--out",
+                    str(tmp_path / "synth"),
+                ]
+            )
+            == 0
+        )
         cut = {key for key in server.attempts if server.fault(key) == "cut"}
     rows = list(read_jsonl(tmp_path / "synth"))
     report = json.loads((tmp_path / "synth" / "report.json").read_text())

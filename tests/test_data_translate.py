@@ -14,6 +14,7 @@ from towervision_hf.data.sample import load_sample
 from towervision_hf.data.schema import validate_sample
 from towervision_hf.data.translate import TransformersBackend, assign_languages, tower_prompt, translate_rows
 
+
 class SpyBackend:
     """Records the prompts and answers `<target>|<source text>`."""
 
@@ -59,12 +60,16 @@ def test_conversation_mode_translates_text_blocks_only():
         assert validate_sample({k: v for k, v in row.items() if k != "translation"}) == []
         source = next(r for r in rows if r["id"] == row["translation"]["source_id"])
         assert row["videos"] == source["videos"] and row["id"] == f"{source['id']}:{row['language']}"
-        assert [[b["type"] for b in t["content"]] for t in row["messages"]] == \
-               [[b["type"] for b in t["content"]] for t in source["messages"]]
+        assert [[b["type"] for b in t["content"]] for t in row["messages"]] == [
+            [b["type"] for b in t["content"]] for t in source["messages"]
+        ]
         for segment in row["translation"]["segments"]:
             target_name = {"de": "German", "ja": "Japanese"}[row["language"]]
-            assert row["messages"][segment["turn"]]["content"][segment["block"]]["text"] == \
-                   f"{target_name}|{segment['src']}" == segment["mt"]
+            assert (
+                row["messages"][segment["turn"]]["content"][segment["block"]]["text"]
+                == f"{target_name}|{segment['src']}"
+                == segment["mt"]
+            )
     assert sum(Counter(r["language"] for r in out).values()) == report.total == 8
 
 
@@ -96,9 +101,29 @@ def test_translate_command_on_a_tiny_model(tmp_path, tiny_tower):
     english_videos = [row for row in load_sample(3) if row["language"] == "en"]
     write_jsonl(english_videos, tmp_path / "videos")
     out = tmp_path / "translated"
-    code = main(["translate", "--source", str(tmp_path / "videos"), "--langs", "de,ko,pt-BR", "--model",
-                 tiny_tower, "--backend", "transformers", "--assign", "uniform", "--keep-english", "0.5",
-                 "--max-new-tokens", "4", "--batch-size", "8", "--out", str(out)])
+    code = main(
+        [
+            "translate",
+            "--source",
+            str(tmp_path / "videos"),
+            "--langs",
+            "de,ko,pt-BR",
+            "--model",
+            tiny_tower,
+            "--backend",
+            "transformers",
+            "--assign",
+            "uniform",
+            "--keep-english",
+            "0.5",
+            "--max-new-tokens",
+            "4",
+            "--batch-size",
+            "8",
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0
     rows = list(read_jsonl(out))
     report = json.loads((out / "report.json").read_text())

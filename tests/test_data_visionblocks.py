@@ -5,10 +5,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import PRINTED_ENGLISH, PRINTED_MULTILINGUAL, PRINTED_TOTAL, TABLE_8
 from datasets import Dataset, Features, List, Value
 from datasets import Image as ImageFeature
-
-from conftest import PRINTED_ENGLISH, PRINTED_MULTILINGUAL, PRINTED_TOTAL, TABLE_8
 
 from towervision_hf.data.cli import _read_rows, main
 from towervision_hf.data.jsonl import write_jsonl
@@ -26,8 +25,8 @@ from towervision_hf.data.schema import make_sample, message, validate_sample
 from towervision_hf.data.sources import iter_samples, make_adapter
 from towervision_hf.data.translate import translate_rows
 
-RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "data" / "visionblocks.yaml"
 
+RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "data" / "visionblocks.yaml"
 
 
 @pytest.fixture(scope="module")
@@ -38,15 +37,20 @@ def recipe():
 def test_the_recipe_is_table_8_row_by_row(recipe):
     rows = [entry for entry in plan(recipe) if entry["row"]]
     assert [(entry["row"], entry["samples"], entry["tag"]) for entry in rows] == [
-        (row, samples, tag) for row, samples, _, tag in TABLE_8]
+        (row, samples, tag) for row, samples, _, tag in TABLE_8
+    ]
     assert [entry["stage"] for entry in rows] == ["vision"] * 28 + ["video"] * 2
     # the rows' sum differs from the total the paper prints; the recipe keeps both
     total = sum(entry["samples"] for entry in rows)
     multilingual = sum(entry["samples"] for entry in rows if is_multilingual(entry))
     assert total == 6_351_515 and total - PRINTED_TOTAL == 38_229
     assert (multilingual, total - multilingual) == (PRINTED_MULTILINGUAL - 1, PRINTED_ENGLISH + 38_230)
-    assert recipe.paper == {"table": "Table 8", "total": PRINTED_TOTAL, "english": PRINTED_ENGLISH,
-                            "multilingual": PRINTED_MULTILINGUAL}
+    assert recipe.paper == {
+        "table": "Table 8",
+        "total": PRINTED_TOTAL,
+        "english": PRINTED_ENGLISH,
+        "multilingual": PRINTED_MULTILINGUAL,
+    }
     # the paper's percentages are the rows over its printed total, to its printed precision; one is off by 0.01
     shares = {entry["row"]: paper_percent(entry["samples"], PRINTED_TOTAL) for entry in rows}
     assert {row for row, _, percent, _ in TABLE_8 if shares[row] != percent} == {"EuroBlocks-SFT"}
@@ -76,8 +80,15 @@ def test_dry_run_prints_every_row_with_its_count_and_share(capsys):
 
 
 def rows_in(languages, count, prefix):
-    return [make_sample(f"{prefix}-{i}", prefix, languages[i % len(languages)],
-                        [message("user", f"q{i}"), message("assistant", f"a{i}")]) for i in range(count)]
+    return [
+        make_sample(
+            f"{prefix}-{i}",
+            prefix,
+            languages[i % len(languages)],
+            [message("user", f"q{i}"), message("assistant", f"a{i}")],
+        )
+        for i in range(count)
+    ]
 
 
 def test_the_10_vs_20_switch_keeps_the_dataset_size(tmp_path):
@@ -85,11 +96,28 @@ def test_the_10_vs_20_switch_keeps_the_dataset_size(tmp_path):
     write_jsonl(rows_in(LANGUAGE_CODES, 400, "cultural"), tmp_path / "cultural")
     for name, codes in (("all", LANGUAGE_CODES), ("core", CORE_LANGUAGES), ("custom", ["hi"])):
         write_jsonl(rows_in([code for code in codes if code != "en"], 90, "translated"), tmp_path / f"tr-{name}")
-    recipe = {"name": "toy", "media": {"fetch": False}, "stages": {"vision": {"sources": [
-        {"name": "cultural", "adapter": "local", "samples": 150, "params": {"path": str(tmp_path / "cultural")}},
-        {"name": "translated", "adapter": "local", "samples": 90,
-         "params": {"path": str(tmp_path / "tr-{languages}")}},
-    ]}}}
+    recipe = {
+        "name": "toy",
+        "media": {"fetch": False},
+        "stages": {
+            "vision": {
+                "sources": [
+                    {
+                        "name": "cultural",
+                        "adapter": "local",
+                        "samples": 150,
+                        "params": {"path": str(tmp_path / "cultural")},
+                    },
+                    {
+                        "name": "translated",
+                        "adapter": "local",
+                        "samples": 90,
+                        "params": {"path": str(tmp_path / "tr-{languages}")},
+                    },
+                ]
+            }
+        },
+    }
     path = tmp_path / "toy.yaml"
     path.write_text(yaml.safe_dump(recipe))
     counts = {}
@@ -109,8 +137,16 @@ def test_the_10_vs_20_switch_keeps_the_dataset_size(tmp_path):
 
 def test_the_video_halves_come_from_one_translate_output(tmp_path):
     video_rows = rows_in(["en"], 11, "video")
-    translated = list(translate_rows(video_rows, [c for c in LANGUAGE_CODES if c != "en"], lambda prompts: [
-        f"mt:{prompt[-8:]}" for prompt in prompts], assign="uniform", keep_english=0.5, seed=0))
+    translated = list(
+        translate_rows(
+            video_rows,
+            [c for c in LANGUAGE_CODES if c != "en"],
+            lambda prompts: [f"mt:{prompt[-8:]}" for prompt in prompts],
+            assign="uniform",
+            keep_english=0.5,
+            seed=0,
+        )
+    )
     write_jsonl(translated, tmp_path / "llava_video_178k-all")
     spec = load_recipe(RECIPE).stages["video"]
     halves = {}
@@ -127,11 +163,19 @@ def test_the_video_halves_come_from_one_translate_output(tmp_path):
 
 def test_recipe_inputs_feed_translate_and_synth(tmp_path):
     write_jsonl(rows_in(["en"], 5, "cap"), tmp_path / "captions")
-    recipe = {"name": "toy", "languages": "core", "media": {"fetch": False},
-              "stages": {"s": {"sources": [{"name": "x", "adapter": "local", "weight": 1,
-                                            "params": {"path": str(tmp_path / "captions")}}]}},
-              "inputs": {"captions": {"adapter": "local", "samples": 3,
-                                      "params": {"path": str(tmp_path / "captions")}}}}
+    recipe = {
+        "name": "toy",
+        "languages": "core",
+        "media": {"fetch": False},
+        "stages": {
+            "s": {
+                "sources": [
+                    {"name": "x", "adapter": "local", "weight": 1, "params": {"path": str(tmp_path / "captions")}}
+                ]
+            }
+        },
+        "inputs": {"captions": {"adapter": "local", "samples": 3, "params": {"path": str(tmp_path / "captions")}}},
+    }
     path = tmp_path / "toy.yaml"
     path.write_text(yaml.safe_dump(recipe))
     rows = _read_rows(f"{path}#captions")
@@ -154,13 +198,22 @@ def test_cauldron_subset_rows_become_multi_turn_conversations(tmp_path):
     text = {"user": Value("string"), "assistant": Value("string"), "source": Value("string")}
     features = Features({"images": List(ImageFeature()), "texts": List(text)})
     path = tmp_path / "plotqa.parquet"
-    Dataset.from_list([
-        {"images": [{"bytes": image_bytes("red"), "path": None}],
-         "texts": [{"user": "Max?", "assistant": "7", "source": "plotqa"},
-                   {"user": "Min?", "assistant": "2", "source": "plotqa"}]},
-        {"images": [{"bytes": image_bytes("blue"), "path": None}], "texts": [{"user": " ", "assistant": "x",
-                                                                              "source": "plotqa"}]},
-    ], features=features).to_parquet(str(path))
+    Dataset.from_list(
+        [
+            {
+                "images": [{"bytes": image_bytes("red"), "path": None}],
+                "texts": [
+                    {"user": "Max?", "assistant": "7", "source": "plotqa"},
+                    {"user": "Min?", "assistant": "2", "source": "plotqa"},
+                ],
+            },
+            {
+                "images": [{"bytes": image_bytes("blue"), "path": None}],
+                "texts": [{"user": " ", "assistant": "x", "source": "plotqa"}],
+            },
+        ],
+        features=features,
+    ).to_parquet(str(path))
     report = BuildReport()
     rows = list(iter_samples(make_adapter("cauldron", "plotqa", subset="plotqa", path=str(path)), report))
     assert len(rows) == 1 and validate_sample(rows[0]) == []
@@ -171,12 +224,17 @@ def test_cauldron_subset_rows_become_multi_turn_conversations(tmp_path):
 
 def test_pixmo_count_asks_how_many(tmp_path):
     path = tmp_path / "count.parquet"
-    Dataset.from_list([{"image_url": "https://x/1.png", "image_sha256": "", "label": "birds", "count": 3},
-                       {"image_url": "https://x/2.png", "image_sha256": "", "label": "", "count": 1}]).to_parquet(
-        str(path))
+    Dataset.from_list(
+        [
+            {"image_url": "https://x/1.png", "image_sha256": "", "label": "birds", "count": 3},
+            {"image_url": "https://x/2.png", "image_sha256": "", "label": "", "count": 1},
+        ]
+    ).to_parquet(str(path))
     report = BuildReport()
     rows = list(iter_samples(make_adapter("pixmo_count", "count", path=str(path)), report))
     assert [block["text"] for turn in rows[0]["messages"] for block in turn["content"] if block["text"]] == [
-        "How many birds are there?", "3"]
+        "How many birds are there?",
+        "3",
+    ]
     assert rows[0]["images"][0]["url"] == "https://x/1.png"
     assert report.to_dict()["sources"]["count"]["skipped"] == {"malformed": 1}

@@ -10,6 +10,7 @@ from datasets import Dataset
 from towervision_hf.evaluation.cc_ocr import LMMS_TASKS_DIR, paper_language_docs
 from towervision_hf.evaluation.languages import CC_OCR_LANGUAGES
 
+
 TASK_DIR = Path(LMMS_TASKS_DIR) / "towervision_cc_ocr"
 # CC-OCR's multi_lan_ocr languages; the paper reports the 7 it supports (footnote 5)
 CC_OCR_ALL = ["Arabic", "French", "German", "Italian", "Japanese", "Korean", "Portuguese", "Russian", "Spanish"]

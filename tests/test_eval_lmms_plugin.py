@@ -15,6 +15,7 @@ import torch
 from towervision_hf.evaluation.lmms_plugin import TowerVision
 from towervision_hf.evaluation.scoring import score_continuations, user_prompt
 
+
 ENTRY_POINT = "towervision_hf.evaluation.lmms_plugin:lmms_manifest"
 HAS_LMMS = importlib.util.find_spec("lmms_eval") is not None
 

@@ -158,8 +158,19 @@ def test_multi30k_whose_comet_fails_for_every_pair_exits_1(workspace, tmp_path, 
     find_spec = cli.importlib.util.find_spec
     monkeypatch.setattr(cli.importlib.util, "find_spec", lambda name: object() if name == "comet" else find_spec(name))
     monkeypatch.setattr(multi30k, "comet_system_score", failing_comet)
-    argv = ["multi30k", "--model", workspace["model"], "--data", workspace["multi30k"], "--pairs", "en-de",
-            "--max-new-tokens", "2", "--output-dir", str(tmp_path)]
+    argv = [
+        "multi30k",
+        "--model",
+        workspace["model"],
+        "--data",
+        workspace["multi30k"],
+        "--pairs",
+        "en-de",
+        "--max-new-tokens",
+        "2",
+        "--output-dir",
+        str(tmp_path),
+    ]
     assert main(argv) == 1
     err = capsys.readouterr().err
     assert "error: the headline metric was scored for no pair (COMET (Unbabel/XCOMET-XL) failed for en-de" in err
@@ -448,8 +459,15 @@ def test_lmms_tasks_grade_with_the_judge_named_by_the_environment(monkeypatch):
 
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Judge)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    record = {"id": "1", "language": "English", "category": "Food", "question_type": "long",
-              "question": "Describe the dish.", "answer": "Rice with saffron.", "options": []}
+    record = {
+        "id": "1",
+        "language": "English",
+        "category": "Food",
+        "question_type": "long",
+        "question": "Describe the dish.",
+        "answer": "Rice with saffron.",
+        "options": [],
+    }
     doc = {harness.RECORD: json.dumps(record)}
     try:
         monkeypatch.setenv("TOWERVISION_JUDGE_ENDPOINT", f"http://127.0.0.1:{server.server_port}/v1")

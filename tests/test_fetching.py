@@ -198,12 +198,24 @@ def test_chat_template_fetches_image_and_video_urls(processor, server, video_fil
         {"type": "text", "text": "Descreva."},
     ]
     messages = [{"role": "user", "content": content}]
-    out = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=True,
-                                        return_tensors="pt")
+    out = processor.apply_chat_template(
+        messages, add_generation_prompt=True, tokenize=True, return_dict=True, return_tensors="pt"
+    )
     local = processor.apply_chat_template(
-        [{"role": "user", "content": [{"type": "image", "image": Image.open(io.BytesIO(png_bytes()))},
-                                      {"type": "video", "path": video_files["clip"]}, content[2]]}],
-        add_generation_prompt=True, tokenize=True, return_dict=True, return_tensors="pt",
+        [
+            {
+                "role": "user",
+                "content": [
+                    {"type": "image", "image": Image.open(io.BytesIO(png_bytes()))},
+                    {"type": "video", "path": video_files["clip"]},
+                    content[2],
+                ],
+            }
+        ],
+        add_generation_prompt=True,
+        tokenize=True,
+        return_dict=True,
+        return_tensors="pt",
     )
     assert torch.equal(out.input_ids, local.input_ids)
     assert torch.equal(out.pixel_values, local.pixel_values)
@@ -217,10 +229,18 @@ def test_readme_usage_with_an_image_url(processor, server):
     base, _ = server
     torch.manual_seed(0)
     model = TowerVisionForConditionalGeneration._from_config(tiny_config(processor.tokenizer)).eval()
-    messages = [{"role": "user", "content": [{"type": "image", "url": f"{base}/cat.png"},
-                                             {"type": "text", "text": "Descreva esta imagem."}]}]
-    inputs = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=True,
-                                           return_dict=True, return_tensors="pt").to(model.device)
+    messages = [
+        {
+            "role": "user",
+            "content": [
+                {"type": "image", "url": f"{base}/cat.png"},
+                {"type": "text", "text": "Descreva esta imagem."},
+            ],
+        }
+    ]
+    inputs = processor.apply_chat_template(
+        messages, add_generation_prompt=True, tokenize=True, return_dict=True, return_tensors="pt"
+    ).to(model.device)
     assert inputs["batch_num_images"].tolist() == [1]
     output = model.generate(**inputs, max_new_tokens=3, do_sample=False)
     prompt_length = inputs["input_ids"].shape[1]

@@ -27,6 +27,7 @@ from towervision_hf.hub.remote_code import REMOTE_CODE_MODULES, audit_source, co
 from towervision_hf.hub.stage import stage_checkpoint
 from towervision_hf.model.modeling_towervision import AUTO_MAP
 
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 REPO_ID = "my-org/TowerVision-tiny-ft"
 SHARD_LIMIT = 100_000
@@ -498,15 +499,19 @@ def _side_install_or_skip(install, what: str):
     try:
         return install(REPO_ROOT / ".cache")
     except RuntimeError as error:
-        unreachable = ("Failed to establish", "Name or service not known", "Temporary failure in name resolution",
-                       "Network is unreachable", "No matching distribution", "Could not find a version", "timed out")  # fmt: skip
+        unreachable = (
+            "Failed to establish", "Name or service not known", "Temporary failure in name resolution",
+            "Network is unreachable", "No matching distribution", "Could not find a version", "timed out",
+        )  # fmt: skip
         if any(text in str(error) for text in unreachable):
             pytest.skip(f"package registry unreachable, cannot install {what}")
         raise
 
 
 def _install_oldest_or_skip() -> Path:
-    return _side_install_or_skip(versions.install_min_transformers, f"transformers {versions.MIN_TRANSFORMERS_VERSION}")
+    return _side_install_or_skip(
+        versions.install_min_transformers, f"transformers {versions.MIN_TRANSFORMERS_VERSION}"
+    )
 
 
 @pytest.mark.slow
@@ -788,8 +793,11 @@ def test_model_card_publishes_metrics_only_and_no_local_paths(tiny_config, tmp_p
         "task": "alm-bench",
         "data": {"source": "MBZUAI/ALM-Bench", "kind": "hub", "revision": "main"},
         "settings": {"split": "test", "plot": str(tmp_path / "alm.png")},
-        "tables": {"language": {"German": {"score": 0.5, "mcq_accuracy": None, "n": 4, "n_scored": 3,
-                                           "empty_outputs": 0, "skipped": 1}}},
+        "tables": {
+            "language": {
+                "German": {"score": 0.5, "mcq_accuracy": None, "n": 4, "n_scored": 3, "empty_outputs": 0, "skipped": 1}
+            }
+        },
     }
     card = render_model_card(
         tiny_config, repo_id=REPO_ID, num_parameters=10, dtypes=["F32"], evaluations=[commute, alm]
@@ -807,7 +815,9 @@ class FailingHfApi(FakeHfApi):
         raise ConnectionError("[Errno 111] Connection refused\nwhile uploading 9 files")
 
 
-def test_push_upload_failure_is_one_line_exit_3_and_removes_the_stage_folder(checkpoint, monkeypatch, tmp_path, capsys):
+def test_push_upload_failure_is_one_line_exit_3_and_removes_the_stage_folder(
+    checkpoint, monkeypatch, tmp_path, capsys
+):
     monkeypatch.setattr(load_check, "reference_outputs", lambda *args, **kwargs: {})
     passed = load_check.LoadCheckResult(report={"transformers_version": "5.23.0"})
     monkeypatch.setattr(load_check, "run_load_check", lambda *args, **kwargs: passed)

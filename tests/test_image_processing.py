@@ -13,6 +13,7 @@ from transformers import LlavaNextImageProcessorPil, LlavaOnevisionImageProcesso
 from towervision_hf.model.image_processing_towervision import TowerVisionImageProcessor
 from towervision_hf.model.tiling_towervision import default_grid_pinpoints, restrict_pinpoints
 
+
 TILE = 56
 CLIP_MEAN, CLIP_STD = [0.48145466, 0.4578275, 0.40821073], [0.26862954, 0.26130258, 0.27577711]
 
@@ -117,7 +118,7 @@ def test_pad_layout_is_llava_onevisions_multi_image_tile_for_every_image():
 
 @pytest.mark.parametrize("aspect_ratio", ["square", "pad"])
 def test_single_tile_layouts_match_llava_image_processor(aspect_ratio):
-    """"square" is SigLIP / LLaVA-NeXT's default resize to one tile, "pad" LLaVA-1.5's pad-to-square first."""
+    """ "square" is SigLIP / LLaVA-NeXT's default resize to one tile, "pad" LLaVA-1.5's pad-to-square first."""
     processor = TowerVisionImageProcessor(tile_size=TILE, image_aspect_ratio=aspect_ratio)
     ours = processor(SINGLE_TILE_SAMPLES, return_tensors="pt")
     images = [image for sample in SINGLE_TILE_SAMPLES for image in sample]

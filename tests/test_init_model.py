@@ -13,10 +13,11 @@ from transformers import (
     SiglipVisionModel,
 )
 
-from towervision_hf.checkpoint.compose import build_tiny
 from towervision_hf.checkpoint.cli import init_main
+from towervision_hf.checkpoint.compose import build_tiny
 from towervision_hf.checkpoint.tiny import build_tiny_tokenizer
 from towervision_hf.checkpoint.weights import WeightReader
+
 
 NEW_TENSORS = ("model.multi_modal_projector.", "model.image_newline")
 
@@ -36,10 +37,21 @@ def sources(tmp_path_factory):
     torch.manual_seed(0)
     siglip = SiglipModel(
         SiglipConfig(
-            vision_config={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 3, "num_attention_heads": 2,
-                           "image_size": 56, "patch_size": 8},
-            text_config={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2,
-                         "vocab_size": 64},
+            vision_config={
+                "hidden_size": 32,
+                "intermediate_size": 64,
+                "num_hidden_layers": 3,
+                "num_attention_heads": 2,
+                "image_size": 56,
+                "patch_size": 8,
+            },
+            text_config={
+                "hidden_size": 32,
+                "intermediate_size": 64,
+                "num_hidden_layers": 1,
+                "num_attention_heads": 2,
+                "vocab_size": 64,
+            },
         )
     )
     siglip.save_pretrained(folder / "siglip")
@@ -49,8 +61,16 @@ def sources(tmp_path_factory):
     tokenizer = _base_tokenizer()
     tokenizer.save_pretrained(folder / "tower")
     tower = Gemma2ForCausalLM(
-        Gemma2Config(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                     num_attention_heads=2, num_key_value_heads=1, head_dim=16, query_pre_attn_scalar=16)
+        Gemma2Config(
+            vocab_size=len(tokenizer),
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            num_key_value_heads=1,
+            head_dim=16,
+            query_pre_attn_scalar=16,
+        )
     )
     tower.save_pretrained(folder / "tower")
     return folder, siglip, tower, tokenizer
@@ -119,7 +139,9 @@ def test_init_names_a_vision_checkpoint_without_layers_to_drop(sources, tmp_path
     folder = sources[0]
     one_layer = SiglipVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2)
     SiglipVisionModel(one_layer).save_pretrained(folder / "one_layer")
-    assert init_main(["--vision", str(folder / "one_layer"), "--text", str(folder / "tower"), str(tmp_path / "out")]) == 2
+    assert (
+        init_main(["--vision", str(folder / "one_layer"), "--text", str(folder / "tower"), str(tmp_path / "out")]) == 2
+    )
     assert "1 encoder layer(s); at least 2" in capsys.readouterr().err
 
 

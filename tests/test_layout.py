@@ -15,6 +15,7 @@ import pytest
 
 from towervision_hf.hub.remote_code import REMOTE_CODE_MODULES
 
+
 SRC = Path(__file__).resolve().parents[1] / "src"
 PACKAGE = "towervision_hf"
 RANKS = {"model": 0, "errors": 0, "checkpoint": 1, "data": 2, "training": 3}

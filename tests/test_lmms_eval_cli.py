@@ -18,6 +18,7 @@ from datasets import Dataset, Features, Image, Value
 from towervision_hf.evaluation.cc_ocr import LMMS_TASKS_DIR
 from towervision_hf.evaluation.cli import main as eval_main
 
+
 pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("lmms_eval") is None or importlib.util.find_spec("evaluate") is None,
     reason="lmms-eval is not set up: bash scripts/setup_lmms.sh",
@@ -100,9 +101,7 @@ def load_from_checkpoint(path):
 
 def lmms_eval(*arguments, cwd, env=None):
     command = [sys.executable, "-m", "lmms_eval", *arguments, "--batch_size", "1", "--device", "cpu"]
-    return subprocess.run(
-        command, capture_output=True, text=True, cwd=cwd, timeout=900, env=env, check=False
-    )
+    return subprocess.run(command, capture_output=True, text=True, cwd=cwd, timeout=900, env=env, check=False)
 
 
 def results_of(output_path):
@@ -148,10 +147,23 @@ def scored(tmp_path_factory):
         local += [f"--{name}", path]
     assert eval_main(local) == 0
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(fake_comet), os.environ.get("PYTHONPATH", "")])}
-    run = lmms_eval("--model", "towervision", "--model_args", f"pretrained={model}",
-                    "--tasks", ",".join(BENCHMARK_TASKS), "--include_path", str(tasks),
-                    "--gen_kwargs", "max_new_tokens=4", "--log_samples", "--output_path", str(root / "lmms"),
-                    cwd=root, env=env)
+    run = lmms_eval(
+        "--model",
+        "towervision",
+        "--model_args",
+        f"pretrained={model}",
+        "--tasks",
+        ",".join(BENCHMARK_TASKS),
+        "--include_path",
+        str(tasks),
+        "--gen_kwargs",
+        "max_new_tokens=4",
+        "--log_samples",
+        "--output_path",
+        str(root / "lmms"),
+        cwd=root,
+        env=env,
+    )
     assert run.returncode == 0 and "Error during evaluation" not in run.stderr, run.stderr[-3000:]
 
     cli = {}
@@ -172,8 +184,14 @@ def scored(tmp_path_factory):
 
 @pytest.mark.slow
 def test_lmms_eval_lists_our_benchmark_tasks(tmp_path):
-    run = subprocess.run([sys.executable, "-m", "lmms_eval", "--tasks", "list", "--include_path", LMMS_TASKS_DIR],
-                         capture_output=True, text=True, cwd=tmp_path, timeout=600, check=False)
+    run = subprocess.run(
+        [sys.executable, "-m", "lmms_eval", "--tasks", "list", "--include_path", LMMS_TASKS_DIR],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=600,
+        check=False,
+    )
     listed = set(re.findall(r"^ - (\S+)$", run.stdout + run.stderr, re.MULTILINE))
     assert set(BENCHMARK_TASKS) <= listed
     assert {"towervision_commute_en_zh", "towervision_multi30k_en_cs"} <= listed
@@ -238,9 +256,21 @@ def test_a_baseline_model_class_runs_our_task_on_an_exported_towervision(tmp_pat
     tasks = tmp_path / "tasks"
     alm, multi30k = eval_helpers.write_alm_bench(tmp_path / "alm"), eval_helpers.write_multi30k(tmp_path / "m30k")
     assert eval_main(["lmms-tasks", "--out", str(tasks), "--alm-bench", alm, "--multi30k", multi30k]) == 0
-    run = lmms_eval("--model", "llava_hf", "--model_args", f"pretrained={tmp_path / 'export'},device_map=cpu",
-                    "--tasks", "towervision_alm_bench,towervision_multi30k", "--include_path", str(tasks),
-                    "--gen_kwargs", "max_new_tokens=4", "--output_path", str(tmp_path / "results"), cwd=tmp_path)
+    run = lmms_eval(
+        "--model",
+        "llava_hf",
+        "--model_args",
+        f"pretrained={tmp_path / 'export'},device_map=cpu",
+        "--tasks",
+        "towervision_alm_bench,towervision_multi30k",
+        "--include_path",
+        str(tasks),
+        "--gen_kwargs",
+        "max_new_tokens=4",
+        "--output_path",
+        str(tmp_path / "results"),
+        cwd=tmp_path,
+    )
     assert run.returncode == 0 and "Error during evaluation" not in run.stderr, run.stderr[-3000:]
     results = results_of(tmp_path / "results")
     assert results["config"]["model"] == "llava_hf"
@@ -259,9 +289,19 @@ def test_lmms_eval_exits_0_when_evaluation_fails_and_writes_no_results(tmp_path)
     tasks = tmp_path / "tasks"
     assert eval_main(["lmms-tasks", "--out", str(tasks), "--alm-bench", str(tmp_path / "broken.parquet")]) == 0
     model = eval_helpers.save_tiny_model(tmp_path / "model")
-    run = lmms_eval("--model", "towervision", "--model_args", f"pretrained={model}",
-                    "--tasks", "towervision_alm_bench", "--include_path", str(tasks),
-                    "--output_path", str(tmp_path / "results"), cwd=tmp_path)
+    run = lmms_eval(
+        "--model",
+        "towervision",
+        "--model_args",
+        f"pretrained={model}",
+        "--tasks",
+        "towervision_alm_bench",
+        "--include_path",
+        str(tasks),
+        "--output_path",
+        str(tmp_path / "results"),
+        cwd=tmp_path,
+    )
     assert run.returncode == 0
     assert "towervision_alm_bench: no row of the data can be scored" in run.stdout + run.stderr
     assert "Error during evaluation" in run.stdout + run.stderr  # what docs/evaluation.md says to grep for

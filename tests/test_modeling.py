@@ -39,6 +39,7 @@ from towervision_hf.checkpoint.tiny import TINY_PATCH_SIZE, TINY_TILE_SIZE, tiny
 from towervision_hf.model.modeling_towervision import CACHE_NAME
 from towervision_hf.model.tiling_towervision import anyres_grid_shape
 
+
 TOLERANCE = 0.0  # same weights, same operations: the logits are bit-identical
 # (height, width) pairs batched together; between them they need 1 to 6 tiles, with 1-pixel and 1:15 aspect ratios.
 IMAGE_SIZE_PAIRS = [
@@ -442,7 +443,9 @@ def test_forgotten_pixels_are_refused_by_generate_and_training(model, images_inp
     pixels_name = "pixel_values" if modality == "image" else "pixel_values_videos"
     token_id = getattr(model.config, f"{modality}_token_id")
     text_only = {"input_ids": inputs["input_ids"], "attention_mask": inputs["attention_mask"]}
-    message = rf"^input_ids contain {int(inputs['input_ids'].eq(token_id).sum())} <{modality}> tokens but {pixels_name}"
+    message = (
+        rf"^input_ids contain {int(inputs['input_ids'].eq(token_id).sum())} <{modality}> tokens but {pixels_name}"
+    )
     with pytest.raises(ValueError, match=message):
         model.generate(**text_only, max_new_tokens=2, do_sample=False)
     with pytest.raises(ValueError, match=message), torch.no_grad():

@@ -23,6 +23,7 @@ from towervision_hf import TowerVisionForConditionalGeneration, TowerVisionModel
 from towervision_hf.model.configuration_towervision import TowerVisionConfig
 from towervision_hf.model.modeling_towervision import CACHE_NAME
 
+
 ATOL = 1e-5
 
 

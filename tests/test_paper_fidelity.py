@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+
 ROOT = Path(__file__).resolve().parents[1]
 TABLE = ROOT / "docs" / "paper-fidelity.md"
 HEADER = ["item", "paper (where)", "ours", "file: key", "verdict"]
@@ -88,7 +89,8 @@ def test_the_table_matches_the_repository(row):
         pytest.fail(f"docs/paper-fidelity.md:{row['line']} ({row['item']}): {row['file: key']} not found: {error}")
     assert matches(row["ours"], value), (
         f"docs/paper-fidelity.md:{row['line']} ({row['item']}): the table says {row['ours']!r}, "
-        f"{row['file: key']} holds {value!r}")
+        f"{row['file: key']} holds {value!r}"
+    )
 
 
 def test_a_drifted_value_is_caught(tmp_path):

@@ -10,6 +10,7 @@ from towervision_hf.model.processing_towervision import TowerVisionProcessor
 from towervision_hf.training.collator import TowerVisionCollator
 from towervision_hf.training.packing import SampleMeasure, image_size_from_header
 
+
 LAYOUTS = {
     "anyres": {},
     "anyres-2-tiles": {"max_tiles": 2},
@@ -63,4 +64,3 @@ def test_processor_packer_and_model_agree_on_every_sample_image(tiny_tokenizer, 
         with torch.no_grad():  # the model checks every image's features against its run of placeholders
             output = model(**{key: value for key, value in batch.items() if key in MODEL_INPUTS})
         assert output.image_hidden_states.shape[0] == sum(expected), row["id"]
-

@@ -7,6 +7,7 @@ import torch
 
 from towervision_hf.hub import load_check
 
+
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "premove_tiny"
 
 

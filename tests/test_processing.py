@@ -24,6 +24,7 @@ from towervision_hf.model.image_processing_towervision import TowerVisionImagePr
 from towervision_hf.model.processing_towervision import TowerVisionProcessor
 from towervision_hf.model.tiling_towervision import default_grid_pinpoints
 
+
 TILE, PATCH = 56, 8
 # The released checkpoints' chat_template.jinja (utter-project/TowerVision-2B), verbatim.
 RELEASE_TEMPLATE = (

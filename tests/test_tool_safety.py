@@ -12,6 +12,7 @@ import pytest
 from towervision_cli import main as cli_main
 from towervision_hf.checkpoint.output import check_model_folder, staged_output
 
+
 FIXTURES = Path(__file__).parent / "fixtures"
 
 
@@ -41,8 +42,11 @@ def test_convert_and_export_refuse_an_output_over_their_source_and_leave_it_byte
     shutil.copytree(FIXTURES / "release_llava_next" if command == "convert" else tiny_checkpoint, source)
     before = snapshot(source)
     extra = ["--format", "llava_next"] if command == "export" else []
-    for output, relation in ((source, "is the input"), (source / "out", "lies inside the input"),
-                             (tmp_path, "contains the input")):
+    for output, relation in (
+        (source, "is the input"),
+        (source / "out", "lies inside the input"),
+        (tmp_path, "contains the input"),
+    ):
         assert cli_main([command, str(source), str(output), *extra]) == 2
         assert relation in one_error_line(capsys, f"towervision {command}")
     assert snapshot(source) == before and sorted(path.name for path in tmp_path.iterdir()) == ["source"]
@@ -75,10 +79,11 @@ def test_init_merge_push_and_data_refuse_outputs_over_their_inputs(tiny_checkpoi
     rows = tmp_path / "rows"
     rows.mkdir()
     (rows / "data.jsonl").write_text("{}\n")
-    for argv in (["translate", "--source", str(rows), "--langs", "de", "--out", str(rows)],
-                 ["filter", str(rows), "--out", str(rows / "kept")],
-                 ["synth", "--source", str(rows), "--endpoint", "http://127.0.0.1:9", "--model", "m",
-                  "--out", str(rows)]):
+    for argv in (
+        ["translate", "--source", str(rows), "--langs", "de", "--out", str(rows)],
+        ["filter", str(rows), "--out", str(rows / "kept")],
+        ["synth", "--source", str(rows), "--endpoint", "http://127.0.0.1:9", "--model", "m", "--out", str(rows)],
+    ):
         assert cli_main(["data", *argv]) == 2
         assert "the input" in one_error_line(capsys, f"towervision data {argv[0]}")
     assert snapshot(rows) == {"data.jsonl": b"{}\n"} and snapshot(tiny_checkpoint) == before
@@ -86,8 +91,16 @@ def test_init_merge_push_and_data_refuse_outputs_over_their_inputs(tiny_checkpoi
 
 def test_eval_refuses_to_write_its_results_into_the_model_folder(tiny_checkpoint, capsys):
     before = snapshot(tiny_checkpoint)
-    argv = ["eval", "commute", "--model", str(tiny_checkpoint), "--data", "absent", "--output-dir",
-            str(tiny_checkpoint / "results")]
+    argv = [
+        "eval",
+        "commute",
+        "--model",
+        str(tiny_checkpoint),
+        "--data",
+        "absent",
+        "--output-dir",
+        str(tiny_checkpoint / "results"),
+    ]
     assert cli_main(argv) == 2
     assert "lies inside the input" in one_error_line(capsys, "towervision eval commute")
     assert snapshot(tiny_checkpoint) == before
@@ -147,8 +160,10 @@ def test_a_corrupt_trained_modules_index_is_named(tmp_path, capsys):
     text = index.read_text()
     capsys.readouterr()
     no_frozen = json.dumps({**json.loads(text), "frozen": []})
-    for corrupt, message in ((text[: len(text) // 2], "is not valid JSON"),
-                             (no_frozen, "'frozen' is missing or not a JSON object")):
+    for corrupt, message in (
+        (text[: len(text) // 2], "is not valid JSON"),
+        (no_frozen, "'frozen' is missing or not a JSON object"),
+    ):
         index.write_text(corrupt)
         assert cli_main(["merge", str(stage), str(tmp_path / "out")]) == 2
         err = one_error_line(capsys, "towervision merge")
@@ -164,14 +179,42 @@ def test_missing_local_folders_and_data_are_reported_missing(tmp_path, capsys):
     assert f"{tmp_path / 'stage1'}: no such folder" in one_error_line(capsys, "towervision merge")
     assert cli_main(["eval", "commute", "--model", stage, "--data", "absent", "--output-dir", str(tmp_path)]) == 2
     assert f"{stage}: no such folder" in one_error_line(capsys, "towervision eval commute")
-    assert cli_main(["train", "tiny/stage1_projector.yaml", "--model_name_or_path", stage,
-                     "--output_dir", str(tmp_path / "run"), "--report_to", "none"]) == 2
+    assert (
+        cli_main(
+            [
+                "train",
+                "tiny/stage1_projector.yaml",
+                "--model_name_or_path",
+                stage,
+                "--output_dir",
+                str(tmp_path / "run"),
+                "--report_to",
+                "none",
+            ]
+        )
+        == 2
+    )
     assert f"{stage}: no such folder" in one_error_line(capsys, "towervision train")
     typo = tmp_path / "comute"
     assert cli_main(["eval", "commute", "--model", "absent", "--data", str(typo), "--output-dir", str(tmp_path)]) == 2
     assert f"{typo}: no such file or folder" in one_error_line(capsys, "towervision eval commute")
-    assert cli_main(["train", "tiny/stage1_projector.yaml", "--model_name_or_path", "tiny", "--dataset", str(typo),
-                     "--output_dir", str(tmp_path / "run"), "--report_to", "none"]) == 2
+    assert (
+        cli_main(
+            [
+                "train",
+                "tiny/stage1_projector.yaml",
+                "--model_name_or_path",
+                "tiny",
+                "--dataset",
+                str(typo),
+                "--output_dir",
+                str(tmp_path / "run"),
+                "--report_to",
+                "none",
+            ]
+        )
+        == 2
+    )
     assert f"{typo}: no such file or folder" in one_error_line(capsys, "towervision train")
 
 
@@ -211,8 +254,19 @@ def test_training_on_no_sample_fails_with_the_counts(packing, tmp_path):
         {"id": f"long{i}", "messages": [turn("user", "Describe. " * (5 + i)), turn("assistant", "A red square.")]}
         for i in range(3)
     ])  # fmt: skip
-    common = ["tiny/stage2_vision.yaml", "--model_name_or_path", "tiny", "--output_dir", str(tmp_path / "run"),
-              "--packing", packing, "--report_to", "none", "--untrainable", "skip"]
+    common = [
+        "tiny/stage2_vision.yaml",
+        "--model_name_or_path",
+        "tiny",
+        "--output_dir",
+        str(tmp_path / "run"),
+        "--packing",
+        packing,
+        "--report_to",
+        "none",
+        "--untrainable",
+        "skip",
+    ]
     with pytest.raises(ValueError, match=r"no sample to train on: of 4 samples, 4 would train on nothing"):
         train.build_trainer(*train.parse_args([*common, "--dataset", untrainable]))
     message = r"of 3 samples, 3 longer than max_length=16 \(the longest, sample 'long2', is \d+ tokens"

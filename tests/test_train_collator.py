@@ -10,6 +10,7 @@ from towervision_hf import TowerVisionForConditionalGeneration
 from towervision_hf.checkpoint.tiny import build_tiny_processor, tiny_config
 from towervision_hf.training import SKIPPED_KEY, SKIPPED_UNTRAINABLE_KEY, TowerVisionCollator
 
+
 ANSWERS = {"tiled": ["Red.", "A circle."], "multi": ["Nein."], "video": ["To the left."], "text": ["Olá"]}
 
 

@@ -19,6 +19,7 @@ import towervision_hf
 from towervision_hf import train
 from towervision_hf.checkpoint.compose import build_tiny
 
+
 ROOT = Path(__file__).resolve().parents[1]
 
 

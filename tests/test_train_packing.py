@@ -67,8 +67,12 @@ def bomb_png_bytes(side=100_000):
     ],
 )
 def test_a_bad_image_met_while_measuring_names_the_row_as_unpacked_training_does(processor, entry, error):
-    row = {"id": "bad-row", "images": [entry], "videos": [],
-           "messages": [turn("user", IMAGE, "Describe."), turn("assistant", "Noise.")]}
+    row = {
+        "id": "bad-row",
+        "images": [entry],
+        "videos": [],
+        "messages": [turn("user", IMAGE, "Describe."), turn("assistant", "Noise.")],
+    }
     message = rf"sample 'bad-row': images\[0\]: {error}: "
     with pytest.raises(ValueError, match=message):
         TowerVisionCollator(processor).conversation(copy.deepcopy(row))  # the unpacked path

@@ -10,8 +10,9 @@ import torch
 from transformers import AutoModelForImageTextToText
 
 from towervision_hf import train
-from towervision_hf.checkpoint.compose import build_tiny
 from towervision_hf.checkpoint.cli import merge_main
+from towervision_hf.checkpoint.compose import build_tiny
+
 
 bnb = pytest.importorskip("bitsandbytes", reason="the qlora extra (bitsandbytes) is not installed")
 

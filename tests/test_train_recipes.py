@@ -1,5 +1,6 @@
 """Every YAML under recipes/ parses: training recipes with TRL's parser into our argument dataclasses, accelerate
-configs with accelerate, data recipes with the data pipeline; and the stage recipes chain and carry the paper's numbers."""
+configs with accelerate, data recipes with the data pipeline; and the stage recipes chain and carry the paper's
+numbers."""
 
 import os
 import re
@@ -16,6 +17,7 @@ from towervision_hf import TowerVisionConfig, TowerVisionForConditionalGeneratio
 from towervision_hf.checkpoint.cli import init_parser
 from towervision_hf.data.mixture import load_recipe
 from towervision_hf.training.model_loading import follow_config, set_layout
+
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = ROOT / "recipes"

@@ -19,6 +19,7 @@ from towervision_hf.checkpoint import cli as checkpoint_cli
 from towervision_hf.checkpoint.cli import init_main
 from towervision_hf.checkpoint.trained_modules import merge_trained_modules, save_trained_modules
 
+
 PROJECTOR = {f"model.multi_modal_projector.linear_{i}.{kind}" for i in (1, 2) for kind in ("weight", "bias")}
 
 
@@ -174,8 +175,14 @@ def test_merge_command_errors_name_the_file(stage1, tmp_path, capsys):
     (tmp_path / "taken").mkdir()
     (tmp_path / "taken" / "file").write_text("x")
     cases = [
-        ([moved, tmp_path / "out"], f"{tmp_path / 'gone'}: no such folder (the base named by {moved / 'trained_modules.json'}"),
-        ([moved, tmp_path / "out", "--base", "my-org/absent"], "my-org/absent is not a local folder and cannot be fetched from the Hub"),
+        (
+            [moved, tmp_path / "out"],
+            f"{tmp_path / 'gone'}: no such folder (the base named by {moved / 'trained_modules.json'}",
+        ),
+        (
+            [moved, tmp_path / "out", "--base", "my-org/absent"],
+            "my-org/absent is not a local folder and cannot be fetched from the Hub",
+        ),
         ([trained, tmp_path / "taken"], "already exists and is not an empty folder"),
         ([trained, tmp_path / "out", "--dtype", "bfloat16"], "in the dtype their run trained in"),
     ]

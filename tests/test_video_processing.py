@@ -11,6 +11,7 @@ from transformers.video_utils import load_video
 from towervision_hf.model import video_processing_towervision
 from towervision_hf.model.video_processing_towervision import TowerVisionVideoProcessor, read_video_pyav
 
+
 SIDE = 56
 
 

@@ -8,6 +8,7 @@ transformers, so the command line answers `--help` at once.
 
 import importlib
 
+
 __all__ = [
     "TowerVisionConfig",
     "TowerVisionForConditionalGeneration",

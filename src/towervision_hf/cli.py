@@ -13,6 +13,7 @@ from towervision_cli import COMMANDS, main
 from .errors import exits_on_error
 from .training.arguments import DataArguments, StageArguments
 
+
 __all__ = ["COMMANDS", "main", "train_main"]
 
 DESCRIPTION = (

@@ -15,6 +15,7 @@ from importlib import resources
 
 from .errors import exits_on_error
 
+
 STAGES = ("stage1_projector", "stage2_vision", "stage3_video")
 
 

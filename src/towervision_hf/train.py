@@ -55,7 +55,8 @@ def resolve_recipe(recipe: str) -> str:
     if packaged.is_file():
         return str(packaged)
     raise ValueError(
-        f"recipe {recipe!r} is neither a file nor a recipe shipped with towervision_hf (e.g. tiny/stage1_projector.yaml)"
+        f"recipe {recipe!r} is neither a file nor a recipe shipped with towervision_hf (e.g. "
+        "tiny/stage1_projector.yaml)"
     )
 
 
@@ -165,7 +166,9 @@ def build_trainer(
             include_vision_in_every_batch=training_args.sharded,
             untrainable=training_args.untrainable,
         )
-    require_trainable_sample(dataset, collator, SampleMeasure(processor, collator.num_frames), training_args.max_length)
+    require_trainable_sample(
+        dataset, collator, SampleMeasure(processor, collator.num_frames), training_args.max_length
+    )
     if stream_rows is not None and training_args.max_steps <= 0:
         # a stream has no length: the steps of `num_train_epochs` come from the recipe's sample counts and, packed,
         # from the samples per row of the stream's first buffer

@@ -8,8 +8,8 @@ import argparse
 from pathlib import Path
 
 from ..errors import exits_on_error
-
 from .output import check_model_folder, check_new_folder
+
 
 DTYPE_NAMES = ("bfloat16", "float16", "float32")  # the names of `weights.DTYPES`
 NATIVE_FORMATS = ("llava_next", "llava_onevision")  # `convert.SOURCE_MODEL_TYPES`
@@ -28,7 +28,9 @@ def init_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--text", default="Unbabel/Tower-Plus-2B", help="Tower+ / Gemma2 checkpoint: Hub id or local dir"
     )
-    parser.add_argument("--tiny", action="store_true", help="build a tiny random model and tokenizer instead (offline)")
+    parser.add_argument(
+        "--tiny", action="store_true", help="build a tiny random model and tokenizer instead (offline)"
+    )
     parser.add_argument(
         "--max-tiles", type=int, default=6, help="most tiles per image + thumbnail (default: %(default)s)"
     )

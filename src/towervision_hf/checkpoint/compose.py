@@ -24,6 +24,7 @@ from .output import check_model_folder, staged_output
 from .tiny import build_tiny_processor, build_tiny_tokenizer, tiny_config
 from .weights import DTYPE_CODES, DTYPES, DTYPES_BY_CODE, EMBED_KEY, HEAD_KEY, PlannedTensor, WeightReader, read_json
 
+
 logger = logging.getLogger(__name__)
 # `--vision` folders: a full SigLIP / SigLIP2 (fixed resolution) checkpoint, or its vision tower alone
 SIGLIP_MODEL_TYPES = ("siglip", "siglip_vision_model")
@@ -32,7 +33,11 @@ SIGLIP_MODEL_TYPES = ("siglip", "siglip_vision_model")
 def generation_config_for(tokenizer) -> GenerationConfig:
     """Greedy by default; stops at `<end_of_turn>` (Tower+ chat turns) or `<eos>`."""
     end_of_turn = tokenizer.convert_tokens_to_ids("<end_of_turn>")
-    eos = [token for token in (end_of_turn, tokenizer.eos_token_id) if token is not None and token != tokenizer.unk_token_id]
+    eos = [
+        token
+        for token in (end_of_turn, tokenizer.eos_token_id)
+        if token is not None and token != tokenizer.unk_token_id
+    ]
     return GenerationConfig(bos_token_id=tokenizer.bos_token_id, eos_token_id=eos, pad_token_id=tokenizer.pad_token_id)
 
 
@@ -133,9 +138,13 @@ def compose_checkpoint(
     vision_config = SiglipVisionConfig.from_pretrained(vision_dir)
     text_config = AutoConfig.from_pretrained(text_dir)
     if text_config.model_type != "gemma2":
-        logger.warning("text model is %r, not gemma2: TowerVision was designed for Tower+ (Gemma2)", text_config.model_type)
+        logger.warning(
+            "text model is %r, not gemma2: TowerVision was designed for Tower+ (Gemma2)", text_config.model_type
+        )
     if vision_config.num_hidden_layers < 2:
-        raise ValueError(f"--vision {vision} has {vision_config.num_hidden_layers} encoder layer(s); at least 2 are needed")
+        raise ValueError(
+            f"--vision {vision} has {vision_config.num_hidden_layers} encoder layer(s); at least 2 are needed"
+        )
     vision_reader, text_reader = WeightReader(vision_dir), WeightReader(text_dir)
     embed_name = "model.embed_tokens.weight"
     if embed_name not in text_reader.entries:
@@ -177,9 +186,13 @@ def compose_checkpoint(
         for name in text_reader.entries
         if not (config.tie_word_embeddings and name == HEAD_KEY)
     }
-    planned = stream_renamed(vision_reader, vision_names, torch_dtype) + stream_renamed(text_reader, text_names, torch_dtype)
+    planned = stream_renamed(vision_reader, vision_names, torch_dtype) + stream_renamed(
+        text_reader, text_names, torch_dtype
+    )
     if text_config.vocab_size > stored_vocab:
-        log(f"vocabulary: {stored_vocab} -> {text_config.vocab_size} (<image>, <video>); new rows = mean of the others")
+        log(
+            f"vocabulary: {stored_vocab} -> {text_config.vocab_size} (<image>, <video>); new rows = mean of the others"
+        )
         grown = {EMBED_KEY: embed_name} if config.tie_word_embeddings else {EMBED_KEY: embed_name, HEAD_KEY: HEAD_KEY}
         planned = [
             PlannedTensor(tensor.name, tensor.dtype, (text_config.vocab_size, *tensor.shape[1:]),

@@ -54,6 +54,7 @@ from .weights import (
     write_shards,
 )
 
+
 SOURCE_MODEL_TYPES = ("llava_next", "llava_onevision")
 
 # On-disk names of llava checkpoints -> TowerVision (= transformers 5.x LlavaNext) in-memory names. First match

@@ -6,6 +6,7 @@ import os
 import torch
 from safetensors.torch import load_file, save_file
 
+
 NEWLINE_FILE = "image_newline.safetensors"
 
 

@@ -13,6 +13,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+
 HUB_ID = re.compile(r"^[\w.-]+(/[\w.-]+)?$")
 STAGE_FOLDER_HINT = "`towervision init` writes a stage-0 folder, `towervision train` the later stages"
 

@@ -11,8 +11,19 @@ from transformers import Gemma2Config, GemmaTokenizer, SiglipVisionConfig
 
 from ..model.configuration_towervision import TowerVisionConfig
 
+
 TINY_MODEL = "tiny"  # the model name that stands for the tiny model built from a seed (train, merge, demo)
-SPECIAL_TOKENS = ["<pad>", "<eos>", "<bos>", "<unk>", "<mask>", "<start_of_turn>", "<end_of_turn>", "<image>", "<video>"]
+SPECIAL_TOKENS = [
+    "<pad>",
+    "<eos>",
+    "<bos>",
+    "<unk>",
+    "<mask>",
+    "<start_of_turn>",
+    "<end_of_turn>",
+    "<image>",
+    "<video>",
+]
 TINY_TILE_SIZE = 56  # 7×7 patches of 8 px: odd, like so400m's 27×27
 TINY_PATCH_SIZE = 8
 

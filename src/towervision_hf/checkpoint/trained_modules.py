@@ -39,6 +39,7 @@ from .weights import (
     write_shards,
 )
 
+
 TRAINED_WEIGHTS_NAME = "trained_modules.safetensors"
 TRAINED_INDEX_NAME = "trained_modules.json"
 TRAINED_FORMAT = "towervision-trained-modules/1"

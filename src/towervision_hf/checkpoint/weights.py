@@ -17,13 +17,15 @@ from pathlib import Path
 
 import torch
 
+
 SAFE_WEIGHTS_NAME = "model.safetensors"
 SAFE_WEIGHTS_INDEX_NAME = "model.safetensors.index.json"
 SHARD_NAME = "model-{index:05d}-of-{total:05d}.safetensors"
 DEFAULT_MAX_SHARD_SIZE = "5GB"
 DTYPE_CODES = {
     torch.float64: "F64", torch.float32: "F32", torch.bfloat16: "BF16", torch.float16: "F16",
-    torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8", torch.uint8: "U8", torch.bool: "BOOL",
+    torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8", torch.uint8: "U8",
+    torch.bool: "BOOL",
 }  # fmt: skip
 DTYPES_BY_CODE = {code: dtype for dtype, code in DTYPE_CODES.items()}
 # the floating-point dtypes a checkpoint may be cast to, by the name the CLI and configs use
@@ -128,8 +130,10 @@ def read_header(path: Path) -> tuple[dict, int]:
         if dtype not in DTYPES_BY_CODE:
             raise ValueError(f"{path}: tensor {name!r} has dtype {dtype!r}, not one of {sorted(DTYPES_BY_CODE)}")
         if not 0 <= start <= end or end - start != num_elements * DTYPES_BY_CODE[dtype].itemsize:
-            raise ValueError(f"{path} is corrupt: tensor {name!r} spans bytes {start}-{end}, its shape {shape} needs "
-                             f"{num_elements * DTYPES_BY_CODE[dtype].itemsize}")
+            raise ValueError(
+                f"{path} is corrupt: tensor {name!r} spans bytes {start}-{end}, its shape {shape} needs "
+                f"{num_elements * DTYPES_BY_CODE[dtype].itemsize}"
+            )
         if end > data_size:
             raise ValueError(
                 f"{path} is truncated: tensor {name!r} ends at byte {data_start + end}, the file has {size}"

@@ -3,6 +3,7 @@ the paper's prompts, synthetic VQA answers and the embedded sample. `towervision
 
 from .. import lazy_exports
 
+
 __all__ = [
     "CORE_LANGUAGES",
     "LANGUAGES",

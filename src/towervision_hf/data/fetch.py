@@ -15,6 +15,7 @@ from pathlib import Path
 
 from ..model.fetching_towervision import UrlFetchError, fetch_once
 
+
 DEFAULT_CACHE_DIR = Path(os.environ.get("TOWERVISION_CACHE", Path.home() / ".cache" / "towervision")) / "media"
 _PERMANENT_HTTP_ERRORS = {400, 401, 403, 404, 410, 451}
 
@@ -39,8 +40,15 @@ class UrlFetcher:
     and connection errors are retried `retries` times with exponential backoff. Failures raise `FetchError`.
     """
 
-    def __init__(self, cache_dir=None, retries: int = 3, timeout: float = 30.0, backoff: float = 1.0, opener=None,
-                 sleep=time.sleep):
+    def __init__(
+        self,
+        cache_dir=None,
+        retries: int = 3,
+        timeout: float = 30.0,
+        backoff: float = 1.0,
+        opener=None,
+        sleep=time.sleep,
+    ):
         self.cache_dir = Path(cache_dir) if cache_dir is not None else DEFAULT_CACHE_DIR
         self.retries, self.timeout, self.backoff = retries, timeout, backoff
         self.opener, self.sleep = opener or fetch_once, sleep

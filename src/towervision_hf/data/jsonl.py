@@ -14,9 +14,14 @@ from pathlib import Path
 
 from .schema import MEDIA_KEYS
 
+
 MALFORMED_KEY = "__malformed__"
 _MAGIC = (
-    (b"\x89PNG", ".png"), (b"\xff\xd8", ".jpg"), (b"GIF8", ".gif"), (b"RIFF", ".webp"), (b"\x1aE\xdf\xa3", ".webm"),
+    (b"\x89PNG", ".png"),
+    (b"\xff\xd8", ".jpg"),
+    (b"GIF8", ".gif"),
+    (b"RIFF", ".webp"),
+    (b"\x1aE\xdf\xa3", ".webm"),
 )
 
 

@@ -24,6 +24,7 @@ from datasets import Dataset, DatasetDict, load_dataset, load_from_disk
 from ..checkpoint.output import check_local_or_hub
 from .jsonl import data_files_in, resolve_media_paths
 
+
 FILE_BUILDERS = {".parquet": "parquet", ".json": "json", ".jsonl": "json", ".csv": "csv", ".arrow": "arrow"}
 
 

@@ -86,7 +86,8 @@ class Recipe:
         if stage not in self.stages:
             raise ValueError(f"recipe {self.name!r} has no stage {stage!r}; stages: {list(self.stages)}")
         return [
-            source for source in self.stages[stage]
+            source
+            for source in self.stages[stage]
             if all(self.switches.get(switch) == value for switch, value in source.when.items())
         ]
 
@@ -128,8 +129,12 @@ def _check_keys(mapping, known, where: str) -> None:
 def _check_override_key(config: dict, key: str, assignment: str) -> None:
     """ValueError naming the first unknown part of `key` and the nearest known key: an override never adds a key,
     so a typo (`languagez=core`) cannot be silently ignored."""
-    known = {**dict.fromkeys(RECIPE_KEYS), **config, "media": {**_MEDIA_DEFAULTS, **(config.get("media") or {})},
-             "switches": {**dict.fromkeys(SWITCH_VALUES), **(config.get("switches") or {})}}
+    known = {
+        **dict.fromkeys(RECIPE_KEYS),
+        **config,
+        "media": {**_MEDIA_DEFAULTS, **(config.get("media") or {})},
+        "switches": {**dict.fromkeys(SWITCH_VALUES), **(config.get("switches") or {})},
+    }
     parts = key.split(".")
     for depth, part in enumerate(parts):
         if not isinstance(known, dict):
@@ -184,9 +189,12 @@ def _source_spec(recipe_name: str, stage: str, entry: dict, switches: dict, lang
     _check_keys(entry.get("paper") or {}, SOURCE_PAPER_KEYS, f"{where}, source {entry['name']!r}, paper")
     _check_params(where, entry["adapter"], entry["name"], entry.get("params") or {})
     spec = SourceSpec(
-        name=entry["name"], adapter=entry["adapter"],
+        name=entry["name"],
+        adapter=entry["adapter"],
         params=_with_language_set(dict(entry.get("params") or {}), language_set),
-        samples=entry.get("samples"), weight=entry.get("weight"), when=dict(entry.get("when") or {}),
+        samples=entry.get("samples"),
+        weight=entry.get("weight"),
+        when=dict(entry.get("when") or {}),
         paper=dict(entry.get("paper") or {}),
     )
     if spec.paper and spec.paper.get("tag") not in PAPER_TAGS:
@@ -199,7 +207,7 @@ def _source_spec(recipe_name: str, stage: str, entry: dict, switches: dict, lang
             isinstance(value, bool) or not isinstance(value, types) or not math.isfinite(value) or value <= 0
         ):
             raise ValueError(f"{where}, source {spec.name!r}: `{key}` must be a positive {kind}, got {value!r}")
-    for switch, value in spec.when.items():
+    for switch in spec.when:
         if switch not in switches:
             raise ValueError(f"{where}, source {spec.name!r}: `when` names unknown switch {switch!r}")
     return spec
@@ -226,8 +234,9 @@ def load_recipe(path, overrides=()) -> Recipe:
         raise ValueError(f"recipe {path}: needs `stages` (or a top-level `sources` list)")
     for switch, allowed in SWITCH_VALUES.items():
         if switch in switches and switches[switch] not in allowed:
-            raise ValueError(f"recipe {path}: switches.{switch} must be one of {list(allowed)}, "
-                             f"got {switches[switch]!r}")
+            raise ValueError(
+                f"recipe {path}: switches.{switch} must be one of {list(allowed)}, got {switches[switch]!r}"
+            )
     stages = {}
     _check_mapping(raw_stages, f"recipe {path}, stages")
     for stage, body in raw_stages.items():
@@ -248,8 +257,12 @@ def load_recipe(path, overrides=()) -> Recipe:
         if "adapter" not in entry:
             raise ValueError(f"recipe {path}: input {input_name!r} needs an adapter")
         _check_params(f"recipe {path}", entry["adapter"], input_name, entry.get("params") or {})
-        inputs[input_name] = SourceSpec(name=input_name, adapter=entry["adapter"], samples=entry.get("samples"),
-                                        params=_with_language_set(dict(entry.get("params") or {}), language_set))
+        inputs[input_name] = SourceSpec(
+            name=input_name,
+            adapter=entry["adapter"],
+            samples=entry.get("samples"),
+            params=_with_language_set(dict(entry.get("params") or {}), language_set),
+        )
     recipe = Recipe(
         name=name,
         stages=stages,
@@ -263,13 +276,14 @@ def load_recipe(path, overrides=()) -> Recipe:
     for stage in stages:
         if not recipe.active_sources(stage):
             conditions = sorted({f"{key}={value}" for spec in stages[stage] for key, value in spec.when.items()})
-            raise ValueError(f"recipe {path}: no source of stage {stage!r} is active under switches {switches} "
-                             f"(its sources ask for {', '.join(conditions)})")
+            raise ValueError(
+                f"recipe {path}: no source of stage {stage!r} is active under switches {switches} "
+                f"(its sources ask for {', '.join(conditions)})"
+            )
     return recipe
 
 
-def input_samples(recipe: Recipe, name: str, report: BuildReport, streaming: bool = False,
-                  limit: int | None = None):
+def input_samples(recipe: Recipe, name: str, report: BuildReport, streaming: bool = False, limit: int | None = None):
     """Rows of the recipe's input `name` (the data `translate` and `synth` start from), in the recipe's languages;
     image URLs are left unresolved (the endpoint or a later build fetches them)."""
     if name not in recipe.inputs:
@@ -278,17 +292,31 @@ def input_samples(recipe: Recipe, name: str, report: BuildReport, streaming: boo
     adapter = make_adapter(spec.adapter, spec.name, seed=recipe.seed, streaming=streaming, **spec.params)
     caps = [value for value in (spec.samples, limit) if value is not None]
     cap = min(caps) if caps else None
-    yield from iter_samples(adapter, report, languages=set(recipe.languages), embed_local=recipe.media["embed_local"],
-                            max_samples=cap, workers=1)
+    yield from iter_samples(
+        adapter,
+        report,
+        languages=set(recipe.languages),
+        embed_local=recipe.media["embed_local"],
+        max_samples=cap,
+        workers=1,
+    )
 
 
 def plan(recipe: Recipe, stage: str | None = None) -> list[dict]:
     """One entry per active source of every stage (or of `stage`): stage, name, adapter, samples, paper row, category
     and tag."""
     return [
-        {"stage": name, "name": spec.name, "adapter": spec.adapter, "samples": spec.samples,
-         "row": spec.paper.get("row"), "category": spec.paper.get("category"), "tag": spec.paper.get("tag")}
-        for name in ([stage] if stage else recipe.stages) for spec in recipe.active_sources(name)
+        {
+            "stage": name,
+            "name": spec.name,
+            "adapter": spec.adapter,
+            "samples": spec.samples,
+            "row": spec.paper.get("row"),
+            "category": spec.paper.get("category"),
+            "tag": spec.paper.get("tag"),
+        }
+        for name in ([stage] if stage else recipe.stages)
+        for spec in recipe.active_sources(name)
     ]
 
 
@@ -316,22 +344,28 @@ def format_plan(recipe: Recipe, stage: str | None = None) -> str:
     lines = []
     lines.append(f"languages: {','.join(recipe.languages)}; switches: {recipe.switches}")
     if recipe.switches.get(ENGLISH_ONLY):
-        lines.append("english_only: each source keeps the English rows of the share below (rows read in the "
-                     "languages above); the English count is known after the build, nothing refills the rest")
+        lines.append(
+            "english_only: each source keeps the English rows of the share below (rows read in the "
+            "languages above); the English count is known after the build, nothing refills the rest"
+        )
     lines.append("")
     for name in [stage] if stage else recipe.stages:
         stage_entries = [entry for entry in entries if entry["stage"] == name]
         stage_total = sum(entry["samples"] or 0 for entry in stage_entries)
         size = "every row" if any(entry["samples"] is None for entry in stage_entries) else f"{stage_total:,} rows"
-        lines += [f"{recipe.name}/{name}: {len(stage_entries)} sources, {size}",
-                  f"{'source':<{width}}  {'paper row':<{row_width}}  {'tag':<10}  {'samples':>11}  {'share':>7}"
-                  + ("  paper %" if paper_total else "")]
+        lines += [
+            f"{recipe.name}/{name}: {len(stage_entries)} sources, {size}",
+            f"{'source':<{width}}  {'paper row':<{row_width}}  {'tag':<10}  {'samples':>11}  {'share':>7}"
+            + ("  paper %" if paper_total else ""),
+        ]
         for entry in stage_entries:
             samples = entry["samples"]
             share = f"{samples / stage_total:>7.2%}" if samples and stage_total else f"{'-':>7}"
             count = f"{samples:,}" if samples is not None else "all"
-            line = (f"{entry['name']:<{width}}  {entry['row'] or '-':<{row_width}}  {entry['tag'] or '-':<10}  "
-                    f"{count:>11}  {share}")
+            line = (
+                f"{entry['name']:<{width}}  {entry['row'] or '-':<{row_width}}  {entry['tag'] or '-':<10}  "
+                f"{count:>11}  {share}"
+            )
             if paper_total and entry["row"] and samples:
                 line += f"  {paper_percent(samples, paper_total):>7}"
             lines.append(line)
@@ -340,18 +374,23 @@ def format_plan(recipe: Recipe, stage: str | None = None) -> str:
     if rows:
         total = sum(entry["samples"] for entry in rows)
         multilingual = sum(entry["samples"] for entry in rows if is_multilingual(entry))
-        lines.append(f"{recipe.paper.get('table', 'paper')} rows: {len(rows)}, {total:,} samples "
-                     f"(English {total - multilingual:,}, multilingual {multilingual:,})")
+        lines.append(
+            f"{recipe.paper.get('table', 'paper')} rows: {len(rows)}, {total:,} samples "
+            f"(English {total - multilingual:,}, multilingual {multilingual:,})"
+        )
         if paper_total and stage is None:
             printed = {key: recipe.paper[key] for key in ("english", "multilingual") if key in recipe.paper}
-            lines.append(f"as printed in the paper: total {paper_total:,}"
-                         + "".join(f", {key} {value:,}" for key, value in printed.items())
-                         + f"; rows minus printed total: {total - paper_total:+,}")
+            lines.append(
+                f"as printed in the paper: total {paper_total:,}"
+                + "".join(f", {key} {value:,}" for key, value in printed.items())
+                + f"; rows minus printed total: {total - paper_total:+,}"
+            )
     return "\n".join(lines)
 
 
-def mixture_samples(recipe: Recipe, stage: str, report: BuildReport, streaming: bool = False,
-                    limit: int | None = None, fetcher=None):
+def mixture_samples(
+    recipe: Recipe, stage: str, report: BuildReport, streaming: bool = False, limit: int | None = None, fetcher=None
+):
     """Rows of one stage, interleaved by weight with `random.Random(recipe.seed)`; at most `limit` rows.
 
     `fetcher` resolves image URLs (default: a `UrlFetcher` on the recipe's cache when `media.fetch` is on).
@@ -362,8 +401,12 @@ def mixture_samples(recipe: Recipe, stage: str, report: BuildReport, streaming: 
     streams = [
         iter_samples(
             make_adapter(spec.adapter, spec.name, seed=recipe.seed, streaming=streaming, **spec.params),
-            report, languages=set(recipe.languages), fetcher=fetcher, embed_local=recipe.media["embed_local"],
-            max_samples=spec.samples, workers=int(recipe.media["workers"]),
+            report,
+            languages=set(recipe.languages),
+            fetcher=fetcher,
+            embed_local=recipe.media["embed_local"],
+            max_samples=spec.samples,
+            workers=int(recipe.media["workers"]),
         )
         for spec in specs
     ]
@@ -397,8 +440,15 @@ def _english_rows(rows, source: str, report: BuildReport):
                 report.drop(source, row["language"], "not_english")
 
 
-def build(recipe: Recipe, out, stage: str | None = None, streaming: bool = False, limit: int | None = None,
-          fetcher=None, echo=print) -> dict[str, BuildReport]:
+def build(
+    recipe: Recipe,
+    out,
+    stage: str | None = None,
+    streaming: bool = False,
+    limit: int | None = None,
+    fetcher=None,
+    echo=print,
+) -> dict[str, BuildReport]:
     """Build one stage (or every stage, into `out/<stage>`) as `save_to_disk` folders with a `counts.json` each."""
     from datasets import Dataset
 
@@ -407,13 +457,18 @@ def build(recipe: Recipe, out, stage: str | None = None, streaming: bool = False
     reports = {}
     for name in stages:
         target = out if stage or len(stages) == 1 else out / name
-        report = BuildReport(f"{recipe.name}/{name}", seed=recipe.seed, language_set=list(recipe.languages),
-                             switches=recipe.switches, limit=limit)
+        report = BuildReport(
+            f"{recipe.name}/{name}",
+            seed=recipe.seed,
+            language_set=list(recipe.languages),
+            switches=recipe.switches,
+            limit=limit,
+        )
 
         rows = mixture_samples(recipe, name, report, streaming=streaming, limit=limit, fetcher=fetcher)
         first = next(rows, None)
 
-        def generate():
+        def generate(first=first, rows=rows):
             yield first
             yield from rows
 
@@ -421,8 +476,9 @@ def build(recipe: Recipe, out, stage: str | None = None, streaming: bool = False
             if first is None:  # every row skipped or filtered: an empty dataset, and the report says why
                 dataset = Dataset.from_dict({column: [] for column in to_features()}, features=to_features())
             else:
-                dataset = Dataset.from_generator(generate, features=to_features(), cache_dir=cache,
-                                                 fingerprint=uuid.uuid4().hex)
+                dataset = Dataset.from_generator(
+                    generate, features=to_features(), cache_dir=cache, fingerprint=uuid.uuid4().hex
+                )
             if target.exists():
                 shutil.rmtree(target)
             dataset.save_to_disk(str(target), num_shards=None if len(dataset) else 1)  # 0 shards do not load back
@@ -435,14 +491,23 @@ def build(recipe: Recipe, out, stage: str | None = None, streaming: bool = False
             for spec in recipe.active_sources(name):  # rows dropped by english_only were the source's share
                 kept = sum(report.kept.get(spec.name, {}).values()) + report.skipped[spec.name]["not_english"]
                 if spec.samples is not None and kept < spec.samples:
-                    echo(f"warning: source {spec.name!r} gave {kept} of its {spec.samples} samples "
-                         f"in languages {','.join(recipe.languages)}")
+                    echo(
+                        f"warning: source {spec.name!r} gave {kept} of its {spec.samples} samples "
+                        f"in languages {','.join(recipe.languages)}"
+                    )
         reports[name] = report
     return reports
 
 
-def load_mixture(recipe, stage: str | None = None, streaming: bool = True, limit: int | None = None,
-                 overrides=(), fetcher=None, report: BuildReport | None = None):
+def load_mixture(
+    recipe,
+    stage: str | None = None,
+    streaming: bool = True,
+    limit: int | None = None,
+    overrides=(),
+    fetcher=None,
+    report: BuildReport | None = None,
+):
     """The mixture of `recipe` (a path or a Recipe) as an `IterableDataset`, streamed straight into training.
 
     Each iteration (epoch) replays the same seeded mixture; counts go to `report` when given.

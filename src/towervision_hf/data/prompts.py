@@ -12,6 +12,7 @@ import random
 
 from .languages import normalize_language
 
+
 CAPTION_INTENTS = ("describe", "what_can_you_see", "tell_me", "explain", "caption", "happening", "description")
 
 # verbatim from the paper's A.5.1 (EN_PROMPTS, PT_PROMPTS, FR_PROMPTS, NL_PROMPTS, DE_PROMPTS, ES_PROMPTS,

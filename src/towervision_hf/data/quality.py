@@ -10,6 +10,7 @@ import os
 
 from .report import BuildReport
 
+
 DEFAULT_QE_MODEL = "Unbabel/wmt22-cometkiwi-da"
 DEFAULT_THRESHOLD = 0.85
 
@@ -70,10 +71,12 @@ def score_rows(rows, scorer, model_name: str, rescore: bool = False) -> list[dic
     offset = 0
     for row in pending:
         count = len(row["translation"]["segments"])
-        segment_scores = [float(score) for score in scores[offset:offset + count]]
+        segment_scores = [float(score) for score in scores[offset : offset + count]]
         offset += count
-        row["translation"] = {**row["translation"], "qe": {"model": model_name, "scores": segment_scores,
-                                                           "score": min(segment_scores)}}
+        row["translation"] = {
+            **row["translation"],
+            "qe": {"model": model_name, "scores": segment_scores, "score": min(segment_scores)},
+        }
     return rows
 
 

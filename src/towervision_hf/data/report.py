@@ -3,6 +3,7 @@
 import json
 from collections import Counter
 
+
 SKIP_REASONS = {
     "malformed": "the record does not have the source's fields or types",
     "empty_conversation": "no usable user/assistant turn",
@@ -18,7 +19,7 @@ SKIP_REASONS = {
     "empty_translation": "the translation model returned an empty text",
     "below_threshold": "the COMETKiwi score is under the filter threshold",
     "request_failed": "the chat endpoint failed for this request, after its retries",
-    "cut_answer": "the endpoint stopped the answer at its token limit (finish_reason \"length\"); dropped",
+    "cut_answer": 'the endpoint stopped the answer at its token limit (finish_reason "length"); dropped',
 }
 MAX_EXAMPLES = 5
 
@@ -102,8 +103,10 @@ class BuildReport:
         report = self.to_dict()
         total = max(report["total"], 1)
         width = max([len("source"), *map(len, report["sources"])])
-        lines = [f"{self.name}: {report['total']} rows",
-                 f"{'source':<{width}}  {'read':>9}  {'kept':>9}  {'share':>6}  skipped"]
+        lines = [
+            f"{self.name}: {report['total']} rows",
+            f"{'source':<{width}}  {'read':>9}  {'kept':>9}  {'share':>6}  skipped",
+        ]
         for source, counts in report["sources"].items():
             skipped = ", ".join(f"{reason}={n}" for reason, n in counts["skipped"].items()) or "-"
             share = counts["kept"] / total

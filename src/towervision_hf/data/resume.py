@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 from .jsonl import jsonl_line
 from .report import MAX_EXAMPLES, BuildReport
 
+
 _SHARD_REPORT = re.compile(r"report-(\d{5})-of-(\d{5})\.json")
 
 
@@ -47,8 +48,9 @@ def shard_name(stem: str, suffix: str, num_shards: int = 1, index: int = 0) -> s
 
 def _save(path: Path, report: BuildReport, resume: dict) -> None:
     temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(json.dumps({**report.to_dict(), "resume": resume}, indent=2, ensure_ascii=False) + "\n",
-                         encoding="utf-8")
+    temporary.write_text(
+        json.dumps({**report.to_dict(), "resume": resume}, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
+    )
     os.replace(temporary, path)
 
 
@@ -56,29 +58,35 @@ def _read_report(path: Path) -> dict:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ValueError(f"{path} is not a readable report ({error}); move it away to start this output again")
+        raise ValueError(
+            f"{path} is not a readable report ({error}); move it away to start this output again"
+        ) from None
 
 
 def _check_other_shards(out: Path, own_report: Path, settings: dict) -> None:
     for path in sorted(out.glob("report*.json")):
         resume = _read_report(path).get("resume") if path != own_report else None
         if resume and resume["settings"] != settings:
-            raise ValueError(f"{out} holds {path.name}, written with other settings or shard count; "
-                             f"use a new --out for this run")
+            raise ValueError(
+                f"{out} holds {path.name}, written with other settings or shard count; use a new --out for this run"
+            )
 
 
 def _changed(saved: dict, settings: dict) -> str:
     keys = sorted(set(saved) | set(settings), key=str)
-    return ", ".join(f"{key}: {saved.get(key)!r} -> {settings.get(key)!r}"
-                     for key in keys if saved.get(key) != settings.get(key))
+    return ", ".join(
+        f"{key}: {saved.get(key)!r} -> {settings.get(key)!r}" for key in keys if saved.get(key) != settings.get(key)
+    )
 
 
 def _cut_back(path: Path, length: int) -> tuple[int, int]:
     """Truncate `path` to `length` bytes; returns (complete rows, bytes of a half-written row) cut off."""
     size = path.stat().st_size if path.exists() else 0
     if size < length:
-        raise ValueError(f"{path} has {size} bytes, fewer than the {length} its report records: it was changed "
-                         f"outside this run, so it cannot be resumed exactly once; use a new --out")
+        raise ValueError(
+            f"{path} has {size} bytes, fewer than the {length} its report records: it was changed "
+            f"outside this run, so it cannot be resumed exactly once; use a new --out"
+        )
     if size == length:
         return 0, 0
     with open(path, "rb+") as handle:
@@ -89,8 +97,20 @@ def _cut_back(path: Path, length: int) -> tuple[int, int]:
     return tail.count(b"\n"), half
 
 
-def run_resumable(out, units: list, process, *, report: BuildReport, settings: dict, key, files=("data",),
-                  num_shards: int = 1, shard_index: int = 0, chunk_size: int = 256, desc: str = "rows"):
+def run_resumable(
+    out,
+    units: list,
+    process,
+    *,
+    report: BuildReport,
+    settings: dict,
+    key,
+    files=("data",),
+    num_shards: int = 1,
+    shard_index: int = 0,
+    chunk_size: int = 256,
+    desc: str = "rows",
+):
     """Run `process` over this shard's part of `units`, going on from the report in `out` when a run stopped.
 
     `process(chunks)` gets an iterator over lists of units and yields, for each chunk in order, `{file: rows}`
@@ -113,22 +133,34 @@ def run_resumable(out, units: list, process, *, report: BuildReport, settings: d
         saved = _read_report(report_path)
         resume = saved.pop("resume", None)
         if resume is None:
-            raise ValueError(f"{report_path} is not the report of a resumable run (a merged report?); "
-                             f"use a new --out")
+            raise ValueError(f"{report_path} is not the report of a resumable run (a merged report?); use a new --out")
         if resume["settings"] != settings:
-            raise ValueError(f"{out} holds a run with other settings ({_changed(resume['settings'], settings)}); "
-                             f"re-run the same command to resume it, or use a new --out")
+            raise ValueError(
+                f"{out} holds a run with other settings ({_changed(resume['settings'], settings)}); "
+                f"re-run the same command to resume it, or use a new --out"
+            )
         if resume["input_sha256"] != digest:
-            raise ValueError(f"the input of {report_path.name} changed since it was written ({resume['units']} -> "
-                             f"{len(units)} rows, or their ids / text); use a new --out")
+            raise ValueError(
+                f"the input of {report_path.name} changed since it was written ({resume['units']} -> "
+                f"{len(units)} rows, or their ids / text); use a new --out"
+            )
         report.restore(saved)
     else:
         for path in paths.values():
             if path.exists() and path.stat().st_size:
-                raise ValueError(f"{path} exists without its report {report_path.name}: not a run to resume; "
-                                 f"use a new --out")
-        resume = {"settings": settings, "input_sha256": digest, "shard": [shard_index, num_shards],
-                  "units": len(units), "done": 0, "complete": False, "files": {}, "runs": []}
+                raise ValueError(
+                    f"{path} exists without its report {report_path.name}: not a run to resume; use a new --out"
+                )
+        resume = {
+            "settings": settings,
+            "input_sha256": digest,
+            "shard": [shard_index, num_shards],
+            "units": len(units),
+            "done": 0,
+            "complete": False,
+            "files": {},
+            "runs": [],
+        }
     if resume["complete"]:
         print(f"{report_path}: all {len(units)} rows were done already", file=sys.stderr)
         return report, resume
@@ -138,16 +170,20 @@ def run_resumable(out, units: list, process, *, report: BuildReport, settings: d
         if rows or half:
             run["discarded_rows"] += rows
             run["half_written_row"] |= bool(half)
-            print(f"{path}: discarded {rows} rows written after the last checkpoint"
-                  + (f" and a half-written row ({half} bytes)" if half else "") + "; they are done again",
-                  file=sys.stderr)
+            print(
+                f"{path}: discarded {rows} rows written after the last checkpoint"
+                + (f" and a half-written row ({half} bytes)" if half else "")
+                + "; they are done again",
+                file=sys.stderr,
+            )
     resume["runs"].append(run)
     _save(report_path, report, resume)  # from here on the output folder is this run's, even before a first chunk
-    chunks = [units[start:start + chunk_size] for start in range(resume["done"], len(units), chunk_size)]
+    chunks = [units[start : start + chunk_size] for start in range(resume["done"], len(units), chunk_size)]
     with contextlib.ExitStack() as stack:
         handles = {name: stack.enter_context(open(path, "ab")) for name, path in paths.items()}
-        progress = stack.enter_context(tqdm(total=len(units), initial=resume["done"], desc=desc, unit="row",
-                                            dynamic_ncols=True))
+        progress = stack.enter_context(
+            tqdm(total=len(units), initial=resume["done"], desc=desc, unit="row", dynamic_ncols=True)
+        )
         for chunk, outputs in zip(chunks, process(iter(chunks)), strict=True):
             for name, rows in outputs.items():
                 handles[name].write("".join(jsonl_line(row, out, bring_media=True) for row in rows).encode())
@@ -171,9 +207,11 @@ def format_runs(resume: dict) -> str:
     runs = resume["runs"]
     discarded = sum(run["discarded_rows"] for run in runs)
     half = sum(run["half_written_row"] for run in runs)
-    return (f"{resume['done']} of {resume['units']} input rows done over {len(runs)} run(s)"
-            + (f"; resuming discarded {discarded} rows of unfinished chunks and {half} half-written row(s)"
-               if discarded or half else ""))
+    return f"{resume['done']} of {resume['units']} input rows done over {len(runs)} run(s)" + (
+        f"; resuming discarded {discarded} rows of unfinished chunks and {half} half-written row(s)"
+        if discarded or half
+        else ""
+    )
 
 
 def merge_shards(out) -> BuildReport:
@@ -185,8 +223,9 @@ def merge_shards(out) -> BuildReport:
         if match:
             shards[(int(match[1]), int(match[2]))] = _read_report(path)
     if not shards:
-        raise FileNotFoundError(f"no report-XXXXX-of-XXXXX.json in {out}: run translate / synth / filter with "
-                                f"--num-shards first")
+        raise FileNotFoundError(
+            f"no report-XXXXX-of-XXXXX.json in {out}: run translate / synth / filter with --num-shards first"
+        )
     counts = {total for _, total in shards}
     if len(counts) != 1:
         raise ValueError(f"{out} holds shards of runs with different --num-shards: {sorted(counts)}")
@@ -194,8 +233,10 @@ def merge_shards(out) -> BuildReport:
     missing = [index for index in range(num_shards) if (index, num_shards) not in shards]
     unfinished = [index for (index, _), saved in sorted(shards.items()) if not saved["resume"]["complete"]]
     if missing or unfinished:
-        raise ValueError(f"{out}: shards {missing} have no report and shards {unfinished} did not finish (of "
-                         f"{num_shards}); run them (the same command resumes an unfinished one)")
+        raise ValueError(
+            f"{out}: shards {missing} have no report and shards {unfinished} did not finish (of "
+            f"{num_shards}); run them (the same command resumes an unfinished one)"
+        )
     merged = None
     for _, saved in sorted(shards.items()):
         resume = saved.pop("resume")

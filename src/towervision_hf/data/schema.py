@@ -34,6 +34,7 @@ from ..model.video_processing_towervision import read_video_pyav, uniform_frame_
 from .fetch import UrlFetcher
 from .languages import LANGUAGES
 
+
 COLUMNS = ("id", "source", "language", "messages", "images", "videos")
 ROLES = ("system", "user", "assistant")
 BLOCK_TYPES = ("text", "image", "video")

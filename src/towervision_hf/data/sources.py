@@ -75,8 +75,10 @@ def open_table(path: str, name: str | None = None, split: str = "train", data_fi
             dataset = load_split(path, split)
         else:
             # a folder written by our tools: its data*.jsonl files (not its report.json); else every table file
-            files = [local] if local.is_file() else data_files_in(local) or sorted(
-                f for f in local.rglob("*") if f.suffix in _TABLE_BUILDERS
+            files = (
+                [local]
+                if local.is_file()
+                else data_files_in(local) or sorted(f for f in local.rglob("*") if f.suffix in _TABLE_BUILDERS)
             )
             builders = {_TABLE_BUILDERS.get(f.suffix) for f in files}
             if len(builders) != 1 or None in builders:
@@ -146,8 +148,14 @@ def _media_from_feature(value) -> dict:
     raise RowError("missing_media", f"image value {value!r:.80} is not bytes, a path or a URL")
 
 
-_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "model": "assistant",
-          "system": "system"}
+_ROLES = {
+    "human": "user",
+    "user": "user",
+    "gpt": "assistant",
+    "assistant": "assistant",
+    "model": "assistant",
+    "system": "system",
+}
 _PLACEHOLDER = re.compile(r"<image>|<video>")
 
 
@@ -273,8 +281,19 @@ class PixmoCap(Adapter):
     Each row: an English caption prompt (seeded draw from prompts.CAPTION_PROMPTS) -> the caption.
     """
 
-    def __init__(self, name, *, path="allenai/pixmo-cap", config=None, split="train", data_files=None,
-                 caption_column="caption", url_column="image_url", image_column="image", **kwargs):
+    def __init__(
+        self,
+        name,
+        *,
+        path="allenai/pixmo-cap",
+        config=None,
+        split="train",
+        data_files=None,
+        caption_column="caption",
+        url_column="image_url",
+        image_column="image",
+        **kwargs,
+    ):
         super().__init__(name, **kwargs)
         self.path, self.config, self.split, self.data_files = path, config, split, data_files
         self.caption_column, self.url_column, self.image_column = caption_column, url_column, image_column
@@ -305,8 +324,16 @@ class PixmoQA(PixmoCap):
     (`image_url`, `image_sha256`, `question`, `answer`) and `allenai/pixmo-cap-qa` (`image_url`, `question`,
     `answer`, with `[USER]`/`[ASSISTANT]` turns inside `question` when present). Hashes are checked when given."""
 
-    def __init__(self, name, *, path="allenai/pixmo-ask-model-anything", question_column="question",
-                 answer_column="answer", sha_column="image_sha256", **kwargs):
+    def __init__(
+        self,
+        name,
+        *,
+        path="allenai/pixmo-ask-model-anything",
+        question_column="question",
+        answer_column="answer",
+        sha_column="image_sha256",
+        **kwargs,
+    ):
         super().__init__(name, path=path, **kwargs)
         self.question_column, self.answer_column, self.sha_column = question_column, answer_column, sha_column
         self.required_columns = ((question_column,), (answer_column,), (self.image_column, self.url_column))
@@ -402,9 +429,22 @@ class VQA(Adapter):
     """VQAv2-style tables: an image column, a question and an answer (a string, or a list of answers / of
     {answer: ...} dicts whose most frequent value is used). Defaults fit `HuggingFaceM4/VQAv2`."""
 
-    def __init__(self, name, *, path, config=None, split="train", data_files=None, image_column="image",
-                 question_column="question", answer_column="multiple_choice_answer", id_column="question_id",
-                 language="en", language_column=None, **kwargs):
+    def __init__(
+        self,
+        name,
+        *,
+        path,
+        config=None,
+        split="train",
+        data_files=None,
+        image_column="image",
+        question_column="question",
+        answer_column="multiple_choice_answer",
+        id_column="question_id",
+        language="en",
+        language_column=None,
+        **kwargs,
+    ):
         super().__init__(name, **kwargs)
         self.path, self.config, self.split, self.data_files = path, config, split, data_files
         self.image_column, self.question_column, self.answer_column = image_column, question_column, answer_column
@@ -436,8 +476,9 @@ class LLaVA(Adapter):
 
     media_kind, media_field = "image", "image"
 
-    def __init__(self, name, *, path, image_root=None, pattern="*.json*", language=None, language_field="language",
-                 **kwargs):
+    def __init__(
+        self, name, *, path, image_root=None, pattern="*.json*", language=None, language_field="language", **kwargs
+    ):
         super().__init__(name, **kwargs)
         self.path, self.pattern, self.root = path, pattern, Path(image_root) if image_root else None
         self.fixed_language, self.language_field = language, language_field
@@ -483,8 +524,9 @@ class CulturalGround(LLaVA):
     (`conversations`, `image` under `image_root`, `language`). The full data layout is unconfirmed: the first
     record is checked and rows whose `text` is not a conversation are counted as malformed."""
 
-    def __init__(self, name, *, path="neulab/CulturalGround", kind="oe", config=None, split="train", data_files=None,
-                 **kwargs):
+    def __init__(
+        self, name, *, path="neulab/CulturalGround", kind="oe", config=None, split="train", data_files=None, **kwargs
+    ):
         super().__init__(name, path=path, **kwargs)
         if kind not in ("oe", "mcq"):
             raise ValueError(f"source {name!r}: kind {kind!r} is not oe or mcq")
@@ -505,8 +547,9 @@ class CulturalGround(LLaVA):
             raise RowError("malformed", f"text {record.get('text')!r:.80} is not a JSON conversation") from None
         messages = conversation_messages(conversation, "image", 1)
         language = self.language(record.get(self.language_field) or self.fixed_language)
-        return make_sample(record.get("id", index), self.name, language, messages,
-                           images=[_media_from_feature(record.get("image"))])
+        return make_sample(
+            record.get("id", index), self.name, language, messages, images=[_media_from_feature(record.get("image"))]
+        )
 
 
 class Chat(Adapter):
@@ -514,8 +557,18 @@ class Chat(Adapter):
     a `messages` or `conversations` column of role/content or from/value turns, and a language column or a fixed
     `language`."""
 
-    def __init__(self, name, *, path="utter-project/EuroBlocks-SFT-Synthetic-1124", config=None, split="train",
-                 data_files=None, language=None, language_column="language", **kwargs):
+    def __init__(
+        self,
+        name,
+        *,
+        path="utter-project/EuroBlocks-SFT-Synthetic-1124",
+        config=None,
+        split="train",
+        data_files=None,
+        language=None,
+        language_column="language",
+        **kwargs,
+    ):
         super().__init__(name, **kwargs)
         self.path, self.config, self.split, self.data_files = path, config, split, data_files
         self.fixed_language, self.language_column = language, language_column
@@ -538,8 +591,17 @@ class VisionBlocks(Adapter):
     this package's schema (passed through) or LLaVA-style `conversations` with an `image` / `images` column of
     embedded images and a `language` column."""
 
-    def __init__(self, name, *, path="utter-project/VisionBlocks", config=None, split="train", data_files=None,
-                 language=None, **kwargs):
+    def __init__(
+        self,
+        name,
+        *,
+        path="utter-project/VisionBlocks",
+        config=None,
+        split="train",
+        data_files=None,
+        language=None,
+        **kwargs,
+    ):
         super().__init__(name, **kwargs)
         self.path, self.config, self.split, self.data_files = path, config, split, data_files
         self.fixed_language = language
@@ -551,8 +613,9 @@ class VisionBlocks(Adapter):
     def convert(self, record, index):
         language = self.language(record.get("language") or self.fixed_language)
         if all(column in record for column in COLUMNS):
-            return make_sample(record["id"], self.name, language, record["messages"], record["images"],
-                               record["videos"])
+            return make_sample(
+                record["id"], self.name, language, record["messages"], record["images"], record["videos"]
+            )
         images = record.get("images", record.get("image"))
         images = [] if images is None else images if isinstance(images, list) else [images]
         entries = [_media_from_feature(image) for image in images]
@@ -586,8 +649,14 @@ class Local(Adapter):
         if not isinstance(record.get("messages"), list) or not record["messages"]:
             raise RowError("empty_conversation", "no messages")
         language = self.language(record.get("language"))
-        return make_sample(record.get("id", index), self.name, language, record["messages"],
-                           record.get("images") or [], record.get("videos") or [])
+        return make_sample(
+            record.get("id", index),
+            self.name,
+            language,
+            record["messages"],
+            record.get("images") or [],
+            record.get("videos") or [],
+        )
 
 
 def sample_dir() -> Path:
@@ -626,8 +695,9 @@ def check_adapter_params(adapter: str, name: str, params) -> None:
     accepted = set()
     for klass in ADAPTERS[adapter].__mro__:
         if "__init__" in vars(klass):
-            accepted |= {p.name for p in inspect.signature(klass.__init__).parameters.values()
-                         if p.kind == p.KEYWORD_ONLY}
+            accepted |= {
+                p.name for p in inspect.signature(klass.__init__).parameters.values() if p.kind == p.KEYWORD_ONLY
+            }
     unknown = sorted(set(params) - accepted)
     if unknown:
         raise ValueError(f"source {name!r}: adapter {adapter!r} has no params {unknown}; accepted: {sorted(accepted)}")
@@ -686,8 +756,15 @@ def resolve_media(sample: dict, checksums=None, fetcher=None, embed_local: bool 
     return sample
 
 
-def iter_samples(adapter: Adapter, report, languages=None, fetcher=None, embed_local: bool = False,
-                 max_samples: int | None = None, workers: int = 8):
+def iter_samples(
+    adapter: Adapter,
+    report,
+    languages=None,
+    fetcher=None,
+    embed_local: bool = False,
+    max_samples: int | None = None,
+    workers: int = 8,
+):
     """Valid rows of one source, counting every record read in `report` (kept, or skipped with its reason).
 
     `languages` restricts the rows kept (others are counted as `language_not_selected`), `fetcher` resolves image

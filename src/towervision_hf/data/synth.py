@@ -26,6 +26,7 @@ from .prompts import ANSWER_FORMAT_PROMPTS
 from .report import BuildReport
 from .schema import make_sample, validate_sample
 
+
 _MIME = {".png": "image/png", ".jpg": "image/jpeg", ".gif": "image/gif", ".webp": "image/webp"}
 
 
@@ -76,22 +77,28 @@ def image_url(entry: dict) -> str:
     return f"data:{mime};base64,{base64.b64encode(data).decode()}"
 
 
-def answer_request(images: list[dict], question: str, system_prompt: str, model: str, max_tokens: int = 1024,
-                   temperature: float = 0.7) -> dict:
+def answer_request(
+    images: list[dict], question: str, system_prompt: str, model: str, max_tokens: int = 1024, temperature: float = 0.7
+) -> dict:
     """The chat-completions payload asking `question` about `images` (schema media entries) under `system_prompt`."""
     content = [{"type": "image_url", "image_url": {"url": image_url(entry)}} for entry in images]
     return {
         "model": model,
-        "messages": [{"role": "system", "content": system_prompt},
-                     {"role": "user", "content": content + [{"type": "text", "text": question}]}],
+        "messages": [
+            {"role": "system", "content": system_prompt},
+            {"role": "user", "content": content + [{"type": "text", "text": question}]},
+        ],
         "max_tokens": max_tokens,
         "temperature": temperature,
     }
 
 
 def _questions(row: dict) -> list[str]:
-    return [" ".join(block["text"] for block in turn["content"] if block["type"] == "text")
-            for turn in row["messages"] if turn["role"] == "user"]
+    return [
+        " ".join(block["text"] for block in turn["content"] if block["type"] == "text")
+        for turn in row["messages"]
+        if turn["role"] == "user"
+    ]
 
 
 def _prompt_pool(families, prompts_per_question: int) -> list[tuple[str, str]]:
@@ -104,9 +111,19 @@ def _prompt_pool(families, prompts_per_question: int) -> list[tuple[str, str]]:
     return [(family, prompt) for family in families for prompt in ANSWER_FORMAT_PROMPTS[family]]
 
 
-def answer_chunks(chunks, client: ChatClient, model: str, *, seed: int = 0, families=None,
-                  prompts_per_question: int = 1, source: str = "synthetic", report: BuildReport | None = None,
-                  concurrency: int, max_tokens: int = 1024):
+def answer_chunks(
+    chunks,
+    client: ChatClient,
+    model: str,
+    *,
+    seed: int = 0,
+    families=None,
+    prompts_per_question: int = 1,
+    source: str = "synthetic",
+    report: BuildReport | None = None,
+    concurrency: int,
+    max_tokens: int = 1024,
+):
     """For each chunk of question rows (schema rows with images), the list of its re-answered rows, in order.
 
     The requests of a chunk and of the next one are in flight together, `concurrency` at a time; a chunk's rows
@@ -122,8 +139,13 @@ def answer_chunks(chunks, client: ChatClient, model: str, *, seed: int = 0, fami
         return client.complete(answer_request(images, question, system_prompt, model, max_tokens))
 
     def submit(row):
-        problems = validate_sample({key: value for key, value in row.items() if key in
-                                    ("id", "source", "language", "messages", "images", "videos")})
+        problems = validate_sample(
+            {
+                key: value
+                for key, value in row.items()
+                if key in ("id", "source", "language", "messages", "images", "videos")
+            }
+        )
         if problems or not row["images"]:
             return row, "; ".join(problems) or "no image", []
         questions = [question for question in _questions(row) if question.strip()]
@@ -134,8 +156,9 @@ def answer_chunks(chunks, client: ChatClient, model: str, *, seed: int = 0, fami
         for index, (family, system_prompt) in enumerate(draws):
             question = questions[index // prompts_per_question]
             future = pool.submit(ask, row["images"], question, system_prompt)
-            requests.append((index // prompts_per_question, index % prompts_per_question, family, system_prompt,
-                             question, future))
+            requests.append(
+                (index // prompts_per_question, index % prompts_per_question, family, system_prompt, question, future)
+            )
         return row, None, requests
 
     def collect(submitted):
@@ -156,15 +179,35 @@ def answer_chunks(chunks, client: ChatClient, model: str, *, seed: int = 0, fami
                 if not answer:
                     report.skip(source, "empty_conversation", f"{where}: empty answer")
                     continue
-                user = {"role": "user", "content": [{"type": "image", "text": None} for _ in row["images"]]
-                        + [{"type": "text", "text": question}]}
-                messages = [{"role": "system", "content": [{"type": "text", "text": system_prompt}]}, user,
-                            {"role": "assistant", "content": [{"type": "text", "text": answer}]}]
-                synthetic = make_sample(f"{row['id']}:q{number}:p{repeat}", source, "en", messages,
-                                        images=[dict(entry) for entry in row["images"]])
+                user = {
+                    "role": "user",
+                    "content": [{"type": "image", "text": None} for _ in row["images"]]
+                    + [{"type": "text", "text": question}],
+                }
+                messages = [
+                    {"role": "system", "content": [{"type": "text", "text": system_prompt}]},
+                    user,
+                    {"role": "assistant", "content": [{"type": "text", "text": answer}]},
+                ]
+                synthetic = make_sample(
+                    f"{row['id']}:q{number}:p{repeat}",
+                    source,
+                    "en",
+                    messages,
+                    images=[dict(entry) for entry in row["images"]],
+                )
                 report.keep(source, "en")
-                answered.append({**synthetic, "synthesis": {"model": model, "family": family,
-                                                            "prompt": system_prompt, "source_id": row["id"]}})
+                answered.append(
+                    {
+                        **synthetic,
+                        "synthesis": {
+                            "model": model,
+                            "family": family,
+                            "prompt": system_prompt,
+                            "source_id": row["id"],
+                        },
+                    }
+                )
         return answered
 
     try:

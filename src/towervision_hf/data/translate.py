@@ -22,6 +22,7 @@ from .prompts import caption_prompt
 from .report import BuildReport
 from .schema import validate_sample
 
+
 TOWER_PROMPT = "Translate the following {source} source text to {target}:\n{source}: {text}\n{target}: "
 
 
@@ -34,8 +35,14 @@ def tower_prompt(text: str, target: str, source: str = "en") -> str:
 class TransformersBackend:
     """Greedy batched generation with a causal LM and its chat template: `backend(prompts) -> completions`."""
 
-    def __init__(self, model: str, batch_size: int = 16, max_new_tokens: int = 1024, device: str | None = None,
-                 dtype: str = "auto"):
+    def __init__(
+        self,
+        model: str,
+        batch_size: int = 16,
+        max_new_tokens: int = 1024,
+        device: str | None = None,
+        dtype: str = "auto",
+    ):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -47,28 +54,37 @@ class TransformersBackend:
         self.model.to(self.device).eval()
         self.batch_size, self.max_new_tokens = batch_size, max_new_tokens
         end_of_turn = self.tokenizer.convert_tokens_to_ids("<end_of_turn>")
-        self.eos_token_ids = [token for token in (self.tokenizer.eos_token_id, end_of_turn)
-                              if token is not None and token != self.tokenizer.unk_token_id]
+        self.eos_token_ids = [
+            token
+            for token in (self.tokenizer.eos_token_id, end_of_turn)
+            if token is not None and token != self.tokenizer.unk_token_id
+        ]
 
     def __call__(self, prompts: list[str]) -> list[str]:
         import torch
 
         texts = [
-            self.tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
-                                               add_generation_prompt=True)
+            self.tokenizer.apply_chat_template(
+                [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
+            )
             for prompt in prompts
         ]
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]), reverse=True)
         outputs = [""] * len(texts)
         for start in tqdm(range(0, len(order), self.batch_size), desc="generate", unit="batch", leave=False):
-            batch = order[start:start + self.batch_size]
-            inputs = self.tokenizer([texts[i] for i in batch], return_tensors="pt", padding=True,
-                                    add_special_tokens=False).to(self.device)
+            batch = order[start : start + self.batch_size]
+            inputs = self.tokenizer(
+                [texts[i] for i in batch], return_tensors="pt", padding=True, add_special_tokens=False
+            ).to(self.device)
             with torch.inference_mode():
-                generated = self.model.generate(**inputs, do_sample=False, max_new_tokens=self.max_new_tokens,
-                                                eos_token_id=self.eos_token_ids,
-                                                pad_token_id=self.tokenizer.pad_token_id)
-            new_tokens = generated[:, inputs["input_ids"].shape[1]:]
+                generated = self.model.generate(
+                    **inputs,
+                    do_sample=False,
+                    max_new_tokens=self.max_new_tokens,
+                    eos_token_id=self.eos_token_ids,
+                    pad_token_id=self.tokenizer.pad_token_id,
+                )
+            new_tokens = generated[:, inputs["input_ids"].shape[1] :]
             for i, text in zip(batch, self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)):
                 outputs[i] = text.strip()
         return outputs
@@ -91,8 +107,7 @@ class VLLMBackend:
         return [result.outputs[0].text.strip() for result in results]
 
 
-def make_backend(model: str, backend: str = "auto", batch_size: int = 16, max_new_tokens: int = 1024,
-                 **vllm_kwargs):
+def make_backend(model: str, backend: str = "auto", batch_size: int = 16, max_new_tokens: int = 1024, **vllm_kwargs):
     """`auto` picks vLLM when it is installed and a GPU is visible, else transformers. `vllm_kwargs` (vLLM engine
     settings whose value is not None) go to `VLLMBackend`."""
     if backend == "auto":
@@ -132,8 +147,10 @@ def _segments(row: dict, mode: str) -> list[tuple[int, int, str]]:
     roles = ("assistant",) if mode == "caption" else ("user", "assistant")
     return [
         (turn_index, block_index, block["text"])
-        for turn_index, turn in enumerate(row["messages"]) if turn["role"] in roles
-        for block_index, block in enumerate(turn["content"]) if block["type"] == "text"
+        for turn_index, turn in enumerate(row["messages"])
+        if turn["role"] in roles
+        for block_index, block in enumerate(turn["content"])
+        if block["type"] == "text"
     ]
 
 
@@ -142,8 +159,9 @@ def _is_caption_row(row: dict) -> bool:
     return roles == ["user", "assistant"]
 
 
-def plan_targets(count: int, languages, *, assign: str = "each", seed: int = 0,
-                 keep_english: float = 0.0) -> list[list[str]]:
+def plan_targets(
+    count: int, languages, *, assign: str = "each", seed: int = 0, keep_english: float = 0.0
+) -> list[list[str]]:
     """The target languages of each of `count` rows: all of `languages` (`each`) or one (`uniform`, see
     `assign_languages`). Planned over the whole input, so that every shard of it gets the rows' targets of one run."""
     if assign not in ("each", "uniform"):
@@ -156,8 +174,16 @@ def plan_targets(count: int, languages, *, assign: str = "each", seed: int = 0,
     return [list(languages)] * count
 
 
-def translate_pairs(pairs, backend, *, mode: str = "conversation", seed: int = 0, model_name: str = "",
-                    report: BuildReport | None = None, chunk_size: int | None = 256):
+def translate_pairs(
+    pairs,
+    backend,
+    *,
+    mode: str = "conversation",
+    seed: int = 0,
+    model_name: str = "",
+    report: BuildReport | None = None,
+    chunk_size: int | None = 256,
+):
     """Yield the translated (and kept-English) rows of `(row, target languages)` pairs, in their order.
 
     The rows must be schema rows (invalid ones are counted and skipped). `backend(prompts) -> completions` is any
@@ -181,17 +207,28 @@ def translate_pairs(pairs, backend, *, mode: str = "conversation", seed: int = 0
             jobs.append((row, target))
     chunk_size = chunk_size or max(len(jobs), 1)
     for start in range(0, len(jobs), chunk_size):
-        yield from _translate_chunk(jobs[start:start + chunk_size], backend, mode, seed, model_name, report)
+        yield from _translate_chunk(jobs[start : start + chunk_size], backend, mode, seed, model_name, report)
 
 
-def translate_rows(rows, languages, backend, *, mode: str = "conversation", assign: str = "each", seed: int = 0,
-                   keep_english: float = 0.0, model_name: str = "", report: BuildReport | None = None,
-                   chunk_size: int = 256):
+def translate_rows(
+    rows,
+    languages,
+    backend,
+    *,
+    mode: str = "conversation",
+    assign: str = "each",
+    seed: int = 0,
+    keep_english: float = 0.0,
+    model_name: str = "",
+    report: BuildReport | None = None,
+    chunk_size: int = 256,
+):
     """`translate_pairs` of `rows` and their `plan_targets`."""
     rows = list(rows)
     targets = plan_targets(len(rows), languages, assign=assign, seed=seed, keep_english=keep_english)
-    yield from translate_pairs(zip(rows, targets), backend, mode=mode, seed=seed, model_name=model_name,
-                               report=report, chunk_size=chunk_size)
+    yield from translate_pairs(
+        zip(rows, targets), backend, mode=mode, seed=seed, model_name=model_name, report=report, chunk_size=chunk_size
+    )
 
 
 def _translate_chunk(jobs, backend, mode, seed, model_name, report):
@@ -208,12 +245,13 @@ def _translate_chunk(jobs, backend, mode, seed, model_name, report):
             report.keep(row["source"], row["language"])
             yield _without_bookkeeping(row)
             continue
-        outputs = completions[offset:offset + len(segments)]
+        outputs = completions[offset : offset + len(segments)]
         if not all(output.strip() for output in outputs):
             report.skip(row["source"], "empty_translation", f"{row['id']} -> {target}: an empty translation")
             continue
-        messages = [{"role": turn["role"], "content": [dict(block) for block in turn["content"]]}
-                    for turn in row["messages"]]
+        messages = [
+            {"role": turn["role"], "content": [dict(block) for block in turn["content"]]} for turn in row["messages"]
+        ]
         for (turn, block, _), output in zip(segments, outputs):
             messages[turn]["content"][block]["text"] = output
         if mode == "caption":
@@ -230,8 +268,10 @@ def _translate_chunk(jobs, backend, mode, seed, model_name, report):
                 "source_language": row["language"],
                 "target_language": target,
                 "model": model_name,
-                "segments": [{"turn": turn, "block": block, "src": text, "mt": output}
-                             for (turn, block, text), output in zip(segments, outputs)],
+                "segments": [
+                    {"turn": turn, "block": block, "src": text, "mt": output}
+                    for (turn, block, text), output in zip(segments, outputs)
+                ],
             },
         }
         report.keep(row["source"], target)

@@ -6,6 +6,7 @@ Scores from `score_continuations` are log-probabilities (higher is better); see 
 
 from .. import lazy_exports
 
+
 __all__ = ["ContinuationScore", "Prompt", "generate", "load_model_and_processor", "score_continuations", "user_prompt"]
 
 __getattr__ = lazy_exports(__name__, dict.fromkeys(__all__, "scoring"))

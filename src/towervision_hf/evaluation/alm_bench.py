@@ -36,6 +36,7 @@ from .results import RunResult
 from .scoring import generate, user_prompt
 from .sources import iter_rows, require_columns, undecoded
 
+
 COLUMNS = ("file_name", "Language", "Category", "Question_Type", "Translated_Question", "Translated_Answer")
 _OPTIONS = re.compile(r"^(?P<answer>.*?)\s*[(（](?P<options>[^()（）]*)[)）]\s*$", re.DOTALL)
 CLOSED_FORM = ("mcq", "tf")

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from .languages import CC_OCR_LANGUAGES
 
+
 LMMS_TASKS_DIR = str(Path(__file__).parent / "lmms_tasks")
 
 

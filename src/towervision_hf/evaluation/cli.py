@@ -11,9 +11,9 @@ import os
 import sys
 
 from ..errors import COMMAND_ERRORS, report_error
-
 from .languages import PAPER_LANGUAGES, parse_language_list
 from .results import RunResult
+
 
 EXIT_NOTHING_SCORED = 1
 LOCAL_DATA = (
@@ -77,8 +77,9 @@ class _Formatter(argparse.RawDescriptionHelpFormatter):
     def _fill_text(self, text, width, indent):
         import textwrap
 
-        return "\n\n".join(textwrap.fill(part, width, initial_indent=indent, subsequent_indent=indent)
-                             for part in text.split("\n\n"))
+        return "\n\n".join(
+            textwrap.fill(part, width, initial_indent=indent, subsequent_indent=indent) for part in text.split("\n\n")
+        )
 
 
 def _judge_args(parser: argparse.ArgumentParser) -> None:
@@ -304,8 +305,11 @@ def run(args) -> int:
     headline = next(iter(result.tables.get("headline", {None: {}}).values()))
     if status == 0 and comet and all(value is None for value in headline.values()):
         reason = next((note for note in result.notes if note.startswith("COMET")), "see the notes")
-        print(f"towervision eval multi30k: error: the headline metric was scored for no pair ({reason}); chrF and "
-              "BLEU are in the results", file=sys.stderr)
+        print(
+            f"towervision eval multi30k: error: the headline metric was scored for no pair ({reason}); chrF and "
+            "BLEU are in the results",
+            file=sys.stderr,
+        )
         return EXIT_NOTHING_SCORED
     return status
 
@@ -319,12 +323,18 @@ def check_coverage(result: RunResult, predictions: list[dict]) -> int:
     hint = f" ({SKIP_HINTS[reasons[0][0]]})" if reasons and reasons[0][0] in SKIP_HINTS else ""
     listing = ", ".join(f"{reason}: {count}" for reason, count in reasons) or "no rows were read"
     if scored == 0:
-        print(f"towervision eval {result.task}: error: no item was scored; skipped {listing}{hint}. "
-              f"See `towervision eval {result.task} --help` for the data layout.", file=sys.stderr)
+        print(
+            f"towervision eval {result.task}: error: no item was scored; skipped {listing}{hint}. "
+            f"See `towervision eval {result.task} --help` for the data layout.",
+            file=sys.stderr,
+        )
         return EXIT_NOTHING_SCORED
     if skipped > scored:
-        print(f"towervision eval {result.task}: warning: {skipped} of {skipped + scored} items were skipped, most "
-              f"as {reasons[0][0]} ({reasons[0][1]}){hint}", file=sys.stderr)
+        print(
+            f"towervision eval {result.task}: warning: {skipped} of {skipped + scored} items were skipped, most "
+            f"as {reasons[0][0]} ({reasons[0][1]}){hint}",
+            file=sys.stderr,
+        )
     return 0
 
 

@@ -12,8 +12,8 @@ normalisation matters here because the two translations often differ in length (
 alongside. Both are log-probabilities, higher is better -- never the lmms-eval loss convention.
 
 Pairs: the paper's Table 2 reports en→de, fr, ru, zh (`languages.COMMUTE_LANGUAGES`, the default); the data's
-other splits (ar, cs) are opt-in (`languages=None` / `--langs all` evaluates every split). `average` is the unweighted mean over
-the evaluated pairs.
+other splits (ar, cs) are opt-in (`languages=None` / `--langs all` evaluates every split). `average` is the
+unweighted mean over the evaluated pairs.
 
 Data: `Unbabel/commute_multimodal_mt` (gated; splits named by target language `de`, `fr`, `ru`, `zh`, `ar`, `cs`;
 columns `image`, `source`, `correct_translation`, `incorrect_translation`), or a local copy in that layout.
@@ -26,6 +26,7 @@ from .prompts import translation_prompt
 from .results import RunResult
 from .scoring import score_continuations, user_prompt
 from .sources import iter_rows, require_columns, undecoded
+
 
 COLUMNS = ("image", "source", "correct_translation", "incorrect_translation")
 

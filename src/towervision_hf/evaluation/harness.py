@@ -35,6 +35,7 @@ from .metrics import comet_system_score, contrastive_accuracy, translation_metri
 from .results import RunResult
 from .sources import undecoded
 
+
 logger = logging.getLogger(__name__)
 PROMPT, RECORD, SKIP = "towervision_prompt", "towervision_record", "towervision_skip"
 DEFAULT_COMET_MODEL = "Unbabel/XCOMET-XL"
@@ -56,8 +57,13 @@ def _annotate(dataset, media_column: str | None, prepare, task: str):
     skipped = Counter(reason for reason in dataset[SKIP] if reason and reason != "not_requested")
     if skipped:
         listing = ", ".join(f"{reason}: {count}" for reason, count in skipped.most_common())
-        logger.warning("%s: %d of %d rows skipped as towervision eval skips them (%s)", task, sum(skipped.values()),
-                       dataset.num_rows, listing)
+        logger.warning(
+            "%s: %d of %d rows skipped as towervision eval skips them (%s)",
+            task,
+            sum(skipped.values()),
+            dataset.num_rows,
+            listing,
+        )
     kept = dataset.filter(lambda reason: reason == "", input_columns=SKIP).remove_columns(SKIP)
     if kept.num_rows == 0:
         raise ValueError(f"{task}: no row of the data can be scored (skipped: {dict(skipped) or 'none requested'})")
@@ -100,9 +106,7 @@ def _judge():
 
 # CoMMuTE: one subtask per pair (the split named by its target language), multiple choice over the two translations.
 def commute_docs(dataset, target: str):
-    return _annotate(
-        dataset, "image", lambda row: _commute_item(row, target), f"towervision_commute_en_{target}"
-    )
+    return _annotate(dataset, "image", lambda row: _commute_item(row, target), f"towervision_commute_en_{target}")
 
 
 def _commute_item(row, target):
@@ -180,8 +184,12 @@ def multi30k_xcomet(items) -> float:
     try:
         return 100 * comet_system_score(*columns, model)
     except Exception as error:  # noqa: BLE001 (unbabel-comet missing, checkpoint unreachable: keep chrF and BLEU)
-        logger.warning("xcomet is NaN: COMET (%s) failed: %s: %s (pip install 'towervision-hf[comet]')", model,
-                       type(error).__name__, error)
+        logger.warning(
+            "xcomet is NaN: COMET (%s) failed: %s: %s (pip install 'towervision-hf[comet]')",
+            model,
+            type(error).__name__,
+            error,
+        )
         return math.nan
 
 
@@ -298,13 +306,17 @@ def _data_settings(path: str, benchmark: str) -> dict:
     kind = loading.source_kind(path)
     if kind == "file":
         if benchmark == "commute":
-            raise ValueError(f"CoMMuTE {path!r}: a single file has no per-language splits; use a folder in the Hub's "
-                             "layout (DIR/data/de-00000-of-00001.parquet, ...) or a save_to_disk DatasetDict")
+            raise ValueError(
+                f"CoMMuTE {path!r}: a single file has no per-language splits; use a folder in the Hub's "
+                "layout (DIR/data/de-00000-of-00001.parquet, ...) or a save_to_disk DatasetDict"
+            )
         extension = os.path.splitext(path)[1].lower()
         if extension not in loading.FILE_BUILDERS:
             raise ValueError(f"{path!r}: unsupported file type {extension!r} ({sorted(loading.FILE_BUILDERS)})")
-        return {"dataset_path": loading.FILE_BUILDERS[extension],
-                "dataset_kwargs": {"data_files": {"test": os.path.abspath(path)}}}
+        return {
+            "dataset_path": loading.FILE_BUILDERS[extension],
+            "dataset_kwargs": {"data_files": {"test": os.path.abspath(path)}},
+        }
     if kind == "save_to_disk":
         if not (Path(path) / "dataset_dict.json").is_file():
             raise ValueError(f"{path!r} is a saved Dataset without splits; save a DatasetDict (split 'test')")
@@ -323,8 +335,10 @@ def _keep_present_pairs(group_yaml: Path, benchmark: str, path: str) -> None:
     tasks = [task for task in group["task"] if task.rsplit("_", 1)[1] in present]
     if not tasks:
         wanted = [task.rsplit("_", 1)[1] for task in group["task"]]
-        raise ValueError(f"{benchmark} {path!r}: none of the paper's pairs en-{', en-'.join(wanted)} is in the data "
-                         f"(splits / columns: {sorted(present) or list(splits)})")
+        raise ValueError(
+            f"{benchmark} {path!r}: none of the paper's pairs en-{', en-'.join(wanted)} is in the data "
+            f"(splits / columns: {sorted(present) or list(splits)})"
+        )
     group_yaml.write_text(yaml.safe_dump(group | {"task": tasks}, sort_keys=False))
 
 

@@ -8,6 +8,7 @@ both `zh`). Unknown codes or names map to None and are reported, never guessed.
 
 from ..data.languages import CORE_LANGUAGES, LANGUAGE_CODES, LANGUAGES
 
+
 LANGUAGE_NAMES = {
     "ar": "Arabic",
     "bn": "Bengali",

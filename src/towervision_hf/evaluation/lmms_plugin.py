@@ -28,6 +28,7 @@ harness that passes objects with `.args` as above and sets `task_dict[task][spli
 from .media import load_video_frames
 from .scoring import default_num_frames, generate, load_model_and_processor, score_continuations, user_prompt
 
+
 try:
     from lmms_eval.api.model import lmms as _LmmsBase
 except ImportError:  # optional extra: the plugin is only *registered* when lmms-eval is installed

@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+
 _SENTINEL = "\u2063TOWERVISION-SCORING-SENTINEL\u2063"
 
 

@@ -28,6 +28,7 @@ from .results import RunResult
 from .scoring import generate, user_prompt
 from .sources import iter_rows, load_splits, undecoded
 
+
 COLUMN_CANDIDATES = {
     "video": ("video", "video_path", "video_name", "video_file", "video_id"),
     "question": ("question", "Question", "Translated_Question"),

@@ -16,6 +16,7 @@ from ..checkpoint.weights import dtype_name
 from ..data.languages import LANGUAGES
 from .versions import MIN_TRANSFORMERS_VERSION
 
+
 DEFAULT_LICENSE = "cc-by-nc-sa-4.0"
 PIPELINE_TAGS = ("image-text-to-text", "video-text-to-text")
 TAGS = ["towervision", "multimodal", "multilingual", "vlm", "translation", "custom_code", "arxiv:2510.21849"]
@@ -263,7 +264,8 @@ def render_model_card(
         "Released under [CC BY-NC-SA 4.0](https://creativecommons.org/licenses/by-nc-sa/4.0/) (non-commercial, "
         "share-alike), the license of the TowerVision models and of Tower+."
         if license == DEFAULT_LICENSE
-        else f"Released under `{license}`. Check that it is compatible with the licenses of the models it derives from."
+        else f"Released under `{license}`. Check that it is compatible with the licenses of the models it derives "
+        "from."
     )
     template = Path(template_path) if template_path is not None else TEMPLATE_PATH
     card = ModelCard.from_template(

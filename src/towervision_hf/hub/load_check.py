@@ -2,8 +2,8 @@
 
 The in-process side loads the folder with the installed package (`TowerVisionForConditionalGeneration`, the
 registered processor) and records, for a generated image of one tile (and, for checkpoints with a video token, a
-short generated clip), the processor outputs and a few greedy tokens with their logits. `remote_worker.py` then runs in a fresh
-interpreter (`python -I`: PYTHONPATH ignored; an empty working directory; HF_HUB_OFFLINE=1; a private
+short generated clip), the processor outputs and a few greedy tokens with their logits. `remote_worker.py` then runs
+in a fresh interpreter (`python -I`: PYTHONPATH ignored; an empty working directory; HF_HUB_OFFLINE=1; a private
 HF_MODULES_CACHE) where `towervision_hf` cannot be imported, and loads the same folder through AutoConfig,
 AutoProcessor, AutoModelForImageTextToText and `pipeline("image-text-to-text")` with `trust_remote_code=True`.
 Both sides must agree: same processor outputs, logits within tolerance, identical greedy tokens (model and
@@ -31,6 +31,7 @@ from safetensors.torch import load_file
 
 from .remote_worker import release_memory
 
+
 WORKER = Path(__file__).resolve().with_name("remote_worker.py")
 PROMPTS = {"image": "Describe this image in one sentence.", "video": "What happens in this video?"}
 MAX_VIDEO_FRAMES = 2  # frames are pooled one by one: two show their order; each costs 196 tokens at 384 px
@@ -55,7 +56,9 @@ class LoadCheckResult:
     def summary(self) -> str:
         version = self.report.get("transformers_version", "?")
         if not self.passed:
-            return f"load check FAILED under transformers {version} after {self.seconds:.0f} s:\n" + "\n".join(f"  - {p}" for p in self.problems)
+            return f"load check FAILED under transformers {version} after {self.seconds:.0f} s:\n" + "\n".join(
+                f"  - {p}" for p in self.problems
+            )
         checks = ", ".join(
             f"{modality}: max |Δlogits| {diff:.3g}, {len(self.tokens[modality])} greedy tokens identical"
             for modality, diff in self.max_logit_diff.items()
@@ -178,7 +181,9 @@ def reference_outputs(
     for modality, batch in inputs.items():
         batch = {key: value for key, value in batch.items() if isinstance(value, torch.Tensor)}
         tensors.update({f"{modality}.inputs.{key}": value.contiguous() for key, value in batch.items()})
-        tensors.update({f"{modality}.{key}": value for key, value in greedy_with_logits(model, batch, max_new_tokens).items()})
+        tensors.update(
+            {f"{modality}.{key}": value for key, value in greedy_with_logits(model, batch, max_new_tokens).items()}
+        )
     del model
     release_memory()  # before the remote side loads its own copy
     shutil.rmtree(offload, ignore_errors=True)
@@ -257,7 +262,9 @@ def run_load_check(
             result.problems.append(f"the remote load did not finish within {timeout:.0f} s")
         else:
             if process.returncode != 0:
-                result.problems.append(f"the remote load failed (exit {process.returncode}):\n{process.stderr[-6000:]}")
+                result.problems.append(
+                    f"the remote load failed (exit {process.returncode}):\n{process.stderr[-6000:]}"
+                )
             else:
                 result.report = json.loads((work / "report.json").read_text())
                 result.remote = load_file(work / "remote.safetensors")
@@ -288,7 +295,8 @@ def _compare(
                 problems.append(f"{modality}: the remote processor does not return {name}")
             elif ours.shape != theirs.shape:
                 problems.append(
-                    f"{modality}: processor output {name} has shape {tuple(theirs.shape)}, expected {tuple(ours.shape)}"
+                    f"{modality}: processor output {name} has shape {tuple(theirs.shape)}, expected "
+                    f"{tuple(ours.shape)}"
                 )
             elif ours.is_floating_point():
                 diff = (ours.float() - theirs.float()).abs().max().item() if ours.numel() else 0.0

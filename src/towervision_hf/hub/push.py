@@ -14,9 +14,9 @@ import sys
 import time
 from pathlib import Path
 
+from ..checkpoint.output import check_output
 from ..errors import exits_on_error
 
-from ..checkpoint.output import check_output
 
 DEFAULT_CACHE_DIR = Path.home() / ".cache" / "towervision-hf"
 EXIT_UPLOAD_FAILED = 3  # 1: the load check failed, 2: the checkpoint cannot be staged or the upload is refused
@@ -198,7 +198,8 @@ def main(argv: list[str] | None = None, api=None) -> int:
             revision=args.revision,
             create_pr=args.create_pr,
             commit_message=args.commit_message or f"Upload {Path(args.checkpoint).name} with towervision push",
-            commit_description=f"Staged by `towervision push`; loads with trust_remote_code under transformers {versions}.",
+            commit_description="Staged by `towervision push`; loads with trust_remote_code under transformers "
+            f"{versions}.",
         )
     except ValueError as error:
         print(f"towervision push: {error}", file=sys.stderr)

@@ -13,6 +13,7 @@ import ast
 from dataclasses import dataclass
 from pathlib import Path
 
+
 # The modules that define the Auto classes of a checkpoint; their relative imports pull in the helpers (tiling_).
 REMOTE_CODE_MODULES = (
     "configuration_towervision",

@@ -8,6 +8,7 @@ Writes `report.json` and `tensors.safetensors` to the output folder (tensor name
 
 import sys
 
+
 if __name__ == "__main__":
     sys.modules["towervision_hf"] = None  # `import towervision_hf` now raises ImportError
 

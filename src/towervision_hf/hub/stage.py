@@ -33,6 +33,7 @@ from ..model.processing_towervision import TowerVisionProcessor
 from .card import DEFAULT_LICENSE, is_hub_id, load_evaluations, read_card_metadata, render_model_card, training_summary
 from .remote_code import collect_remote_code_files
 
+
 TRAINING_STATE_PATTERNS = (
     "optimizer.pt", "optimizer.bin", "scheduler.pt", "scaler.pt", "rng_state.pth", "rng_state_*.pth",
     "trainer_state.json", "training_args.bin",
@@ -84,12 +85,13 @@ def read_checkpoint_config(checkpoint: Path) -> TowerVisionConfig:
     config_file = checkpoint / "config.json"
     if (checkpoint / "adapter_config.json").is_file():  # `towervision train --use_peft` also writes a config.json
         raise ValueError(
-            f"{checkpoint} holds a LoRA adapter, not a model: merge it first with `towervision merge`, then push the merged folder"
+            f"{checkpoint} holds a LoRA adapter, not a model: merge it first with `towervision merge`, then push the "
+            "merged folder"
         )
     if (checkpoint / "trained_modules.json").is_file():  # `towervision train --save_trained_only`
         raise ValueError(
-            f"{checkpoint} holds only the tensors a stage trained, not a model: merge it first with `towervision merge`, "
-            "then push the merged folder"
+            f"{checkpoint} holds only the tensors a stage trained, not a model: merge it first with "
+            "`towervision merge`, then push the merged folder"
         )
     if not config_file.is_file():
         raise ValueError(f"{checkpoint} has no config.json")

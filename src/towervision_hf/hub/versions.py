@@ -15,6 +15,7 @@ from pathlib import Path
 
 from ..model.configuration_towervision import MIN_TRANSFORMERS_VERSION
 
+
 # `pip install --target DIR --no-deps` set that runs transformers MIN_TRANSFORMERS_VERSION on top of this environment.
 MIN_VERSION_SIDE_PACKAGES = (
     f"transformers=={MIN_TRANSFORMERS_VERSION}",

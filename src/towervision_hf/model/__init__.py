@@ -18,6 +18,7 @@ from .modeling_towervision import TowerVisionForConditionalGeneration, TowerVisi
 from .processing_towervision import TowerVisionProcessor
 from .video_processing_towervision import TowerVisionVideoProcessor
 
+
 AutoConfig.register("towervision", TowerVisionConfig, exist_ok=True)
 AutoModel.register(TowerVisionConfig, TowerVisionModel, exist_ok=True)
 AutoModelForImageTextToText.register(TowerVisionConfig, TowerVisionForConditionalGeneration, exist_ok=True)

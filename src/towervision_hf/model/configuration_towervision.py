@@ -9,6 +9,7 @@ from transformers.utils import logging
 
 from .tiling_towervision import IMAGE_ASPECT_RATIOS, default_grid_pinpoints
 
+
 # One logger for every copy of this module (remote code runs it once per file that imports it): warnings once.
 logger = logging.get_logger("towervision")
 
@@ -44,7 +45,8 @@ check_transformers_version()
 
 
 # SigLIP2-so400m/14@384 with its last encoder layer dropped and no pooling head, as in the released checkpoints:
-# `vision_feature_layer=-1` on 26 layers is the original tower's penultimate layer (LLaVA's `mm_vision_select_layer=-2`).
+# `vision_feature_layer=-1` on 26 layers is the original tower's penultimate layer (LLaVA's
+# `mm_vision_select_layer=-2`).
 SO400M_VISION_DEFAULTS = {
     "model_type": "siglip_vision_model",
     "hidden_size": 1152,
@@ -226,22 +228,27 @@ class TowerVisionConfig(PretrainedConfig):
         for pinpoint in self.image_grid_pinpoints:
             if len(pinpoint) != 2 or pinpoint[0] % self.tile_size or pinpoint[1] % self.tile_size:
                 raise ValueError(
-                    f"image_grid_pinpoints entry {pinpoint} is not a [height, width] multiple of tile_size={self.tile_size}"
+                    f"image_grid_pinpoints entry {pinpoint} is not a [height, width] multiple of "
+                    f"tile_size={self.tile_size}"
                 )
         if self.vision_feature_select_strategy not in ("full", "default"):
             raise ValueError(
-                f"vision_feature_select_strategy must be 'full' or 'default', got {self.vision_feature_select_strategy!r}"
+                "vision_feature_select_strategy must be 'full' or 'default', "
+                f"got {self.vision_feature_select_strategy!r}"
             )
         if self.image_aspect_ratio not in IMAGE_ASPECT_RATIOS:
             raise ValueError(
                 f"image_aspect_ratio must be one of {IMAGE_ASPECT_RATIOS}, got {self.image_aspect_ratio!r}"
             )
-        layers = self.vision_feature_layer if isinstance(self.vision_feature_layer, list) else [self.vision_feature_layer]
+        layers = (
+            self.vision_feature_layer if isinstance(self.vision_feature_layer, list) else [self.vision_feature_layer]
+        )
         num_states = vision.num_hidden_layers + 1  # embeddings + one per encoder layer
         for layer in layers:
             if not -num_states <= layer < num_states:
                 raise ValueError(
-                    f"vision_feature_layer {layer} is out of range for a vision tower with {vision.num_hidden_layers} layers"
+                    f"vision_feature_layer {layer} is out of range for a vision tower with "
+                    f"{vision.num_hidden_layers} layers"
                 )
         for name in ("image_token_id", "video_token_id"):
             token_id = getattr(self, name)

@@ -13,6 +13,7 @@ import time
 import urllib.error
 import urllib.request
 
+
 TIMEOUT = 30.0  # seconds per attempt: to connect, between bytes and for the whole body
 MAX_BYTES = 512 * 2**20  # larger bodies are refused, not truncated
 RETRIES = 2

@@ -33,6 +33,7 @@ from .tiling_towervision import (
     restrict_pinpoints,
 )
 
+
 EXIF_ORIENTATION = 0x0112
 SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 
@@ -255,7 +256,8 @@ class TowerVisionImageProcessor(TorchvisionBackend):
         return super().preprocess(images, batch_num_images, **kwargs)
 
     def _tiles(self, image: Image.Image, grid: tuple[int, int] | None, resample, image_mean) -> list[np.ndarray]:
-        """The `(T, T, 3)` uint8 patches of one image: thumbnail then the `grid` tiles, or one tile when `grid` is None."""
+        """The `(T, T, 3)` uint8 patches of one image: thumbnail then the `grid` tiles, or one tile when `grid` is
+        None."""
         tile = self.tile_size
         if grid is None:  # one tile: padded to a square with the mean colour (unless "square"), resized
             if image.width != image.height and self.image_aspect_ratio != "square":

@@ -28,6 +28,7 @@ from transformers.modeling_outputs import BaseModelOutputWithPast, BaseModelOutp
 from .configuration_towervision import TowerVisionConfig
 from .tiling_towervision import image_layout, pooled_side, restrict_pinpoints, unpad_slices
 
+
 # transformers 5.24 renamed `past_key_values` to `cache` in outputs, `forward` and `generate`; the library's own output
 # class says which name the installed version uses, and every cache is passed and read under that name.
 CACHE_NAME = "cache" if "cache" in BaseModelOutputWithPast.__dataclass_fields__ else "past_key_values"
@@ -298,8 +299,13 @@ class TowerVisionModel(TowerVisionPreTrainedModel):
             ]
         layouts = [
             image_layout(
-                size, count, config.image_aspect_ratio, candidates, config.tile_size,
-                config.vision_config.patch_size, config.use_image_newline,
+                size,
+                count,
+                config.image_aspect_ratio,
+                candidates,
+                config.tile_size,
+                config.vision_config.patch_size,
+                config.use_image_newline,
             )
             for size, count, candidates in zip(image_sizes, sample_images, pinpoints)
         ]

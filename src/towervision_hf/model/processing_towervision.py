@@ -12,6 +12,7 @@ from .image_processing_towervision import TowerVisionImageProcessor
 from .tiling_towervision import image_layout, video_token_count
 from .video_processing_towervision import TowerVisionVideoProcessor, make_batched_video_inputs
 
+
 # Tower+ / Gemma turns, as the released template: `<bos><start_of_turn>user\n<image>\n{query}<end_of_turn>\n
 # <start_of_turn>model\n`. String contents render exactly as the release (so `"<image>\n{query}"` gives the same
 # tokens); content lists render their image / video blocks first, one `<image>\n` / `<video>\n` each, then their
@@ -51,9 +52,9 @@ class TowerVisionProcessor(ProcessorMixin):
 
     * A sample with one image is tiled (thumbnail + unpadded tile grid + one newline per feature row); each image of
       a sample with several images is one tile + one newline (LLaVA-OneVision rule). With the image processor's
-      `image_aspect_ratio` `"square"` / `"pad"` every image is one tile: `(tile_size // patch_size)**2` tokens. `images` may be nested per
-      sample (`[[img], [img, img]]`) or flat, in which case they are assigned to the samples in the order of their
-      `<image>` placeholders.
+      `image_aspect_ratio` `"square"` / `"pad"` every image is one tile: `(tile_size // patch_size)**2` tokens.
+      `images` may be nested per sample (`[[img], [img, img]]`) or flat, in which case they are assigned to the
+      samples in the order of their `<image>` placeholders.
     * A video gives `ceil(patches_per_side / video_pool_size)²` tokens per frame plus one newline.
     * The number of placeholders of every sample must equal its number of images (videos), else `ValueError`.
     * A text that already starts with the BOS token (e.g. rendered by the chat template) gets no second one.

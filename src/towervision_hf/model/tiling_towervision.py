@@ -19,6 +19,7 @@ Conventions (identical to transformers' LLaVA-NeXT / LLaVA-OneVision):
 import math
 from typing import NamedTuple
 
+
 # `"anyres"`: tiled single images, one tile + newline per image of a multi-image sample. `"square"` / `"pad"`: every
 # image is one tile without newline, squashed to the tile, or first padded to a square with the mean colour.
 IMAGE_ASPECT_RATIOS = ("anyres", "square", "pad")
@@ -32,7 +33,12 @@ def default_grid_pinpoints(max_tiles: int, tile_size: int) -> list[list[int]]:
     """
     if max_tiles < 1:
         raise ValueError(f"max_tiles must be >= 1, got {max_tiles}")
-    grids = [(rows, cols) for rows in range(1, max_tiles + 1) for cols in range(1, max_tiles + 1) if rows * cols <= max_tiles]
+    grids = [
+        (rows, cols)
+        for rows in range(1, max_tiles + 1)
+        for cols in range(1, max_tiles + 1)
+        if rows * cols <= max_tiles
+    ]
     grids.sort(key=lambda grid: (grid[0] * grid[1], grid[0]))
     return [[rows * tile_size, cols * tile_size] for rows, cols in grids]
 

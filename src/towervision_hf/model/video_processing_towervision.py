@@ -23,6 +23,7 @@ from transformers.video_utils import VideoMetadata
 from .fetching_towervision import fetch_url, is_url
 from .image_processing_towervision import to_rgb_image
 
+
 if is_av_available():  # only needed to decode video files; arrays and frame lists work without it
     import av
 

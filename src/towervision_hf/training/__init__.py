@@ -6,6 +6,7 @@ pure-torch reference of FlashAttention's varlen kernel (`varlen`, for CPU checks
 
 from .. import lazy_exports
 
+
 __all__ = [
     "MODULE_GROUPS",
     "SKIPPED_KEY",
@@ -27,8 +28,14 @@ __getattr__ = lazy_exports(
         "TowerVisionSFTConfig": "config",
         "VisionFeatureCache": "feature_cache",
         **dict.fromkeys(
-            ("MODULE_GROUPS", "TowerVisionSFTTrainer", "apply_module_learning_rates", "labelled_logits",
-             "module_group", "trainable_parameters"),
+            (
+                "MODULE_GROUPS",
+                "TowerVisionSFTTrainer",
+                "apply_module_learning_rates",
+                "labelled_logits",
+                "module_group",
+                "trainable_parameters",
+            ),
             "trainer",
         ),
     },

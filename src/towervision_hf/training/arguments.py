@@ -38,7 +38,8 @@ class DataArguments:
 
 @dataclass
 class StageArguments:
-    """What one stage trains and how its inputs are shaped ([`TowerVisionSFTConfig`] adds them to TRL's `SFTConfig`)."""
+    """What one stage trains and how its inputs are shaped ([`TowerVisionSFTConfig`] adds them to TRL's
+    `SFTConfig`)."""
 
     vision_lr: float | None = field(
         default=None, metadata={"help": "Learning rate of the vision tower; 0 freezes it, unset = learning_rate."}

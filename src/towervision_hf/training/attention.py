@@ -23,6 +23,7 @@ from torch import nn
 from transformers import AttentionInterface
 from transformers.masking_utils import AttentionMaskInterface, eager_mask
 
+
 SAMPLE_EAGER = "towervision_sample_eager"
 
 
@@ -43,8 +44,8 @@ def sample_boundaries(position_ids: torch.Tensor) -> list[list[int]]:
 
 
 def causal_mask(length: int, sliding_window: int | None, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """Eager's additive `(1, 1, length, length)` mask of one sample: the dtype's minimum where a query may not see a key
-    (the future, and keys `sliding_window` or more positions back), 0 elsewhere."""
+    """Eager's additive `(1, 1, length, length)` mask of one sample: the dtype's minimum where a query may not see a
+    key (the future, and keys `sliding_window` or more positions back), 0 elsewhere."""
     query = torch.arange(length, device=device)[:, None]
     key = torch.arange(length, device=device)[None, :]
     blocked = key > query
@@ -118,7 +119,12 @@ def sample_eager_mask(
     if attention_mask is None and q_offset == 0 and kv_offset == 0 and q_length == kv_length:
         return None
     return eager_mask(
-        batch_size, q_length, kv_length, q_offset=q_offset, kv_offset=kv_offset, attention_mask=attention_mask,
+        batch_size,
+        q_length,
+        kv_length,
+        q_offset=q_offset,
+        kv_offset=kv_offset,
+        attention_mask=attention_mask,
         **kwargs,
     )
 

@@ -22,6 +22,7 @@ from PIL import Image
 from ..data.schema import BLOCK_TYPES, ROLES, load_image, load_video_frames
 from .arguments import OVER_LENGTH_POLICIES, UNTRAINABLE_POLICIES
 
+
 SKIPPED_KEY = "num_skipped_over_length"
 SKIPPED_UNTRAINABLE_KEY = "num_skipped_untrainable"
 # batch key -> the trainer's running count, logged and written to train_summary.json

@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 from transformers.distributed import DistributedConfig
 
+
 # One FSDP2 unit per layer of the vision tower and of the language model; added to the units transformers' own plans
 # name (Gemma2's decoder layers and final norm).
 FSDP2_PLAN = {

@@ -10,14 +10,15 @@ from trl import ModelConfig, get_peft_config, get_quantization_config
 
 from ..checkpoint.compose import build_tiny
 from ..checkpoint.image_newline import find_image_newline
-from ..checkpoint.tiny import TINY_MODEL
 from ..checkpoint.output import check_model_folder
+from ..checkpoint.tiny import TINY_MODEL
 from ..checkpoint.trained_modules import require_full_model
 from ..checkpoint.weights import torch_dtype
 from ..model.tiling_towervision import default_grid_pinpoints
 from .config import TowerVisionSFTConfig
 from .fsdp import fsdp2_config
 from .trainer import apply_module_learning_rates
+
 
 # LoRA goes on the language model's attention and MLP projections only: SigLIP has q/k/v_proj too.
 LM_LORA_TARGETS = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"

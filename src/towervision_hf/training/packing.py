@@ -28,6 +28,7 @@ from ..model.image_processing_towervision import EXIF_ORIENTATION
 from ..model.tiling_towervision import video_token_count
 from .collator import SKIPPED_KEY, SKIPPED_UNTRAINABLE_KEY, TowerVisionCollator
 
+
 # Batch entry for the trainer's logs: samples, rows, real tokens, row capacity (rows x max_length) of the batch.
 PACKING_KEY = "packing_stats"
 TRANSPOSED_ORIENTATIONS = (5, 6, 7, 8)  # EXIF orientations that swap width and height
@@ -133,8 +134,14 @@ class Packer:
             `"error"` raises a `ValueError` naming the first one.
     """
 
-    def __init__(self, measure, max_length: int, max_row_tiles: int | None = None, buffer_size: int = 1000,
-                 over_length: str = "skip"):
+    def __init__(
+        self,
+        measure,
+        max_length: int,
+        max_row_tiles: int | None = None,
+        buffer_size: int = 1000,
+        over_length: str = "skip",
+    ):
         if max_length is None or max_length < 1:
             raise ValueError(f"packing needs a positive max_length (the tokens of a packed row), got {max_length}")
         self.measure = measure
@@ -247,10 +254,22 @@ class TowerVisionPackedCollator(TowerVisionCollator):
     only, and the first token of every sample is never a target, so no prediction crosses a sample boundary.
     """
 
-    def __init__(self, processor, max_length: int, num_frames: int | None = None,
-                 include_vision_in_every_batch: bool = False, flatten: bool = False, untrainable: str = "error"):
-        super().__init__(processor, max_length=max_length, num_frames=num_frames,
-                         include_vision_in_every_batch=include_vision_in_every_batch, untrainable=untrainable)
+    def __init__(
+        self,
+        processor,
+        max_length: int,
+        num_frames: int | None = None,
+        include_vision_in_every_batch: bool = False,
+        flatten: bool = False,
+        untrainable: str = "error",
+    ):
+        super().__init__(
+            processor,
+            max_length=max_length,
+            num_frames=num_frames,
+            include_vision_in_every_batch=include_vision_in_every_batch,
+            untrainable=untrainable,
+        )
         self.flatten = flatten
         self.pad_token_id = processor.tokenizer.pad_token_id
 

@@ -17,6 +17,7 @@ from .fsdp import export_unsharded_code
 from .packing import PACKING_KEY
 from .zero3 import save_under_own_names
 
+
 # Optimizer groups: the projector group holds the image newline, the language group the LM (and its tied head).
 MODULE_GROUPS = ("language", "projector", "vision")
 _VISION = re.compile(r"(^|\.)vision_tower\.")
@@ -107,7 +108,8 @@ class TowerVisionSFTTrainer(SFTTrainer):
         optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, opt_model)
         if {"params", "model", "optimizer_dict"} & set(optimizer_kwargs):
             raise ValueError(
-                f"optim={self.args.optim!r} builds its own parameter groups; per-module learning rates need another optimizer"
+                f"optim={self.args.optim!r} builds its own parameter groups; per-module learning rates need another "
+                "optimizer"
             )
         param_groups = [
             {

@@ -22,6 +22,7 @@ from transformers import AttentionInterface
 from transformers.masking_utils import AttentionMaskInterface, flash_attention_mask
 from transformers.modeling_flash_attention_utils import prepare_fa_kwargs_from_position_ids
 
+
 REFERENCE_FLASH_VARLEN = "towervision_reference_flash_varlen"
 
 

@@ -1,6 +1,6 @@
 """`towervision` command line: each sub-command lives in its own module of `towervision_hf` and is imported only
-when used. This module is top-level on purpose: importing `towervision_hf` imports torch and transformers (it
-registers the model with the Auto classes), so `towervision --help` and `--version` never touch the package."""
+when used, so that `towervision --help` and `--version` import nothing of the package, and `towervision COMMAND
+--help` only the command's light front end (its arguments), never torch or transformers."""
 
 import importlib
 import sys

@@ -231,8 +231,13 @@ def load_image(value, fetcher=None, root: str | None = None) -> Image.Image:
         with Image.open(io.BytesIO(media_bytes(entry, fetcher))) as image:
             return image.convert("RGB")
     except OSError as error:  # a missing file, or bytes PIL cannot identify or read
-        name = entry.get("path") or entry.get("url") or "bytes"
-        raise ValueError(f"cannot decode image {name}: {type(error).__name__}: {error}") from error
+        raise decode_error("decode image", entry, error) from error
+
+
+def decode_error(what: str, entry: dict, error: Exception) -> ValueError:
+    """The decoders' error for a media entry: `cannot {what} {path, URL or "bytes"}: {error type}: {error}`."""
+    name = entry.get("path") or entry.get("url") or "bytes"
+    return ValueError(f"cannot {what} {name}: {type(error).__name__}: {error}")
 
 
 def load_images(row: dict, fetcher=None) -> list[Image.Image]:
@@ -264,8 +269,7 @@ def load_video_frames(value, num_frames: int | None = None, fetcher=None, root: 
     try:
         source = video_input(entry, fetcher)
     except OSError as error:
-        name = entry.get("path") or entry.get("url")
-        raise ValueError(f"cannot read video {name}: {type(error).__name__}: {error}") from error
+        raise decode_error("read video", entry, error) from error
     frames, _ = read_video_pyav(source, sample)
     return frames
 

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..data.schema import media_bytes
+from ..data.schema import as_media, decode_error, media_bytes
 from ..model.image_processing_towervision import EXIF_ORIENTATION
 from ..model.tiling_towervision import video_token_count
 from .collator import SKIPPED_KEY, SKIPPED_UNTRAINABLE_KEY, TowerVisionCollator
@@ -91,11 +91,14 @@ class SampleMeasure:
 
 def _image_size(row: dict, index: int, image) -> tuple[int, int]:
     """`image_size_from_header` of a row's image; a missing file, corrupt header or decompression bomb raises a
-    `ValueError` naming the row and the image, as the unpacked path does."""
+    `ValueError` naming the row and the image in the words of the unpacked path (the collator and the decoder)."""
+    where = f"sample {row.get('id', '?')!r}: images[{index}]"
     try:
         return image_size_from_header(image)
-    except Exception as error:
-        raise ValueError(f"sample {row.get('id', '?')!r}: images[{index}]: {type(error).__name__}: {error}") from error
+    except OSError as error:  # a missing file, or bytes PIL cannot identify: as the decoder says it
+        raise ValueError(f"{where}: {decode_error('decode image', as_media(image), error)}") from error
+    except Exception as error:  # e.g. a decompression bomb
+        raise ValueError(f"{where}: {type(error).__name__}: {error}") from error
 
 
 def first_fit_decreasing(

@@ -23,7 +23,7 @@ def test_module_learning_rates_and_layout(tmp_path):
 
 
 @pytest.mark.parametrize("option", [{"save_trained_only": True}, {"vision_feature_cache": "cache"}])
-def test_options_that_need_unsharded_parameters_are_refused_under_fsdp(tmp_path, monkeypatch, option):
+def test_options_that_need_whole_parameters_are_refused_when_sharding_is_configured(tmp_path, monkeypatch, option):
     monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
     with pytest.raises(ValueError, match="FSDP / ZeRO-3"):
         TowerVisionSFTConfig(output_dir=str(tmp_path), use_cpu=True, report_to="none", **option)

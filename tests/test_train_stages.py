@@ -280,7 +280,8 @@ def test_streamed_data_recipe_sets_the_steps_of_one_epoch(tmp_path):
     assert trainer.state.global_step == trainer.args.max_steps
 
 
-def test_qlora_quantizes_only_the_language_model():
+def test_the_quantization_config_skips_the_tower_projector_and_head():
+    """The config only (`tests/test_train_qlora.py` runs the 4-bit layers)."""
     *_, model_args = train.parse_args(
         ["tiny/stage2_vision.yaml", "--use_peft", "true", "--load_in_4bit", "true", "--dtype", "bfloat16"]
     )

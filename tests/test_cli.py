@@ -63,3 +63,12 @@ def test_train_help_lists_our_options_grouped_before_pointing_at_trl(capsys):
         out.index("DataArguments:") < out.index("--dataset ") < out.index("StageArguments:") < out.index("--vision_lr")
     )
     assert "--help-all" in out and "--learning_rate" not in out and len(out.splitlines()) < 150
+
+
+def test_the_light_choice_tables_match_their_sources():
+    """`checkpoint.cli` spells its choices out so `--help` needs no torch: they must stay the dtype table's and the
+    converter's."""
+    from towervision_hf.checkpoint import cli, convert, weights
+
+    assert sorted(cli.DTYPE_NAMES) == sorted(weights.DTYPES)
+    assert cli.NATIVE_FORMATS == convert.SOURCE_MODEL_TYPES

@@ -22,6 +22,8 @@ from transformers import AttentionInterface
 from transformers.masking_utils import AttentionMaskInterface, flash_attention_mask
 from transformers.modeling_flash_attention_utils import prepare_fa_kwargs_from_position_ids
 
+from .attention import causal_mask
+
 
 REFERENCE_FLASH_VARLEN = "towervision_reference_flash_varlen"
 
@@ -69,11 +71,9 @@ def reference_varlen_attention_forward(
         scores = torch.einsum("qhd,khd->hqk", query[start:end], key[start:end]).float() * scaling
         if softcap is not None:
             scores = softcap * torch.tanh(scores / softcap)
-        positions = torch.arange(end - start, device=query.device)
-        blocked = positions[None, :] > positions[:, None]
-        if sliding_window is not None:
-            blocked |= positions[None, :] <= positions[:, None] - sliding_window
-        probs = scores.masked_fill(blocked, float("-inf")).softmax(dim=-1).to(value.dtype)
+        # the causal / sliding-window rule of one sample, as eager applies it: `(1, L, L)` over the heads
+        scores = scores + causal_mask(end - start, sliding_window, scores.dtype, query.device)[0]
+        probs = scores.softmax(dim=-1).to(value.dtype)
         probs = nn.functional.dropout(probs, p=dropout, training=module.training)
         outputs.append(torch.einsum("hqk,khd->qhd", probs, value[start:end]))
     output = torch.cat(outputs)
